@@ -1,0 +1,292 @@
+using Google.Protobuf;
+using Grpc.Core;
+using SiteLink.Protocol.V1;
+
+namespace SiteLink;
+
+/// <summary>
+/// The duplex byte stream of one tunnelled connection. Reads return what the public client sent and 0 once it closed
+/// its sending side; writes reach the client in order. <see cref="CompleteWritesAsync"/> half-closes (the client
+/// reads the end of the stream while this side can still read); disposing closes the connection gracefully.
+/// One read and one write may run at the same time; concurrent writes are serialised.
+/// </summary>
+public sealed class TunnelStream : Stream
+{
+    private readonly IClientStreamWriter<StreamFrame> _writer;
+    private readonly IAsyncStreamReader<StreamFrame> _reader;
+    private readonly IDisposable _call;
+    private readonly int _maxFrameSize;
+    private readonly TimeSpan _closeTimeout;
+    private readonly TimeProvider _timeProvider;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private ReadOnlyMemory<byte> _pending;
+    private bool _readEof;
+    private bool _remoteFinished;
+    private bool _writesCompleted;
+    private int _reading;
+    private int _disposed;
+    private long _bytesRead;
+    private long _bytesWritten;
+
+    internal TunnelStream(
+        IClientStreamWriter<StreamFrame> writer,
+        IAsyncStreamReader<StreamFrame> reader,
+        IDisposable call,
+        int maxFrameSize,
+        TimeSpan closeTimeout,
+        TimeProvider timeProvider)
+    {
+        _writer = writer;
+        _reader = reader;
+        _call = call;
+        _maxFrameSize = maxFrameSize;
+        _closeTimeout = closeTimeout;
+        _timeProvider = timeProvider;
+    }
+
+    /// <summary>Bytes received from the public client so far.</summary>
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+
+    /// <summary>Bytes sent to the public client so far.</summary>
+    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
+
+    /// <inheritdoc />
+    public override bool CanRead => true;
+
+    /// <inheritdoc />
+    public override bool CanWrite => true;
+
+    /// <inheritdoc />
+    public override bool CanSeek => false;
+
+    /// <inheritdoc />
+    public override long Length => throw new NotSupportedException();
+
+    /// <inheritdoc />
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+    /// <inheritdoc />
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (buffer.IsEmpty)
+        {
+            return 0;
+        }
+
+        if (Interlocked.Exchange(ref _reading, 1) != 0)
+        {
+            throw new InvalidOperationException("Another read is already in progress on this TunnelStream.");
+        }
+
+        try
+        {
+            while (_pending.IsEmpty)
+            {
+                if (_readEof)
+                {
+                    return 0;
+                }
+
+                bool more;
+                try
+                {
+                    more = await _reader.MoveNext(cancellationToken).ConfigureAwait(false);
+                }
+                catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+                {
+                    throw new OperationCanceledException(cancellationToken);
+                }
+                catch (RpcException ex)
+                {
+                    _readEof = true;
+                    throw new IOException($"The tunnelled connection was aborted by the relay: {ex.Status.Detail} ({ex.StatusCode}).", ex);
+                }
+
+                if (!more)
+                {
+                    _readEof = true;
+                    _remoteFinished = true;
+                    return 0;
+                }
+
+                var frame = _reader.Current;
+                _pending = frame.Data.Memory;
+                if (frame.HalfClose)
+                {
+                    _readEof = true;
+                }
+            }
+
+            var n = Math.Min(buffer.Length, _pending.Length);
+            _pending.Span[..n].CopyTo(buffer.Span);
+            _pending = _pending[n..];
+            Interlocked.Add(ref _bytesRead, n);
+            return n;
+        }
+        finally
+        {
+            Volatile.Write(ref _reading, 0);
+        }
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_writesCompleted)
+            {
+                throw new InvalidOperationException("Writes were completed on this TunnelStream; nothing more can be sent.");
+            }
+
+            while (!buffer.IsEmpty)
+            {
+                var chunk = buffer[..Math.Min(buffer.Length, _maxFrameSize)];
+                // The frame is serialised before WriteAsync completes, so wrapping the caller's memory is safe.
+                await WriteFrameAsync(new StreamFrame { Data = UnsafeByteOperations.UnsafeWrap(chunk) }, cancellationToken).ConfigureAwait(false);
+                Interlocked.Add(ref _bytesWritten, chunk.Length);
+                buffer = buffer[chunk.Length..];
+            }
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Closes the sending direction: the public client reads the end of the stream after everything written so far.
+    /// Reading goes on. Calling it again does nothing.
+    /// </summary>
+    /// <exception cref="IOException">The connection was aborted.</exception>
+    public async ValueTask CompleteWritesAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (!_writesCompleted)
+            {
+                await WriteFrameAsync(new StreamFrame { HalfClose = true }, cancellationToken).ConfigureAwait(false);
+                _writesCompleted = true;
+            }
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    private async ValueTask WriteFrameAsync(StreamFrame frame, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _writer.WriteAsync(frame, cancellationToken).ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancellationToken);
+        }
+        catch (Exception ex) when (ex is RpcException or InvalidOperationException)
+        {
+            throw new IOException("The tunnelled connection is closed: " + ex.Message, ex);
+        }
+    }
+
+    /// <summary>Aborts the connection at once: the public client's connection is reset.</summary>
+    public void Abort()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _call.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Closes the connection gracefully: everything written is delivered and the client sees the end of the stream.
+    /// Waits (up to the session's StreamCloseTimeout) for the relay to finish its side, then releases the call.
+    /// </summary>
+    public override async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            await CloseGracefullyAsync().ConfigureAwait(false);
+        }
+
+        await base.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private async Task CloseGracefullyAsync()
+    {
+        using var timeout = new CancellationTokenSource(_closeTimeout, _timeProvider);
+        try
+        {
+            await _writeLock.WaitAsync(timeout.Token).ConfigureAwait(false);
+            try
+            {
+                await _writer.CompleteAsync().WaitAsync(timeout.Token).ConfigureAwait(false);
+            }
+            finally
+            {
+                _writeLock.Release();
+            }
+
+            // Consume what the relay still sends until it ends the call, so the end is clean rather than a reset.
+            if (!_remoteFinished && Interlocked.Exchange(ref _reading, 1) == 0)
+            {
+                while (await _reader.MoveNext(timeout.Token).ConfigureAwait(false))
+                {
+                }
+            }
+        }
+        catch (Exception ex) when (ex is RpcException or IOException or OperationCanceledException or InvalidOperationException)
+        {
+            // The connection ended abnormally or too slowly; releasing the call below resets it.
+        }
+        finally
+        {
+            _call.Dispose();
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing && Volatile.Read(ref _disposed) == 0)
+        {
+            // Synchronous disposal cannot wait for the relay: close in the background.
+            _ = DisposeAsync().AsTask();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    /// <inheritdoc />
+    public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+
+    /// <inheritdoc />
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    /// <inheritdoc />
+    public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+
+    /// <inheritdoc />
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    /// <inheritdoc />
+    public override void Flush() { }
+
+    /// <inheritdoc />
+    public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <inheritdoc />
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    /// <inheritdoc />
+    public override void SetLength(long value) => throw new NotSupportedException();
+}

@@ -1,0 +1,52 @@
+using Microsoft.Extensions.Logging;
+
+namespace SiteLink.Diagnostics;
+
+/// <summary>The SDK's log messages. Event ids are stable: a retired id is never reused.</summary>
+internal static partial class SessionLog
+{
+    [LoggerMessage(1, LogLevel.Information, "Connected to relay {RelayId} ({Region}) at {RelayUrl}; session {SessionId}.")]
+    public static partial void Connected(ILogger logger, string relayId, string region, Uri relayUrl, string sessionId);
+
+    [LoggerMessage(2, LogLevel.Warning, "Connection to relay {RelayUrl} lost: {Reason}")]
+    public static partial void ConnectionLost(ILogger logger, Uri relayUrl, string reason, Exception? exception);
+
+    [LoggerMessage(3, LogLevel.Information, "Session {SessionId} closed.")]
+    public static partial void Closed(ILogger logger, string sessionId);
+
+    [LoggerMessage(10, LogLevel.Information, "Endpoint '{EndpointName}' bound ({Kind}).")]
+    public static partial void EndpointBound(ILogger logger, string endpointName, TunnelEndpointKind kind);
+
+    [LoggerMessage(11, LogLevel.Warning, "The relay refused to bind endpoint '{EndpointName}': {Code}: {Reason}")]
+    public static partial void BindRefused(ILogger logger, string endpointName, BindErrorCode code, string reason);
+
+    [LoggerMessage(12, LogLevel.Information, "Endpoint '{EndpointName}' unbound.")]
+    public static partial void EndpointUnbound(ILogger logger, string endpointName);
+
+    [LoggerMessage(20, LogLevel.Debug, "Connection {StreamId} from {ClientAddress} to endpoint '{EndpointName}' opened.")]
+    public static partial void ConnectionOpened(ILogger logger, string streamId, string clientAddress, string endpointName);
+
+    [LoggerMessage(21, LogLevel.Debug, "Connection {StreamId} to endpoint '{EndpointName}' closed: {Result}.")]
+    public static partial void ConnectionClosed(ILogger logger, string streamId, string endpointName, BridgeResult result);
+
+    [LoggerMessage(22, LogLevel.Warning, "Refused connection {StreamId}: the relay asked for bind {BindId}, which this agent has not bound.")]
+    public static partial void UnknownBind(ILogger logger, string streamId, string bindId);
+
+    [LoggerMessage(23, LogLevel.Warning, "Endpoint '{EndpointName}': upstream {Upstream} unreachable, connection {StreamId} refused: {Reason}")]
+    public static partial void UpstreamConnectFailed(ILogger logger, string endpointName, string upstream, string streamId, string reason);
+
+    [LoggerMessage(24, LogLevel.Error, "Endpoint '{EndpointName}': the handler failed on connection {StreamId}; the connection was aborted.")]
+    public static partial void HandlerFailed(ILogger logger, string endpointName, string streamId, Exception exception);
+
+    [LoggerMessage(25, LogLevel.Warning, "Endpoint '{EndpointName}': listener backlog full, connection {StreamId} refused.")]
+    public static partial void ListenerBacklogFull(ILogger logger, string endpointName, string streamId);
+
+    [LoggerMessage(26, LogLevel.Warning, "Could not open the stream of connection {StreamId} to endpoint '{EndpointName}': {Reason}")]
+    public static partial void StreamOpenFailed(ILogger logger, string streamId, string endpointName, string reason);
+
+    [LoggerMessage(30, LogLevel.Warning, "The relay reported an error: {Code}: {Message}")]
+    public static partial void RelayError(ILogger logger, string code, string message);
+
+    [LoggerMessage(31, LogLevel.Warning, "The relay asked this agent to drain: {Reason}")]
+    public static partial void DrainRequested(ILogger logger, string reason);
+}

@@ -1,0 +1,44 @@
+namespace SiteLink;
+
+/// <summary>What an endpoint forwards its connections to.</summary>
+public enum TunnelEndpointKind
+{
+    /// <summary>A TCP service the agent connects to.</summary>
+    TcpForward,
+
+    /// <summary>An in-process <see cref="TunnelConnectionHandler"/>.</summary>
+    Handler,
+
+    /// <summary>A <see cref="ITunnelListener"/> the application accepts from.</summary>
+    Listener,
+}
+
+/// <summary>A named internal endpoint bound on a session. Dispose it to unbind.</summary>
+public interface ITunnelEndpoint : IAsyncDisposable
+{
+    /// <summary>The internal endpoint name, as the relay's cloud endpoints refer to it.</summary>
+    string Name { get; }
+
+    /// <summary>What the endpoint forwards to.</summary>
+    TunnelEndpointKind Kind { get; }
+
+    /// <summary>For <see cref="TunnelEndpointKind.TcpForward"/>, the upstream as <c>host:port</c>; otherwise <see langword="null"/>.</summary>
+    string? Upstream { get; }
+
+    /// <summary>Whether the endpoint is still bound.</summary>
+    bool IsBound { get; }
+}
+
+/// <summary>An endpoint whose connections the application accepts itself.</summary>
+public interface ITunnelListener : ITunnelEndpoint
+{
+    /// <summary>
+    /// Waits for the next connection routed to this endpoint.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The listener was unbound or the session closed.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was signalled.</exception>
+    ValueTask<TunnelConnection> AcceptAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Yields connections as they arrive, until the listener is unbound or <paramref name="cancellationToken"/> is signalled.</summary>
+    IAsyncEnumerable<TunnelConnection> AcceptAllAsync(CancellationToken cancellationToken = default);
+}

@@ -1,0 +1,30 @@
+namespace SiteLink;
+
+/// <summary>Who a tunnelled connection came from and which endpoint it was routed to.</summary>
+/// <param name="EndpointName">The internal endpoint the relay routed the connection to.</param>
+/// <param name="ClientAddress">The public client's address as the relay saw it (<c>ip:port</c>).</param>
+/// <param name="ServerName">The TLS server name (SNI) the client asked for, or <see langword="null"/>.</param>
+/// <param name="StreamId">The relay's identifier of this connection, for correlating logs.</param>
+public sealed record TunnelConnectionInfo(string EndpointName, string ClientAddress, string? ServerName, string StreamId);
+
+/// <summary>One tunnelled connection: a duplex byte stream to the public client, and who it is.</summary>
+public sealed class TunnelConnection : IAsyncDisposable
+{
+    internal TunnelConnection(TunnelConnectionInfo info, TunnelStream stream)
+    {
+        Info = info;
+        Stream = stream;
+    }
+
+    /// <summary>Who connected, and to which endpoint.</summary>
+    public TunnelConnectionInfo Info { get; }
+
+    /// <summary>
+    /// The bytes of the connection in both directions. Reading returns 0 once the client closed its sending side;
+    /// <see cref="TunnelStream.CompleteWritesAsync"/> closes this side's sending direction while reads go on.
+    /// </summary>
+    public TunnelStream Stream { get; }
+
+    /// <summary>Closes the connection gracefully: what was written is delivered, then the client sees the end of the stream.</summary>
+    public ValueTask DisposeAsync() => Stream.DisposeAsync();
+}

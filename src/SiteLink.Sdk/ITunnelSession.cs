@@ -1,0 +1,73 @@
+namespace SiteLink;
+
+/// <summary>
+/// An agent's session with a SiteLink relay: one outbound HTTP/2 connection carrying a control stream and one
+/// stream per tunnelled connection. Endpoints bound on the session receive the connections the relay routes to them.
+/// Create one with <see cref="TunnelSession.ConnectAsync"/>; dispose it to unbind everything and disconnect.
+/// </summary>
+public interface ITunnelSession : IAsyncDisposable
+{
+    /// <summary>The relay-assigned identifier of the current session.</summary>
+    string SessionId { get; }
+
+    /// <summary>Which relay this session is connected to.</summary>
+    RelayInfo Relay { get; }
+
+    /// <summary>The session's state.</summary>
+    TunnelSessionState State { get; }
+
+    /// <summary>The endpoints currently bound.</summary>
+    IReadOnlyCollection<ITunnelEndpoint> Endpoints { get; }
+
+    /// <summary>
+    /// Binds <paramref name="name"/> so that each connection the relay routes to it is forwarded to the TCP service at
+    /// <paramref name="host"/>:<paramref name="port"/>, which the agent connects to itself.
+    /// </summary>
+    /// <exception cref="TunnelBindException">The relay refused the name (access list, taken, invalid, limit).</exception>
+    /// <exception cref="TunnelConnectionException">The session is not connected.</exception>
+    /// <exception cref="ArgumentException">The name is empty or already bound in this session, or the port is out of range.</exception>
+    Task<ITunnelEndpoint> BindTcpAsync(string name, string host, int port, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Binds <paramref name="name"/> to an in-process handler, called once per tunnelled connection with a duplex stream.
+    /// The connection is closed when the handler's task completes; an exception from the handler aborts it and is logged.
+    /// </summary>
+    /// <exception cref="TunnelBindException">The relay refused the name.</exception>
+    Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Binds <paramref name="name"/> to a listener the application pulls connections from, like a socket listener.
+    /// </summary>
+    /// <exception cref="TunnelBindException">The relay refused the name.</exception>
+    Task<ITunnelListener> ListenAsync(string name, CancellationToken cancellationToken = default);
+}
+
+/// <summary>The lifecycle of a <see cref="ITunnelSession"/>.</summary>
+public enum TunnelSessionState
+{
+    /// <summary>Connecting to the relay for the first time.</summary>
+    Connecting,
+
+    /// <summary>Connected; bound endpoints receive connections.</summary>
+    Connected,
+
+    /// <summary>The connection was lost; the session is trying to connect again.</summary>
+    Reconnecting,
+
+    /// <summary>The session stopped because of an error retrying cannot fix (bad token, permission, version) or a lost connection.</summary>
+    Faulted,
+
+    /// <summary>The session was disposed.</summary>
+    Closed,
+}
+
+/// <summary>The relay a session is connected to, as it introduced itself.</summary>
+/// <param name="RelayId">The relay's identifier.</param>
+/// <param name="Region">The relay's region or point of presence, empty when it names none.</param>
+/// <param name="Url">The address the agent dialled.</param>
+public sealed record RelayInfo(string RelayId, string Region, Uri Url);
+
+/// <summary>Handles one tunnelled connection of an in-process endpoint.</summary>
+/// <param name="connection">The connection: a duplex stream and who connected. Disposed by the SDK after the handler returns.</param>
+/// <param name="cancellationToken">Signalled when the session is closing or the connection was aborted.</param>
+public delegate Task TunnelConnectionHandler(TunnelConnection connection, CancellationToken cancellationToken);

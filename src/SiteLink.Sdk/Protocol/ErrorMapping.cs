@@ -1,0 +1,38 @@
+using Grpc.Core;
+using SiteLink.Protocol.V1;
+
+namespace SiteLink.Protocol;
+
+/// <summary>Maps wire-level results (gRPC status codes, protocol enums) to the SDK's public types.</summary>
+internal static class ErrorMapping
+{
+    public static TunnelException FromRpc(RpcException ex, Uri relayUrl, string? certificateRejection)
+    {
+        var detail = string.IsNullOrEmpty(ex.Status.Detail) ? ex.StatusCode.ToString() : ex.Status.Detail;
+        return ex.StatusCode switch
+        {
+            StatusCode.Unauthenticated => new TunnelAuthenticationException($"The relay at {relayUrl} rejected the authtoken: {detail}", ex),
+            StatusCode.PermissionDenied or StatusCode.FailedPrecondition or StatusCode.ResourceExhausted
+                => new TunnelPermissionException($"The relay at {relayUrl} refused the session: {detail}", ex),
+            _ when certificateRejection is not null
+                => new TunnelConnectionException($"Could not connect to the relay at {relayUrl}: {certificateRejection}.", ex, isTransient: false),
+            _ => new TunnelConnectionException($"Could not reach the relay at {relayUrl}: {detail} ({ex.StatusCode}).", ex),
+        };
+    }
+
+    public static BindErrorCode FromBindStatus(BindStatus status) => status switch
+    {
+        BindStatus.Denied => BindErrorCode.Denied,
+        BindStatus.NameTaken => BindErrorCode.NameTaken,
+        BindStatus.Invalid => BindErrorCode.Invalid,
+        BindStatus.LimitExceeded => BindErrorCode.LimitExceeded,
+        _ => BindErrorCode.Unknown,
+    };
+
+    public static EndpointKind ToWireKind(TunnelEndpointKind kind) => kind switch
+    {
+        // Every kind of this version carries raw TCP bytes; the kind says how the agent serves them, not the wire.
+        TunnelEndpointKind.TcpForward or TunnelEndpointKind.Handler or TunnelEndpointKind.Listener => EndpointKind.Tcp,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+    };
+}

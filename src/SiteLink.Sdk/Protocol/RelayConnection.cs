@@ -1,0 +1,214 @@
+using System.Net.Security;
+using System.Threading.Channels;
+using Grpc.Core;
+using Grpc.Net.Client;
+using SiteLink.Protocol.V1;
+
+namespace SiteLink.Protocol;
+
+/// <summary>
+/// One connection to a relay: the HTTP/2 channel, the session's control call with its single writer, and the
+/// factory for data streams. Disposing it cancels every call and disposes the channel and its HTTP handler, which
+/// closes the TCP connection itself.
+/// </summary>
+internal sealed class RelayConnection : IAsyncDisposable
+{
+    private readonly GrpcChannel _channel;
+    private readonly Tunnel.TunnelClient _client;
+    private readonly AsyncDuplexStreamingCall<AgentMessage, RelayMessage> _control;
+    private readonly Channel<AgentMessage> _outbox = Channel.CreateUnbounded<AgentMessage>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _lifetime = new();
+    private readonly Metadata _authHeaders;
+    private readonly TunnelSessionOptions _options;
+    private Task _writer = Task.CompletedTask;
+    private int _disposed;
+
+    private RelayConnection(TunnelSessionOptions options, GrpcChannel channel, Metadata authHeaders)
+    {
+        _options = options;
+        _channel = channel;
+        _authHeaders = authHeaders;
+        _client = new Tunnel.TunnelClient(channel);
+        _control = _client.Control(authHeaders, cancellationToken: _lifetime.Token);
+    }
+
+    public Welcome Welcome { get; private set; } = null!;
+
+    public int MaxFrameSize { get; private set; } = ProtocolConstants.DefaultMaxFrameSize;
+
+    /// <summary>Messages from the relay after Welcome. Read by one loop only.</summary>
+    public IAsyncStreamReader<RelayMessage> Incoming => _control.ResponseStream;
+
+    /// <summary>Signalled when the connection is being torn down.</summary>
+    public CancellationToken Lifetime => _lifetime.Token;
+
+    /// <summary>Ends when the writer stops (connection failed or disposed).</summary>
+    public Task Writer => _writer;
+
+    /// <summary>Connects, says Hello and waits for Welcome. Throws a typed <see cref="TunnelException"/> on failure.</summary>
+    public static async Task<RelayConnection> ConnectAsync(TunnelSessionOptions options, string clientId, string? previousSessionId, CancellationToken cancellationToken)
+    {
+        var relayUrl = options.RelayUrl!;
+        string? certificateRejection = null;
+        var handler = options.HttpHandlerFactory?.Invoke() ?? CreateHandler(options, reason => certificateRejection = reason);
+        var channel = GrpcChannel.ForAddress(relayUrl, new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            DisposeHttpClient = true,
+            MaxReceiveMessageSize = ProtocolConstants.MaxMessageSize,
+            MaxSendMessageSize = ProtocolConstants.MaxMessageSize,
+        });
+
+        var headers = new Metadata { { ProtocolConstants.AuthorizationHeader, "Bearer " + options.AuthToken } };
+        var connection = new RelayConnection(options, channel, headers);
+        using var timeout = new CancellationTokenSource(options.ConnectTimeout, options.TimeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        try
+        {
+            var hello = new Hello
+            {
+                ProtocolVersion = ProtocolConstants.ProtocolVersion,
+                SdkVersion = ProtocolConstants.SdkVersion,
+                ClientId = clientId,
+                PreviousSessionId = previousSessionId ?? "",
+            };
+            hello.Metadata.Add(options.Metadata);
+            await connection._control.RequestStream.WriteAsync(new AgentMessage { Hello = hello }, linked.Token).ConfigureAwait(false);
+            if (!await connection._control.ResponseStream.MoveNext(linked.Token).ConfigureAwait(false))
+            {
+                throw new TunnelProtocolException($"The relay at {relayUrl} ended the session before welcoming it.");
+            }
+
+            var first = connection._control.ResponseStream.Current;
+            if (first.KindCase != RelayMessage.KindOneofCase.Welcome)
+            {
+                throw new TunnelProtocolException($"The relay at {relayUrl} sent {first.KindCase} before Welcome.");
+            }
+
+            connection.Welcome = first.Welcome;
+            if (first.Welcome.Limits is { MaxFrameSize: > 0 } limits)
+            {
+                connection.MaxFrameSize = (int)Math.Min(limits.MaxFrameSize, ProtocolConstants.DefaultMaxFrameSize);
+            }
+
+            connection._writer = connection.WriteLoopAsync();
+            return connection;
+        }
+        catch (Exception ex)
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            if (ex is TunnelException)
+            {
+                throw;
+            }
+
+            if (ex is RpcException rpc)
+            {
+                if (rpc.StatusCode == StatusCode.Cancelled && timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    throw new TunnelConnectionException($"Connecting to the relay at {relayUrl} timed out after {options.ConnectTimeout}.", ex);
+                }
+
+                cancellationToken.ThrowIfCancellationRequested();
+                throw ErrorMapping.FromRpc(rpc, relayUrl, certificateRejection);
+            }
+
+            if (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                throw new TunnelConnectionException($"Connecting to the relay at {relayUrl} timed out after {options.ConnectTimeout}.", ex);
+            }
+
+            throw;
+        }
+    }
+
+    private static SocketsHttpHandler CreateHandler(TunnelSessionOptions options, Action<string> onCertificateRejected)
+    {
+        var pin = options.PinnedCertificateSha256 is null ? null : CertificatePin.TryParse(options.PinnedCertificateSha256);
+        return new SocketsHttpHandler
+        {
+            ConnectTimeout = options.ConnectTimeout,
+            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+            PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
+            // One HTTP/2 connection per relay carries the control stream and every tunnelled connection.
+            EnableMultipleHttp2Connections = false,
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                RemoteCertificateValidationCallback = CertificatePin.CreateValidator(pin, onCertificateRejected),
+            },
+        };
+    }
+
+    /// <summary>Queues a message for the relay. Returns false when the connection is closing.</summary>
+    public bool Send(AgentMessage message) => _outbox.Writer.TryWrite(message);
+
+    /// <summary>Opens the data stream of a connection the relay offered.</summary>
+    public TunnelStream OpenStream(string sessionId, string streamId, CancellationToken cancellationToken)
+    {
+        var headers = new Metadata
+        {
+            _authHeaders[0],
+            { ProtocolConstants.StreamIdHeader, streamId },
+            { ProtocolConstants.SessionIdHeader, sessionId },
+        };
+        var call = _client.Stream(headers, cancellationToken: cancellationToken);
+        return new TunnelStream(call.RequestStream, call.ResponseStream, call, MaxFrameSize, _options.StreamCloseTimeout, _options.TimeProvider);
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        try
+        {
+            await foreach (var message in _outbox.Reader.ReadAllAsync(_lifetime.Token).ConfigureAwait(false))
+            {
+                await _control.RequestStream.WriteAsync(message, _lifetime.Token).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex) when (ex is RpcException or OperationCanceledException or InvalidOperationException or IOException)
+        {
+            // The connection failed or is closing; the read loop sees it too and reports why.
+        }
+        finally
+        {
+            _outbox.Writer.TryComplete();
+        }
+    }
+
+    /// <summary>Sends what is queued (bounded by <paramref name="cancellationToken"/>) and half-closes the control call.</summary>
+    public async Task CompleteAsync(CancellationToken cancellationToken)
+    {
+        _outbox.Writer.TryComplete();
+        try
+        {
+            await _writer.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await _control.RequestStream.CompleteAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RpcException or OperationCanceledException or InvalidOperationException or IOException)
+        {
+            // Best effort: disposal follows.
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _outbox.Writer.TryComplete();
+        await _lifetime.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _writer.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        _control.Dispose();
+        // Disposing the channel disposes its HttpClient and handler, closing the TCP connection.
+        _channel.Dispose();
+        _lifetime.Dispose();
+    }
+}

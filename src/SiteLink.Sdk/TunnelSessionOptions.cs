@@ -1,0 +1,130 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+
+namespace SiteLink;
+
+/// <summary>Settings of a <see cref="ITunnelSession"/>. Validated by <see cref="TunnelSession.ConnectAsync"/>.</summary>
+public sealed class TunnelSessionOptions
+{
+    /// <summary>
+    /// The relay's agent address, e.g. <c>https://connect.vendor.example</c>. Required.
+    /// <c>http://</c> (HTTP/2 without TLS) is accepted only when <see cref="AllowInsecureTransport"/> is set.
+    /// </summary>
+    public Uri? RelayUrl { get; set; }
+
+    /// <summary>The authtoken the relay issued to this agent. Required. Sent on every call; never logged.</summary>
+    public string? AuthToken { get; set; }
+
+    /// <summary>
+    /// A stable identifier of this agent process, reported to the relay and kept across reconnects.
+    /// Default: <see langword="null"/>, meaning a random identifier chosen when the session is created.
+    /// </summary>
+    public string? ClientId { get; set; }
+
+    /// <summary>Free-form labels reported to the relay (host name, product version, ...). Never put secrets here. Default: empty.</summary>
+    public IDictionary<string, string> Metadata { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// SHA-256 fingerprint of the relay's TLS certificate (64 hex digits, colons allowed). When set, the relay
+    /// is trusted if and only if its certificate has this fingerprint, so a self-signed relay can be used safely.
+    /// Default: <see langword="null"/>, meaning the certificate is verified against the system's trust store.
+    /// </summary>
+    public string? PinnedCertificateSha256 { get; set; }
+
+    /// <summary>
+    /// Allows <c>http://</c> relay URLs (HTTP/2 without TLS). Only for development on loopback. Default: <see langword="false"/>.
+    /// </summary>
+    public bool AllowInsecureTransport { get; set; }
+
+    /// <summary>How long connecting to the relay and the handshake may take. Default: 10 seconds.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long the relay may take to answer a bind or unbind. Default: 10 seconds.</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long connecting to a TCP upstream may take before the tunnelled connection is refused. Default: 10 seconds.</summary>
+    public TimeSpan UpstreamConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// After the agent side finished a tunnelled connection, how long to wait for the relay to finish its side
+    /// before the connection is aborted. Default: 10 seconds.
+    /// </summary>
+    public TimeSpan StreamCloseTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How many accepted connections a listener endpoint holds before new ones are refused. Default: 128.</summary>
+    public int ListenerBacklog { get; set; } = 128;
+
+    /// <summary>Where the session logs. Default: <see langword="null"/>, meaning no logging.</summary>
+    public ILoggerFactory? LoggerFactory { get; set; }
+
+    /// <summary>The clock of every timer in the session. Default: <see cref="TimeProvider.System"/>.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>
+    /// Replaces the HTTP handler the session uses to reach the relay (tests, custom proxies).
+    /// The factory is called once per connection to the relay; the session disposes what it returns.
+    /// Default: <see langword="null"/>, meaning a <see cref="System.Net.Http.SocketsHttpHandler"/> the SDK configures.
+    /// </summary>
+    public Func<HttpMessageHandler>? HttpHandlerFactory { get; set; }
+
+    /// <summary>
+    /// Lists every problem with these options (empty when they are valid). Secrets are never quoted.
+    /// </summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (RelayUrl is null)
+        {
+            errors.Add("RelayUrl is required.");
+        }
+        else if (!RelayUrl.IsAbsoluteUri)
+        {
+            errors.Add($"RelayUrl '{RelayUrl}' must be an absolute URL.");
+        }
+        else if (RelayUrl.Scheme == Uri.UriSchemeHttp)
+        {
+            if (!AllowInsecureTransport)
+            {
+                errors.Add($"RelayUrl '{RelayUrl}' uses http:// (no TLS); use https:// or set AllowInsecureTransport for development.");
+            }
+        }
+        else if (RelayUrl.Scheme != Uri.UriSchemeHttps)
+        {
+            errors.Add($"RelayUrl '{RelayUrl}' must use https:// (or http:// with AllowInsecureTransport).");
+        }
+
+        if (string.IsNullOrWhiteSpace(AuthToken))
+        {
+            errors.Add("AuthToken is required.");
+        }
+
+        if (PinnedCertificateSha256 is not null && CertificatePin.TryParse(PinnedCertificateSha256) is null)
+        {
+            errors.Add("PinnedCertificateSha256 must be 64 hexadecimal digits (colons allowed).");
+        }
+
+        CheckPositive(errors, nameof(ConnectTimeout), ConnectTimeout);
+        CheckPositive(errors, nameof(RequestTimeout), RequestTimeout);
+        CheckPositive(errors, nameof(UpstreamConnectTimeout), UpstreamConnectTimeout);
+        CheckPositive(errors, nameof(StreamCloseTimeout), StreamCloseTimeout);
+        if (ListenerBacklog < 1)
+        {
+            errors.Add($"ListenerBacklog must be at least 1 (was {ListenerBacklog.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (TimeProvider is null)
+        {
+            errors.Add("TimeProvider must not be null.");
+        }
+
+        return errors;
+    }
+
+    private static void CheckPositive(List<string> errors, string name, TimeSpan value)
+    {
+        if (value <= TimeSpan.Zero && value != Timeout.InfiniteTimeSpan)
+        {
+            errors.Add($"{name} must be positive (was {value}).");
+        }
+    }
+}
