@@ -1,0 +1,264 @@
+using System.Buffers.Text;
+using System.Globalization;
+using System.Security.Cryptography;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using SiteLink.Protocol.V1;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Security;
+using SiteLink.Relay.Sessions;
+
+namespace SiteLink.Relay.Agents;
+
+/// <summary>
+/// The gRPC service agents talk to: the Control stream of each session and the Stream call of each tunnelled
+/// connection. The authtoken is checked on every call.
+/// </summary>
+internal sealed class TunnelService : Tunnel.TunnelBase
+{
+    internal const uint ProtocolVersion = 1;
+    private const string StreamIdHeader = "sitelink-stream-id";
+    private const string SessionIdHeader = "sitelink-session-id";
+
+    private readonly RelayOptions _options;
+    private readonly AuthTokenStore _tokens;
+    private readonly SessionRegistry _registry;
+    private readonly ConnectionRouter _router;
+    private readonly RelayCounters _counters;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+
+    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, RelayCounters counters, TimeProvider timeProvider, ILogger<TunnelService> logger)
+    {
+        _options = options;
+        _tokens = tokens;
+        _registry = registry;
+        _router = router;
+        _counters = counters;
+        _timeProvider = timeProvider;
+        _logger = logger;
+    }
+
+    public override async Task Control(IAsyncStreamReader<AgentMessage> requestStream, IServerStreamWriter<RelayMessage> responseStream, ServerCallContext context)
+    {
+        var token = Authenticate(context);
+        var hello = await ReadHelloAsync(requestStream, context).ConfigureAwait(false);
+        var session = new AgentSession(NewId("s_"), token, Truncate(hello.ClientId), context.Peer, Truncate(hello.SdkVersion));
+        if (_registry.TryAdd(session) is { } refusal)
+        {
+            RelayLog.SessionRefused(_logger, token.Name, refusal);
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, refusal));
+        }
+
+        RelayLog.SessionStarted(_logger, session.Id, token.Name, token.Tenant, context.Peer, session.ClientId, session.SdkVersion);
+        session.Send(new RelayMessage
+        {
+            Welcome = new Welcome
+            {
+                SessionId = session.Id,
+                RelayId = _options.RelayId,
+                Region = _options.Region,
+                ProtocolVersion = ProtocolVersion,
+                Limits = new Limits
+                {
+                    MaxBinds = (uint)_options.Limits.MaxBindsPerSession,
+                    MaxConcurrentStreams = (uint)_options.Limits.MaxConcurrentStreamsPerSession,
+                    MaxPendingStreams = (uint)_options.Limits.MaxPendingStreamsPerSession,
+                    MaxFrameSize = (uint)_options.Limits.MaxFrameSize,
+                },
+            },
+        });
+
+        using var ending = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
+        var writer = WriteLoopAsync(session, responseStream, ending.Token);
+        var reason = "the agent closed the control stream";
+        try
+        {
+            while (await requestStream.MoveNext(ending.Token).ConfigureAwait(false))
+            {
+                Handle(session, requestStream.Current);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        {
+            reason = ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : "the connection was lost";
+        }
+        finally
+        {
+            var offers = _registry.Remove(session);
+            session.End();
+            _router.OnSessionEnded(offers);
+            await writer.ConfigureAwait(false);
+            RelayLog.SessionEnded(_logger, session.Id, reason);
+        }
+    }
+
+    private async Task<Hello> ReadHelloAsync(IAsyncStreamReader<AgentMessage> requestStream, ServerCallContext context)
+    {
+        using var timeout = new CancellationTokenSource(_options.Limits.HelloTimeout, _timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, timeout.Token);
+        bool received;
+        try
+        {
+            received = await requestStream.MoveNext(linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, $"no Hello within {_options.Limits.HelloTimeout}"));
+        }
+
+        if (!received)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "the control stream ended before Hello"));
+        }
+
+        var first = requestStream.Current;
+        if (first.KindCase != AgentMessage.KindOneofCase.Hello)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"the first control message must be Hello, not {first.KindCase}"));
+        }
+
+        if (first.Hello.ProtocolVersion != ProtocolVersion)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"protocol version {first.Hello.ProtocolVersion.ToString(CultureInfo.InvariantCulture)} is not supported; this relay speaks version {ProtocolVersion.ToString(CultureInfo.InvariantCulture)}"));
+        }
+
+        return first.Hello;
+    }
+
+    private void Handle(AgentSession session, AgentMessage message)
+    {
+        switch (message.KindCase)
+        {
+            case AgentMessage.KindOneofCase.Bind:
+                var result = _registry.Bind(session, message.Bind);
+                if (result.Status == BindStatus.Ok)
+                {
+                    RelayLog.Bound(_logger, session.Id, message.Bind.Name, session.Token.Tenant);
+                }
+                else
+                {
+                    RelayLog.BindRefused(_logger, session.Id, SessionRegistry.Truncate(message.Bind.Name), result.Status.ToString(), result.Message);
+                }
+
+                session.Send(new RelayMessage { BindResult = result });
+                break;
+            case AgentMessage.KindOneofCase.Unbind:
+                var name = _registry.Unbind(session, message.Unbind.BindId);
+                if (name is not null)
+                {
+                    RelayLog.Unbound(_logger, session.Id, name);
+                }
+
+                session.Send(new RelayMessage { UnbindResult = new UnbindResult { BindId = message.Unbind.BindId, Found = name is not null } });
+                break;
+            case AgentMessage.KindOneofCase.Heartbeat:
+                session.Send(new RelayMessage { HeartbeatAck = new HeartbeatAck { Sequence = message.Heartbeat.Sequence } });
+                break;
+            case AgentMessage.KindOneofCase.HeartbeatAck:
+                break;
+            case AgentMessage.KindOneofCase.StreamRefused:
+                _router.OnRefusedByAgent(session, message.StreamRefused);
+                break;
+            case AgentMessage.KindOneofCase.Goodbye:
+                session.MarkLeaving();
+                _registry.UnbindAll(session);
+                break;
+            default:
+                var detail = message.KindCase == AgentMessage.KindOneofCase.Hello ? "Hello sent twice" : "a message this relay does not understand";
+                RelayLog.ProtocolError(_logger, session.Id, detail);
+                session.Send(new RelayMessage { Error = new Error { Code = ErrorCode.Protocol, Message = detail } });
+                break;
+        }
+    }
+
+    private static async Task WriteLoopAsync(AgentSession session, IServerStreamWriter<RelayMessage> responseStream, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await foreach (var message in session.Outgoing.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                await responseStream.WriteAsync(message, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        {
+            // The session is ending; the read loop reports why.
+        }
+        finally
+        {
+            // A dead writer means a dead session: end it so the read loop stops too.
+            session.End();
+        }
+    }
+
+    public override async Task Stream(IAsyncStreamReader<StreamFrame> requestStream, IServerStreamWriter<StreamFrame> responseStream, ServerCallContext context)
+    {
+        var token = Authenticate(context);
+        var sessionId = context.RequestHeaders.GetValue(SessionIdHeader) ?? "";
+        var streamId = context.RequestHeaders.GetValue(StreamIdHeader) ?? "";
+        if (!_registry.TryGetSession(sessionId, out var session) || session.Token.Name != token.Name)
+        {
+            _counters.OnUnknownStream();
+            RelayLog.UnknownStream(_logger, SessionRegistry.Truncate(sessionId), SessionRegistry.Truncate(streamId));
+            throw new RpcException(new Status(StatusCode.NotFound, "unknown session for this authtoken"));
+        }
+
+        var pending = _router.Claim(session, streamId)
+            ?? throw new RpcException(new Status(StatusCode.NotFound, "unknown, expired or already used stream id"));
+
+        _counters.OnAccepted();
+        session.OnStreamStarted();
+        long bytesIn = 0, bytesOut = 0;
+        ClientBridgeOutcome outcome;
+        try
+        {
+            using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
+            outcome = await ClientBridge.RunAsync(
+                pending.Client,
+                requestStream,
+                responseStream,
+                _options.Limits.MaxFrameSize,
+                n => { bytesIn += n; _counters.OnBytesFromClient(n); },
+                n => { bytesOut += n; _counters.OnBytesToClient(n); },
+                lifetime.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            session.OnStreamEnded();
+            _counters.OnCompleted();
+        }
+
+        RelayLog.ConnectionClosed(_logger, pending.Id, outcome.ToString(), bytesIn, bytesOut);
+        switch (outcome)
+        {
+            case ClientBridgeOutcome.ClientFailed:
+                throw new RpcException(new Status(StatusCode.Aborted, "the public client's connection failed"));
+            case ClientBridgeOutcome.AgentFailed when !context.CancellationToken.IsCancellationRequested:
+                throw new RpcException(new Status(StatusCode.Aborted, "the connection was aborted"));
+        }
+    }
+
+    private TokenIdentity Authenticate(ServerCallContext context)
+    {
+        var identity = _tokens.Authenticate(context.RequestHeaders.GetValue("authorization"), out var failure);
+        if (identity is null)
+        {
+            RelayLog.AuthenticationFailed(_logger, context.Peer, failure);
+            throw new RpcException(new Status(StatusCode.Unauthenticated, failure));
+        }
+
+        return identity;
+    }
+
+    private static string Truncate(string value) => SessionRegistry.Truncate(value);
+
+    private static string NewId(string prefix)
+    {
+        Span<byte> bytes = stackalloc byte[12];
+        RandomNumberGenerator.Fill(bytes);
+        return prefix + Base64Url.EncodeToString(bytes);
+    }
+}

@@ -1,0 +1,117 @@
+namespace SiteLink.Relay.Configuration;
+
+/// <summary>Everything a relay is configured with. Bound from the <c>Relay</c> configuration section.</summary>
+public sealed class RelayOptions
+{
+    /// <summary>The configuration section these options bind from.</summary>
+    public const string SectionName = "Relay";
+
+    /// <summary>This relay's identifier, reported to agents. Default: the machine name.</summary>
+    public string RelayId { get; set; } = Environment.MachineName;
+
+    /// <summary>The region or point of presence reported to agents. Default: empty.</summary>
+    public string Region { get; set; } = "";
+
+    /// <summary>Where agents connect, as <c>ip:port</c>. Port 0 picks a free port. Default: <c>0.0.0.0:8443</c>.</summary>
+    public string AgentListen { get; set; } = "0.0.0.0:8443";
+
+    /// <summary>TLS for the agent port.</summary>
+    public RelayTlsOptions Tls { get; set; } = new();
+
+    /// <summary>The authtokens agents may present.</summary>
+    public IList<AuthTokenOptions> Tokens { get; } = [];
+
+    /// <summary>The public entry points and the internal endpoints they forward to.</summary>
+    public IList<CloudEndpointOptions> CloudEndpoints { get; } = [];
+
+    /// <summary>Limits enforced per token and per session.</summary>
+    public RelayLimits Limits { get; set; } = new();
+}
+
+/// <summary>TLS settings of the agent port.</summary>
+public sealed class RelayTlsOptions
+{
+    /// <summary>
+    /// Serve agents over HTTP/2 without TLS. Only for development on loopback; agents must opt in too.
+    /// Default: <see langword="false"/>.
+    /// </summary>
+    public bool Disabled { get; set; }
+
+    /// <summary>A certificate file: PKCS#12 (<c>.pfx</c>) or PEM (with <see cref="KeyPath"/>). Default: none, meaning a generated development certificate.</summary>
+    public string? CertificatePath { get; set; }
+
+    /// <summary>The PEM private key of <see cref="CertificatePath"/>, when it is a PEM certificate.</summary>
+    public string? KeyPath { get; set; }
+
+    /// <summary>The password of a PKCS#12 certificate. Never logged.</summary>
+    public string? CertificatePassword { get; set; }
+
+    /// <summary>
+    /// Where the generated development certificate is kept, so its fingerprint stays the same across restarts.
+    /// Default: none, meaning a new certificate every start.
+    /// </summary>
+    public string? DevelopmentCertificatePath { get; set; }
+}
+
+/// <summary>An authtoken: who presents it (tenant) and which internal endpoint names it may bind.</summary>
+public sealed class AuthTokenOptions
+{
+    /// <summary>A name for the token, used in logs and errors instead of the secret. Required, unique.</summary>
+    public string Name { get; set; } = "";
+
+    /// <summary>The secret itself. Give this or <see cref="Sha256"/>.</summary>
+    public string? Token { get; set; }
+
+    /// <summary>The SHA-256 of the secret as 64 hex digits, so the configuration need not hold the secret.</summary>
+    public string? Sha256 { get; set; }
+
+    /// <summary>The tenant the token belongs to; endpoint names are per tenant. Required.</summary>
+    public string Tenant { get; set; } = "";
+
+    /// <summary>Patterns of endpoint names the token may bind (<c>*</c> any run of characters, <c>?</c> one). At least one.</summary>
+    public IList<string> Allow { get; } = [];
+}
+
+/// <summary>A public entry point on the relay.</summary>
+public sealed class CloudEndpointOptions
+{
+    /// <summary>A name for this cloud endpoint, used in logs. Required, unique.</summary>
+    public string Name { get; set; } = "";
+
+    /// <summary>The protocol; this version serves <c>tcp</c>. Default: <c>tcp</c>.</summary>
+    public string Protocol { get; set; } = "tcp";
+
+    /// <summary>Where public clients connect, as <c>ip:port</c>; port 0 picks a free port. Required.</summary>
+    public string Listen { get; set; } = "";
+
+    /// <summary>The tenant whose internal endpoint this forwards to. Required.</summary>
+    public string Tenant { get; set; } = "";
+
+    /// <summary>The internal endpoint name an agent of <see cref="Tenant"/> binds. Required.</summary>
+    public string Endpoint { get; set; } = "";
+}
+
+/// <summary>Limits with their defaults. Each refusal says which limit was hit.</summary>
+public sealed class RelayLimits
+{
+    /// <summary>Concurrent sessions one token may hold. Default: 16.</summary>
+    public int MaxSessionsPerToken { get; set; } = 16;
+
+    /// <summary>Endpoints one session may bind. Default: 256.</summary>
+    public int MaxBindsPerSession { get; set; } = 256;
+
+    /// <summary>Tunnelled connections one session may carry at once. Default: 16384.</summary>
+    public int MaxConcurrentStreamsPerSession { get; set; } = 16384;
+
+    /// <summary>Connections offered to a session that it has not yet opened or refused. Default: 1024.</summary>
+    public int MaxPendingStreamsPerSession { get; set; } = 1024;
+
+    /// <summary>Largest data frame, in bytes, a session may send. Default: 64 KiB.</summary>
+    public int MaxFrameSize { get; set; } = 64 * 1024;
+
+    /// <summary>How long an offered connection waits for the agent to open its stream. Default: 10 seconds.</summary>
+    public TimeSpan PendingStreamTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long a new control stream may take to say Hello. Default: 10 seconds.</summary>
+    public TimeSpan HelloTimeout { get; set; } = TimeSpan.FromSeconds(10);
+}

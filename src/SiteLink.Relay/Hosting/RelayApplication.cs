@@ -1,0 +1,81 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using SiteLink.Relay.Agents;
+using SiteLink.Relay.CloudEndpoints;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Security;
+using SiteLink.Relay.Sessions;
+
+namespace SiteLink.Relay.Hosting;
+
+/// <summary>Wires a relay into an ASP.NET Core application: services, Kestrel's agent port, and the gRPC endpoint.</summary>
+public static class RelayApplication
+{
+    /// <summary>
+    /// Adds the relay to <paramref name="builder"/> with <paramref name="options"/> (validated here: an invalid
+    /// configuration throws <see cref="RelayConfigurationException"/> listing every problem). Returns the TLS
+    /// certificate of the agent port, or null when TLS is disabled.
+    /// </summary>
+    public static X509Certificate2? AddRelay(WebApplicationBuilder builder, RelayOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        RelayOptionsValidator.ThrowIfInvalid(options);
+        var certificate = RelayCertificate.Load(options.Tls);
+        var agentEndPoint = RelayOptionsValidator.ParseEndPoint(options.AgentListen);
+
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton(new AuthTokenStore(options.Tokens));
+        builder.Services.AddSingleton<RelayCounters>();
+        builder.Services.AddSingleton<SessionRegistry>();
+        builder.Services.AddSingleton<ConnectionRouter>();
+        builder.Services.AddSingleton<CloudEndpointHost>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<CloudEndpointHost>());
+        builder.Services.AddGrpc(grpc =>
+        {
+            // A frame plus protobuf overhead; a larger message fails only the call that sent it.
+            grpc.MaxReceiveMessageSize = options.Limits.MaxFrameSize + 1024;
+            grpc.EnableDetailedErrors = false;
+        });
+
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            var http2 = kestrel.Limits.Http2;
+            // Every tunnelled connection of a session is a stream on the agent's one HTTP/2 connection.
+            http2.MaxStreamsPerConnection = options.Limits.MaxConcurrentStreamsPerSession + options.Limits.MaxPendingStreamsPerSession + 16;
+            kestrel.Listen(agentEndPoint, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                if (certificate is not null)
+                {
+                    listen.UseHttps(certificate);
+                }
+            });
+        });
+
+        return certificate;
+    }
+
+    /// <summary>Maps the agent service onto the built application.</summary>
+    public static void MapRelay(WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        app.MapGrpcService<TunnelService>();
+    }
+
+    /// <summary>The agent URL of a started application: its bound address with the right scheme.</summary>
+    public static Uri AgentUrl(WebApplication app, bool tls)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        var address = app.Urls.First();
+        var uri = new Uri(address);
+        var host = uri.Host is "0.0.0.0" or "[::]" ? IPAddress.Loopback.ToString() : uri.Host;
+        return new UriBuilder(tls ? Uri.UriSchemeHttps : Uri.UriSchemeHttp, host, uri.Port).Uri;
+    }
+}

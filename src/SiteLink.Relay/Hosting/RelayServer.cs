@@ -1,0 +1,111 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using SiteLink.Relay.CloudEndpoints;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Security;
+
+namespace SiteLink.Relay.Hosting;
+
+/// <summary>
+/// A relay running in this process: for tests, the quickstart, and applications that embed one.
+/// Start it with <see cref="StartAsync"/>; dispose it to stop.
+/// </summary>
+public sealed class RelayServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly X509Certificate2? _certificate;
+
+    private RelayServer(WebApplication app, X509Certificate2? certificate)
+    {
+        _app = app;
+        _certificate = certificate;
+        AgentUrl = RelayApplication.AgentUrl(app, certificate is not null);
+        CertificateSha256 = certificate is null ? null : RelayCertificate.Sha256Of(certificate);
+    }
+
+    /// <summary>Where agents connect (<c>https://127.0.0.1:port</c>, or <c>http://</c> when TLS is disabled).</summary>
+    public Uri AgentUrl { get; }
+
+    /// <summary>The SHA-256 of the agent port's certificate, for agents to pin; null when TLS is disabled.</summary>
+    public string? CertificateSha256 { get; }
+
+    /// <summary>What the relay has done so far.</summary>
+    public RelayCounters Counters => _app.Services.GetRequiredService<RelayCounters>();
+
+    /// <summary>The relay's services.</summary>
+    public IServiceProvider Services => _app.Services;
+
+    /// <summary>The number of agent sessions connected now.</summary>
+    public int SessionCount => _app.Services.GetRequiredService<Sessions.SessionRegistry>().SessionCount;
+
+    /// <summary>The address a cloud endpoint is bound to.</summary>
+    /// <exception cref="KeyNotFoundException">No cloud endpoint has that name.</exception>
+    public IPEndPoint GetCloudEndpoint(string name) => _app.Services.GetRequiredService<CloudEndpointHost>().BoundEndpoints[name];
+
+    /// <summary>Revokes a token by name: its new calls are refused and its sessions end.</summary>
+    public void RevokeToken(string name)
+    {
+        _app.Services.GetRequiredService<AuthTokenStore>().Revoke(name);
+        foreach (var session in _app.Services.GetRequiredService<Sessions.SessionRegistry>().Sessions)
+        {
+            if (string.Equals(session.Token.Name, name, StringComparison.OrdinalIgnoreCase))
+            {
+                session.End();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts a relay with <paramref name="options"/>, ignoring configuration files and environment variables.
+    /// </summary>
+    /// <param name="options">The relay's settings; <c>AgentListen</c> and cloud endpoints may use port 0.</param>
+    /// <param name="configureLogging">Sets up logging; by default the relay logs nothing.</param>
+    /// <param name="cancellationToken">Cancels the start.</param>
+    /// <exception cref="RelayConfigurationException">The options are invalid; the message lists every problem.</exception>
+    public static async Task<RelayServer> StartAsync(RelayOptions options, Action<ILoggingBuilder>? configureLogging = null, CancellationToken cancellationToken = default)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            ApplicationName = typeof(RelayServer).Assembly.GetName().Name,
+            ContentRootPath = AppContext.BaseDirectory,
+        });
+        builder.Configuration.Sources.Clear();
+        builder.Configuration.AddInMemoryCollection();
+        builder.Logging.ClearProviders();
+        configureLogging?.Invoke(builder.Logging);
+        var certificate = RelayApplication.AddRelay(builder, options);
+        var app = builder.Build();
+        RelayApplication.MapRelay(app);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        return new RelayServer(app, certificate);
+    }
+
+    /// <summary>Stops the relay: agent sessions and public connections are closed.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try
+        {
+            await _app.StopAsync(timeout.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            await _app.DisposeAsync().ConfigureAwait(false);
+            _certificate?.Dispose();
+        }
+    }
+}

@@ -1,0 +1,48 @@
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Hosting;
+using SiteLink.Relay.Security;
+
+// The standalone relay: configuration from appsettings.json, an optional --config file, environment variables
+// (SITELINK_ prefix, e.g. SITELINK_Relay__AgentListen) and the command line.
+var builder = WebApplication.CreateBuilder(args);
+var configFile = builder.Configuration["config"];
+if (configFile is not null)
+{
+    builder.Configuration.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: false);
+}
+
+builder.Configuration.AddEnvironmentVariables("SITELINK_");
+builder.Configuration.AddCommandLine(args);
+
+var options = new RelayOptions();
+builder.Configuration.GetSection(RelayOptions.SectionName).Bind(options);
+
+System.Security.Cryptography.X509Certificates.X509Certificate2? certificate;
+try
+{
+    certificate = RelayApplication.AddRelay(builder, options);
+}
+catch (RelayConfigurationException ex)
+{
+    Console.Error.WriteLine(ex.Message);
+    return 2;
+}
+
+var app = builder.Build();
+RelayApplication.MapRelay(app);
+await app.StartAsync();
+
+var agentUrl = RelayApplication.AgentUrl(app, certificate is not null);
+Console.WriteLine($"SiteLink relay '{options.RelayId}' listening for agents on {agentUrl}");
+if (certificate is not null)
+{
+    Console.WriteLine($"TLS certificate SHA-256 (pin it in agents): {RelayCertificate.Sha256Of(certificate)}");
+}
+
+foreach (var (name, address) in app.Services.GetRequiredService<SiteLink.Relay.CloudEndpoints.CloudEndpointHost>().BoundEndpoints)
+{
+    Console.WriteLine($"Cloud endpoint '{name}' on tcp://{address}");
+}
+
+await app.WaitForShutdownAsync();
+return 0;

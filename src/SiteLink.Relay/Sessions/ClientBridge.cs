@@ -1,0 +1,203 @@
+using System.Buffers;
+using System.Net.Sockets;
+using Google.Protobuf;
+using Grpc.Core;
+using SiteLink.Protocol.V1;
+
+namespace SiteLink.Relay.Sessions;
+
+/// <summary>How a bridged public connection ended.</summary>
+internal enum ClientBridgeOutcome
+{
+    /// <summary>The agent finished the connection; the client saw a clean end of stream.</summary>
+    Completed,
+
+    /// <summary>The public client reset or vanished.</summary>
+    ClientFailed,
+
+    /// <summary>The agent aborted the stream, or the session ended.</summary>
+    AgentFailed,
+}
+
+/// <summary>
+/// Copies bytes between a public client socket and an agent's Stream call, both directions at once, with half-close:
+/// the client's FIN becomes a half_close frame, the agent's half_close a socket shutdown, and the end of the agent's
+/// request stream closes the connection. A failure on one side resets the other.
+/// </summary>
+internal static class ClientBridge
+{
+    private const int BufferSize = 64 * 1024;
+
+    public static async Task<ClientBridgeOutcome> RunAsync(
+        Socket client,
+        IAsyncStreamReader<StreamFrame> fromAgent,
+        IServerStreamWriter<StreamFrame> toAgent,
+        int maxFrameSize,
+        Action<long> bytesFromClient,
+        Action<long> bytesToClient,
+        CancellationToken cancellationToken)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var upload = ClientToAgentAsync(client, toAgent, maxFrameSize, bytesFromClient, linked.Token);
+        var download = AgentToClientAsync(fromAgent, client, bytesToClient, linked.Token);
+
+        var first = await Task.WhenAny(upload, download).ConfigureAwait(false);
+        ClientBridgeOutcome outcome;
+        if (first == download)
+        {
+            outcome = await download.ConfigureAwait(false);
+            // The agent is finished (or failed): stop reading from the client either way.
+            await linked.CancelAsync().ConfigureAwait(false);
+            var uploadOutcome = await upload.ConfigureAwait(false);
+            if (outcome == ClientBridgeOutcome.Completed && uploadOutcome == ClientBridgeOutcome.ClientFailed)
+            {
+                outcome = ClientBridgeOutcome.ClientFailed;
+            }
+        }
+        else
+        {
+            outcome = await upload.ConfigureAwait(false);
+            if (outcome == ClientBridgeOutcome.Completed)
+            {
+                // The client half-closed; the agent may still answer.
+                outcome = await download.ConfigureAwait(false);
+            }
+            else
+            {
+                await linked.CancelAsync().ConfigureAwait(false);
+                await download.ConfigureAwait(false);
+            }
+        }
+
+        if (outcome == ClientBridgeOutcome.Completed)
+        {
+            client.Dispose();
+        }
+        else
+        {
+            Reset(client);
+        }
+
+        return outcome;
+    }
+
+    private static async Task<ClientBridgeOutcome> ClientToAgentAsync(Socket client, IServerStreamWriter<StreamFrame> toAgent, int maxFrameSize, Action<long> count, CancellationToken cancellationToken)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(Math.Min(BufferSize, maxFrameSize));
+        var size = Math.Min(buffer.Length, maxFrameSize);
+        try
+        {
+            while (true)
+            {
+                int read;
+                try
+                {
+                    read = await client.ReceiveAsync(buffer.AsMemory(0, size), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return ClientBridgeOutcome.Completed;
+                }
+                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                {
+                    return ClientBridgeOutcome.ClientFailed;
+                }
+
+                try
+                {
+                    if (read == 0)
+                    {
+                        await toAgent.WriteAsync(new StreamFrame { HalfClose = true }, cancellationToken).ConfigureAwait(false);
+                        return ClientBridgeOutcome.Completed;
+                    }
+
+                    // Serialised before WriteAsync completes, so the pooled buffer can be reused afterwards.
+                    await toAgent.WriteAsync(new StreamFrame { Data = UnsafeByteOperations.UnsafeWrap(buffer.AsMemory(0, read)) }, cancellationToken).ConfigureAwait(false);
+                    count(read);
+                }
+                catch (Exception ex) when (ex is OperationCanceledException or InvalidOperationException or IOException or RpcException)
+                {
+                    return cancellationToken.IsCancellationRequested ? ClientBridgeOutcome.Completed : ClientBridgeOutcome.AgentFailed;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+        }
+    }
+
+    private static async Task<ClientBridgeOutcome> AgentToClientAsync(IAsyncStreamReader<StreamFrame> fromAgent, Socket client, Action<long> count, CancellationToken cancellationToken)
+    {
+        var sendClosed = false;
+        try
+        {
+            while (await fromAgent.MoveNext(cancellationToken).ConfigureAwait(false))
+            {
+                var frame = fromAgent.Current;
+                if (!frame.Data.IsEmpty)
+                {
+                    if (sendClosed)
+                    {
+                        // Data after half_close breaks the protocol; fail the connection rather than guess.
+                        return ClientBridgeOutcome.AgentFailed;
+                    }
+
+                    try
+                    {
+                        await client.SendAsync(frame.Data.Memory, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                        count(frame.Data.Length);
+                    }
+                    catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                    {
+                        return ClientBridgeOutcome.ClientFailed;
+                    }
+                }
+
+                if (frame.HalfClose && !sendClosed)
+                {
+                    sendClosed = true;
+                    ShutdownSend(client);
+                }
+            }
+
+            // The agent completed its request stream: it is finished with the connection.
+            if (!sendClosed)
+            {
+                ShutdownSend(client);
+            }
+
+            return ClientBridgeOutcome.Completed;
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        {
+            return ClientBridgeOutcome.AgentFailed;
+        }
+    }
+
+    private static void ShutdownSend(Socket socket)
+    {
+        try
+        {
+            socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // The client is already gone; the other direction reports it.
+        }
+    }
+
+    /// <summary>Closes a socket with a reset so the client knows the connection failed rather than ended.</summary>
+    public static void Reset(Socket socket)
+    {
+        try
+        {
+            socket.LingerState = new LingerOption(true, 0);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+        }
+
+        socket.Dispose();
+    }
+}

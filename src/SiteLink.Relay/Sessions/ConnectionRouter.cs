@@ -1,0 +1,135 @@
+using System.Buffers.Text;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using SiteLink.Protocol.V1;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
+
+namespace SiteLink.Relay.Sessions;
+
+/// <summary>
+/// Routes public connections to agent sessions: offers each to the session serving its endpoint, and hands it to
+/// the agent's Stream call when that arrives. A connection nobody can serve is closed at once, never held open.
+/// </summary>
+internal sealed class ConnectionRouter
+{
+    private readonly SessionRegistry _registry;
+    private readonly RelayLimits _limits;
+    private readonly RelayCounters _counters;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+
+    public ConnectionRouter(SessionRegistry registry, RelayOptions options, RelayCounters counters, TimeProvider timeProvider, ILogger<ConnectionRouter> logger)
+    {
+        _registry = registry;
+        _limits = options.Limits;
+        _counters = counters;
+        _timeProvider = timeProvider;
+        _logger = logger;
+    }
+
+    /// <summary>Offers a newly accepted public connection to the agent serving <paramref name="endpoint"/>. Takes ownership of the socket.</summary>
+    public void Offer(CloudEndpointOptions endpoint, Socket client)
+    {
+        var clientAddress = client.RemoteEndPoint?.ToString() ?? "unknown";
+        if (!_registry.TryRoute(endpoint.Tenant, endpoint.Endpoint, out var session, out var bindId))
+        {
+            Refuse(endpoint.Name, client, clientAddress, RefusalReason.NoAgent, $"no agent serves '{endpoint.Endpoint}'");
+            return;
+        }
+
+        if (session.ActiveStreams >= _limits.MaxConcurrentStreamsPerSession)
+        {
+            Refuse(endpoint.Name, client, clientAddress, RefusalReason.StreamLimit, $"session {session.Id} is at MaxConcurrentStreamsPerSession");
+            return;
+        }
+
+        if (session.Pending.Count >= _limits.MaxPendingStreamsPerSession)
+        {
+            Refuse(endpoint.Name, client, clientAddress, RefusalReason.StreamLimit, $"session {session.Id} is at MaxPendingStreamsPerSession");
+            return;
+        }
+
+        var pending = new PendingStream(NewStreamId(), session, bindId, endpoint.Endpoint, endpoint.Name, client);
+        session.Pending[pending.Id] = pending;
+        pending.Expiry = _timeProvider.CreateTimer(OnExpired, (this, pending), _limits.PendingStreamTimeout, Timeout.InfiniteTimeSpan);
+        var offered = session.Send(new RelayMessage
+        {
+            OpenStream = new OpenStream
+            {
+                StreamId = pending.Id,
+                BindId = bindId,
+                EndpointName = endpoint.Endpoint,
+                ClientAddress = clientAddress,
+            },
+        });
+        if (!offered)
+        {
+            Withdraw(pending, RefusalReason.SessionEnded, "the session ended");
+            return;
+        }
+
+        RelayLog.ConnectionOffered(_logger, endpoint.Name, pending.Id, clientAddress, session.Id);
+    }
+
+    private static void OnExpired(object? state)
+    {
+        var (router, pending) = ((ConnectionRouter, PendingStream))state!;
+        router.Withdraw(pending, RefusalReason.PairingTimeout, $"the agent did not open the stream within {router._limits.PendingStreamTimeout}");
+    }
+
+    /// <summary>The agent refused an offer.</summary>
+    public void OnRefusedByAgent(AgentSession session, StreamRefused refused)
+    {
+        if (session.Pending.TryGetValue(refused.StreamId, out var pending))
+        {
+            Withdraw(pending, RefusalReason.AgentRefused, $"the agent refused it: {refused.Reason}: {SessionRegistry.Truncate(refused.Message)}");
+        }
+    }
+
+    /// <summary>The session ended: close what it was offered and never opened.</summary>
+    public void OnSessionEnded(IEnumerable<PendingStream> offers)
+    {
+        foreach (var pending in offers)
+        {
+            Withdraw(pending, RefusalReason.SessionEnded, "the session ended");
+        }
+    }
+
+    /// <summary>Claims the offer an agent's Stream call names; null when it is unknown, expired, used or another session's.</summary>
+    public PendingStream? Claim(AgentSession session, string streamId)
+    {
+        if (session.Pending.TryRemove(streamId, out var pending) && pending.TryClaim())
+        {
+            return pending;
+        }
+
+        _counters.OnUnknownStream();
+        RelayLog.UnknownStream(_logger, session.Id, SessionRegistry.Truncate(streamId));
+        return null;
+    }
+
+    private void Withdraw(PendingStream pending, RefusalReason reason, string message)
+    {
+        pending.Session.Pending.TryRemove(pending.Id, out _);
+        if (pending.TryClaim())
+        {
+            Refuse(pending.CloudEndpoint, pending.Client, pending.ClientAddress, reason, message);
+        }
+    }
+
+    private void Refuse(string cloudEndpoint, Socket client, string clientAddress, RefusalReason reason, string message)
+    {
+        _counters.OnRefused(reason);
+        RelayLog.ConnectionRefused(_logger, cloudEndpoint, clientAddress, message);
+        ClientBridge.Reset(client);
+    }
+
+    private static string NewStreamId()
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        RandomNumberGenerator.Fill(bytes);
+        return Base64Url.EncodeToString(bytes);
+    }
+}

@@ -1,0 +1,196 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using SiteLink.Protocol.V1;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Security;
+
+namespace SiteLink.Relay.Sessions;
+
+/// <summary>
+/// The live sessions and which one serves each internal endpoint of each tenant. Names are per tenant and compared
+/// without case. One lock guards the routes and binds; lookups on the connection path take it briefly.
+/// </summary>
+internal sealed class SessionRegistry
+{
+    private readonly RelayLimits _limits;
+    private readonly ConcurrentDictionary<string, AgentSession> _sessions = new(StringComparer.Ordinal);
+    private readonly Dictionary<(string Tenant, string Name), (AgentSession Session, string BindId)> _routes = [];
+    private readonly Dictionary<string, int> _sessionsPerToken = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Lock _gate = new();
+
+    public SessionRegistry(RelayOptions options)
+    {
+        _limits = options.Limits;
+    }
+
+    public int SessionCount => _sessions.Count;
+
+    public IEnumerable<AgentSession> Sessions => _sessions.Values;
+
+    public bool TryGetSession(string id, out AgentSession session) => _sessions.TryGetValue(id, out session!);
+
+    /// <summary>Adds a session unless its token already holds the maximum; returns the refusal otherwise.</summary>
+    public string? TryAdd(AgentSession session)
+    {
+        lock (_gate)
+        {
+            _sessionsPerToken.TryGetValue(session.Token.Name, out var count);
+            if (count >= _limits.MaxSessionsPerToken)
+            {
+                return $"token '{session.Token.Name}' already holds {count.ToString(CultureInfo.InvariantCulture)} sessions (limit MaxSessionsPerToken)";
+            }
+
+            _sessionsPerToken[session.Token.Name] = count + 1;
+            _sessions[session.Id] = session;
+            return null;
+        }
+    }
+
+    /// <summary>Removes a session and every route to it. Returns the offers it still had, for the caller to close.</summary>
+    public IReadOnlyList<PendingStream> Remove(AgentSession session)
+    {
+        lock (_gate)
+        {
+            if (!_sessions.TryRemove(session.Id, out _))
+            {
+                return [];
+            }
+
+            foreach (var name in session.Binds.Values)
+            {
+                var key = (session.Token.Tenant, name);
+                if (_routes.TryGetValue(key, out var route) && route.Session == session)
+                {
+                    _routes.Remove(key);
+                }
+            }
+
+            session.Binds.Clear();
+            var remaining = _sessionsPerToken[session.Token.Name] - 1;
+            if (remaining == 0)
+            {
+                _sessionsPerToken.Remove(session.Token.Name);
+            }
+            else
+            {
+                _sessionsPerToken[session.Token.Name] = remaining;
+            }
+        }
+
+        return session.Pending.Values.ToArray();
+    }
+
+    public BindResult Bind(AgentSession session, Bind bind)
+    {
+        BindResult Result(BindStatus status, string message) => new() { BindId = bind.BindId, Status = status, Message = message };
+
+        if (string.IsNullOrEmpty(bind.BindId) || bind.BindId.Length > 64)
+        {
+            return Result(BindStatus.Invalid, "bind_id must be 1 to 64 characters");
+        }
+
+        if (!EndpointAcl.IsValidName(bind.Name))
+        {
+            return Result(BindStatus.Invalid, $"'{Truncate(bind.Name)}' is not a valid endpoint name (1-63 letters, digits, '-', '_', '.', starting with a letter or digit)");
+        }
+
+        if (bind.Kind != EndpointKind.Tcp)
+        {
+            return Result(BindStatus.Invalid, $"endpoint kind {bind.Kind} is not supported by this relay");
+        }
+
+        if (bind.Pooling)
+        {
+            return Result(BindStatus.Invalid, "endpoint pooling is not enabled on this relay");
+        }
+
+        if (!session.Token.Acl.Allows(bind.Name))
+        {
+            return Result(BindStatus.Denied, $"token '{session.Token.Name}' may not bind '{bind.Name}' (allowed: {string.Join(", ", session.Token.Acl.Patterns)})");
+        }
+
+        var name = bind.Name.ToLowerInvariant();
+        lock (_gate)
+        {
+            if (session.Lifetime.IsCancellationRequested)
+            {
+                return Result(BindStatus.Invalid, "the session is ending");
+            }
+
+            if (session.Binds.ContainsKey(bind.BindId))
+            {
+                return Result(BindStatus.Invalid, $"bind_id '{bind.BindId}' is already used in this session");
+            }
+
+            if (session.Binds.Count >= _limits.MaxBindsPerSession)
+            {
+                return Result(BindStatus.LimitExceeded, $"the session already binds {session.Binds.Count.ToString(CultureInfo.InvariantCulture)} endpoints (limit MaxBindsPerSession)");
+            }
+
+            var key = (session.Token.Tenant, name);
+            if (_routes.TryGetValue(key, out var existing))
+            {
+                return Result(BindStatus.NameTaken, existing.Session == session
+                    ? $"'{bind.Name}' is already bound by this session"
+                    : $"'{bind.Name}' is already bound by another agent session");
+            }
+
+            _routes[key] = (session, bind.BindId);
+            session.Binds[bind.BindId] = name;
+        }
+
+        return Result(BindStatus.Ok, "");
+    }
+
+    /// <summary>Removes a bind; returns its endpoint name, or null when the session had no such bind.</summary>
+    public string? Unbind(AgentSession session, string bindId)
+    {
+        lock (_gate)
+        {
+            if (!session.Binds.Remove(bindId, out var name))
+            {
+                return null;
+            }
+
+            var key = (session.Token.Tenant, name);
+            if (_routes.TryGetValue(key, out var route) && route.Session == session)
+            {
+                _routes.Remove(key);
+            }
+
+            return name;
+        }
+    }
+
+    /// <summary>Removes every bind of a session (it said Goodbye), so it is offered nothing new.</summary>
+    public void UnbindAll(AgentSession session)
+    {
+        lock (_gate)
+        {
+            foreach (var bindId in session.Binds.Keys.ToArray())
+            {
+                Unbind(session, bindId);
+            }
+        }
+    }
+
+    /// <summary>Finds the session serving a tenant's endpoint.</summary>
+    public bool TryRoute(string tenant, string endpoint, out AgentSession session, out string bindId)
+    {
+        lock (_gate)
+        {
+            if (_routes.TryGetValue((tenant.ToLowerInvariant(), endpoint.ToLowerInvariant()), out var route) && !route.Session.IsLeaving)
+            {
+                session = route.Session;
+                bindId = route.BindId;
+                return true;
+            }
+        }
+
+        session = null!;
+        bindId = "";
+        return false;
+    }
+
+    internal static string Truncate(string value) => value.Length <= 64 ? value : value[..64] + "…";
+}

@@ -1,0 +1,74 @@
+using System.Net.Sockets;
+using System.Security.Cryptography;
+
+namespace SiteLink.FunctionalTests.Infrastructure;
+
+internal static class SocketTestExtensions
+{
+    /// <summary>Sends all of <paramref name="data"/> in chunks of <paramref name="chunk"/> bytes.</summary>
+    public static async Task SendAllAsync(this Socket socket, ReadOnlyMemory<byte> data, int chunk = 64 * 1024)
+    {
+        for (var offset = 0; offset < data.Length; offset += chunk)
+        {
+            var slice = data.Slice(offset, Math.Min(chunk, data.Length - offset));
+            await socket.SendAsync(slice, SocketFlags.None);
+        }
+    }
+
+    /// <summary>Reads until the peer's FIN; returns everything read.</summary>
+    public static async Task<byte[]> ReadToEndAsync(this Socket socket)
+    {
+        using var collected = new MemoryStream();
+        var buffer = new byte[64 * 1024];
+        while (true)
+        {
+            var read = await socket.ReceiveAsync(buffer, SocketFlags.None);
+            if (read == 0)
+            {
+                return collected.ToArray();
+            }
+
+            collected.Write(buffer, 0, read);
+        }
+    }
+
+    /// <summary>Reads until the peer's FIN, hashing as it goes; returns the SHA-256 and the byte count.</summary>
+    public static async Task<(byte[] Sha256, long Length)> HashToEndAsync(this Socket socket)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[64 * 1024];
+        long total = 0;
+        while (true)
+        {
+            var read = await socket.ReceiveAsync(buffer, SocketFlags.None);
+            if (read == 0)
+            {
+                return (hash.GetHashAndReset(), total);
+            }
+
+            hash.AppendData(buffer, 0, read);
+            total += read;
+        }
+    }
+
+    /// <summary>Waits until the peer closes: returns true on FIN or reset, false if data arrived instead.</summary>
+    public static async Task<bool> WaitForCloseAsync(this Socket socket)
+    {
+        var buffer = new byte[1];
+        try
+        {
+            return await socket.ReceiveAsync(buffer, SocketFlags.None) == 0;
+        }
+        catch (SocketException)
+        {
+            return true;
+        }
+    }
+
+    public static byte[] RandomBytes(int length)
+    {
+        var data = new byte[length];
+        Random.Shared.NextBytes(data);
+        return data;
+    }
+}
