@@ -287,7 +287,7 @@ public sealed class TunnelSession : ITunnelSession
                 throw new InvalidOperationException("the connection to the relay is closed");
             }
 
-            return connection.OpenStream(SessionId, offer.StreamId, connection.Lifetime);
+            return connection.OpenStream(SessionId, offer.StreamId, () => Refuse(offer, StreamRefusal.Aborted, "aborted by the agent"), connection.Lifetime);
         }
         catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or RpcException)
         {

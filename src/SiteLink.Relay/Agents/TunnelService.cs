@@ -213,10 +213,11 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         session.OnStreamStarted();
         long bytesIn = 0, bytesOut = 0;
         ClientBridgeOutcome outcome;
+        Status? agentStatus;
         try
         {
             using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
-            outcome = await ClientBridge.RunAsync(
+            (outcome, agentStatus) = await ClientBridge.RunAsync(
                 pending.Client,
                 requestStream,
                 responseStream,
@@ -237,7 +238,9 @@ internal sealed class TunnelService : Tunnel.TunnelBase
             case ClientBridgeOutcome.ClientFailed:
                 throw new RpcException(new Status(StatusCode.Aborted, "the public client's connection failed"));
             case ClientBridgeOutcome.AgentFailed when !context.CancellationToken.IsCancellationRequested:
-                throw new RpcException(new Status(StatusCode.Aborted, "the connection was aborted"));
+                throw new RpcException(agentStatus is { StatusCode: not StatusCode.Cancelled } status
+                    ? status
+                    : new Status(StatusCode.Aborted, "the connection was aborted"));
         }
     }
 

@@ -28,7 +28,7 @@ internal static class ClientBridge
 {
     private const int BufferSize = 64 * 1024;
 
-    public static async Task<ClientBridgeOutcome> RunAsync(
+    public static async Task<(ClientBridgeOutcome Outcome, Status? AgentStatus)> RunAsync(
         Socket client,
         IAsyncStreamReader<StreamFrame> fromAgent,
         IServerStreamWriter<StreamFrame> toAgent,
@@ -39,7 +39,8 @@ internal static class ClientBridge
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var upload = ClientToAgentAsync(client, toAgent, maxFrameSize, bytesFromClient, linked.Token);
-        var download = AgentToClientAsync(fromAgent, client, bytesToClient, linked.Token);
+        Status? agentStatus = null;
+        var download = AgentToClientAsync(fromAgent, client, bytesToClient, status => agentStatus = status, linked.Token);
 
         var first = await Task.WhenAny(upload, download).ConfigureAwait(false);
         ClientBridgeOutcome outcome;
@@ -78,7 +79,7 @@ internal static class ClientBridge
             Reset(client);
         }
 
-        return outcome;
+        return (outcome, agentStatus);
     }
 
     private static async Task<ClientBridgeOutcome> ClientToAgentAsync(Socket client, IServerStreamWriter<StreamFrame> toAgent, int maxFrameSize, Action<long> count, CancellationToken cancellationToken)
@@ -127,7 +128,7 @@ internal static class ClientBridge
         }
     }
 
-    private static async Task<ClientBridgeOutcome> AgentToClientAsync(IAsyncStreamReader<StreamFrame> fromAgent, Socket client, Action<long> count, CancellationToken cancellationToken)
+    private static async Task<ClientBridgeOutcome> AgentToClientAsync(IAsyncStreamReader<StreamFrame> fromAgent, Socket client, Action<long> count, Action<Status> onAgentError, CancellationToken cancellationToken)
     {
         var sendClosed = false;
         try
@@ -169,7 +170,13 @@ internal static class ClientBridge
 
             return ClientBridgeOutcome.Completed;
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        catch (RpcException ex)
+        {
+            // E.g. ResourceExhausted for an oversized frame: the agent is told exactly what it did wrong.
+            onAgentError(ex.Status);
+            return ClientBridgeOutcome.AgentFailed;
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
         {
             return ClientBridgeOutcome.AgentFailed;
         }

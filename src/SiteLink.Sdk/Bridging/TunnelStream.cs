@@ -18,6 +18,7 @@ public sealed class TunnelStream : Stream
     private readonly int _maxFrameSize;
     private readonly TimeSpan _closeTimeout;
     private readonly TimeProvider _timeProvider;
+    private readonly Action? _onAbort;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private ReadOnlyMemory<byte> _pending;
     private bool _readEof;
@@ -34,8 +35,10 @@ public sealed class TunnelStream : Stream
         IDisposable call,
         int maxFrameSize,
         TimeSpan closeTimeout,
-        TimeProvider timeProvider)
+        TimeProvider timeProvider,
+        Action? onAbort = null)
     {
+        _onAbort = onAbort;
         _writer = writer;
         _reader = reader;
         _call = call;
@@ -202,6 +205,9 @@ public sealed class TunnelStream : Stream
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             _call.Dispose();
+            // The call may be cancelled before its headers reached the relay; tell it over the control stream too,
+            // so the public client is closed now rather than when the offer expires.
+            _onAbort?.Invoke();
         }
     }
 

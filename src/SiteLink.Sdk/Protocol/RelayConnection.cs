@@ -143,7 +143,7 @@ internal sealed class RelayConnection : IAsyncDisposable
     public bool Send(AgentMessage message) => _outbox.Writer.TryWrite(message);
 
     /// <summary>Opens the data stream of a connection the relay offered.</summary>
-    public TunnelStream OpenStream(string sessionId, string streamId, CancellationToken cancellationToken)
+    public TunnelStream OpenStream(string sessionId, string streamId, Action onAbort, CancellationToken cancellationToken)
     {
         var headers = new Metadata
         {
@@ -152,7 +152,7 @@ internal sealed class RelayConnection : IAsyncDisposable
             { ProtocolConstants.SessionIdHeader, sessionId },
         };
         var call = _client.Stream(headers, cancellationToken: cancellationToken);
-        return new TunnelStream(call.RequestStream, call.ResponseStream, call, MaxFrameSize, _options.StreamCloseTimeout, _options.TimeProvider);
+        return new TunnelStream(call.RequestStream, call.ResponseStream, call, MaxFrameSize, _options.StreamCloseTimeout, _options.TimeProvider, onAbort);
     }
 
     private async Task WriteLoopAsync()

@@ -47,9 +47,9 @@ internal sealed class TestLogSink : ILoggerProvider
         {
             var message = formatter(state, exception);
             sink._entries.Enqueue(new LogEntry(category, logLevel, eventId, message, exception));
-            if (logLevel >= LogLevel.Warning)
+            if (logLevel >= LogLevel.Warning || Environment.GetEnvironmentVariable("SITELINK_TEST_LOGS") == "1")
             {
-                TestContext.Progress.WriteLine($"[{logLevel}] {category}: {message}");
+                TestContext.Progress.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} [{logLevel}] {category}: {message}");
             }
         }
     }
