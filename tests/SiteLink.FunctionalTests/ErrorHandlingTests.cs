@@ -370,23 +370,9 @@ public sealed class ErrorHandlingTests
 
         relay.Server.RevokeToken("acme");
         var reconnect = Assert.ThrowsAsync<TunnelAuthenticationException>(() => TunnelSession.ConnectAsync(relay.AgentOptions()).DefaultTimeout());
-        await WaitUntilAsync(() => session.State == TunnelSessionState.Faulted);
+        await Eventually.WaitUntilAsync(() => session.State == TunnelSessionState.Faulted);
 
         Assert.That(reconnect!.Message, Does.Contain("revoked"));
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (deadline.Elapsed > TaskTimeoutExtensions.Limit)
-            {
-                Assert.Fail("The condition did not become true in time.");
-            }
-
-            await Task.Delay(10);
-        }
     }
 
     private static int ClosedPort()

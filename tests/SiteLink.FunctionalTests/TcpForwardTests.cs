@@ -118,4 +118,84 @@ public sealed class TcpForwardTests
             Assert.That(await received.Task.DefaultTimeout(), Is.EqualTo(300_000));
         });
     }
+
+    [Test]
+    public async Task UpstreamResetsMidTransfer_ClientConnectionIsResetAndNothingLingers()
+    {
+        await using var upstream = TestUpstream.Custom(async (socket, ct) =>
+        {
+            var buffer = new byte[64 * 1024];
+            await socket.ReceiveAsync(buffer, SocketFlags.None, ct);
+            socket.LingerState = new LingerOption(true, 0);
+            socket.Close();
+        });
+        await using var relay = await TestRelay.StartAsync(["flaky"]);
+        var session = (TunnelSession)await relay.ConnectAgentAsync();
+        await session.BindTcpAsync("flaky", "127.0.0.1", upstream.Port).DefaultTimeout();
+        using var client = await relay.ConnectClientAsync("flaky");
+
+        await client.SendAsync(new byte[1000]).DefaultTimeout();
+        var closed = await client.WaitForCloseAsync().DefaultTimeout();
+        await Eventually.WaitUntilAsync(() => session.ActiveConnections == 0 && relay.Server.Counters.ConnectionsCompleted == 1);
+
+        Assert.That(closed, Is.True);
+    }
+
+    [Test]
+    public async Task ClientResetsMidTransfer_UpstreamConnectionEndsAndNothingLingers()
+    {
+        var upstreamDone = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var upstream = TestUpstream.Custom(async (socket, ct) =>
+        {
+            var buffer = new byte[64 * 1024];
+            long total = 0;
+            try
+            {
+                int read;
+                while ((read = await socket.ReceiveAsync(buffer, SocketFlags.None, ct)) > 0)
+                {
+                    total += read;
+                }
+            }
+            finally
+            {
+                upstreamDone.TrySetResult(total);
+            }
+        });
+        await using var relay = await TestRelay.StartAsync(["sink"]);
+        var session = (TunnelSession)await relay.ConnectAgentAsync();
+        await session.BindTcpAsync("sink", "127.0.0.1", upstream.Port).DefaultTimeout();
+        var client = await relay.ConnectClientAsync("sink");
+
+        await client.SendAllAsync(new byte[1024 * 1024]).DefaultTimeout();
+        client.LingerState = new LingerOption(true, 0);
+        client.Close();
+        var received = await upstreamDone.Task.DefaultTimeout();
+        await Eventually.WaitUntilAsync(() => session.ActiveConnections == 0 && relay.Server.Counters.ConnectionsCompleted == 1);
+
+        Assert.That(received, Is.LessThanOrEqualTo(1024 * 1024));
+    }
+
+    [Test]
+    public async Task Unbind_NewConnectionsAreRefused_BindAgainServesThem()
+    {
+        await using var relay = await TestRelay.StartAsync(["echo"]);
+        await using var upstream = TestUpstream.Echo();
+        var session = await relay.ConnectAgentAsync();
+        var endpoint = await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+
+        await endpoint.DisposeAsync().DefaultTimeout();
+        var refusedAfterUnbind = await relay.ConnectAndWaitForCloseAsync("echo");
+        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        using var client = await relay.ConnectClientAsync("echo");
+        await client.SendAsync("again"u8.ToArray()).DefaultTimeout();
+        client.Shutdown(SocketShutdown.Send);
+
+        Assert.Multiple(async () =>
+        {
+            Assert.That(refusedAfterUnbind, Is.True);
+            Assert.That(endpoint.IsBound, Is.False);
+            Assert.That(await client.ReadToEndAsync().DefaultTimeout(), Is.EqualTo("again"u8.ToArray()));
+        });
+    }
 }

@@ -1,0 +1,91 @@
+using System.Net;
+using System.Threading.Channels;
+using Grpc.Core;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using SiteLink.Protocol.V1;
+
+namespace SiteLink.FunctionalTests.Infrastructure;
+
+/// <summary>
+/// A relay whose control stream the test drives message by message, to check how the SDK answers requests a
+/// real relay would never send (unknown binds, mismatched names). h2c on 127.0.0.1:0.
+/// </summary>
+internal sealed class ScriptedRelay : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private ScriptedRelay(WebApplication app, Uri url, ScriptedControl control)
+    {
+        _app = app;
+        Url = url;
+        Control = control;
+    }
+
+    public Uri Url { get; }
+
+    public ScriptedControl Control { get; }
+
+    public static async Task<ScriptedRelay> StartAsync()
+    {
+        var builder = WebApplication.CreateBuilder();
+        builder.Logging.ClearProviders();
+        var control = new ScriptedControl();
+        builder.Services.AddSingleton(control);
+        builder.Services.AddGrpc();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
+        var app = builder.Build();
+        app.MapGrpcService<ScriptedTunnelService>();
+        await app.StartAsync().DefaultTimeout();
+        return new ScriptedRelay(app, new Uri(app.Urls.First()), control);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync().DefaultTimeout();
+        await _app.DisposeAsync();
+    }
+}
+
+/// <summary>The agent's messages as they arrive, and a way to send it anything.</summary>
+internal sealed class ScriptedControl
+{
+    public Channel<AgentMessage> FromAgent { get; } = Channel.CreateUnbounded<AgentMessage>();
+
+    public Channel<RelayMessage> ToAgent { get; } = Channel.CreateUnbounded<RelayMessage>();
+
+    public async Task<AgentMessage> NextAsync(AgentMessage.KindOneofCase kind)
+    {
+        while (true)
+        {
+            var message = await FromAgent.Reader.ReadAsync().AsTask().DefaultTimeout();
+            if (message.KindCase == kind)
+            {
+                return message;
+            }
+        }
+    }
+}
+
+internal sealed class ScriptedTunnelService(ScriptedControl control) : Tunnel.TunnelBase
+{
+    public override async Task Control(IAsyncStreamReader<AgentMessage> requestStream, IServerStreamWriter<RelayMessage> responseStream, ServerCallContext context)
+    {
+        var writing = Task.Run(async () =>
+        {
+            await foreach (var message in control.ToAgent.Reader.ReadAllAsync(context.CancellationToken))
+            {
+                await responseStream.WriteAsync(message);
+            }
+        });
+        await foreach (var message in requestStream.ReadAllAsync(context.CancellationToken))
+        {
+            await control.FromAgent.Writer.WriteAsync(message);
+        }
+
+        await writing.WaitAsync(TimeSpan.FromSeconds(1)).ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+}
