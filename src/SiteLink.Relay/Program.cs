@@ -14,8 +14,7 @@ if (configFile is not null)
 builder.Configuration.AddEnvironmentVariables("SITELINK_");
 builder.Configuration.AddCommandLine(args);
 
-var options = new RelayOptions();
-builder.Configuration.GetSection(RelayOptions.SectionName).Bind(options);
+var options = RelayConfiguration.Load(builder.Configuration);
 
 System.Security.Cryptography.X509Certificates.X509Certificate2? certificate;
 try
