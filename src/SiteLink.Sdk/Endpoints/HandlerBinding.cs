@@ -40,8 +40,9 @@ internal sealed class HandlerBinding : EndpointBinding
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            tunnel.Abort();
+            // Logged before the abort, so whoever sees the connection fail can already find why.
             Session.OnHandlerFailed(offer, Name, ex);
+            tunnel.Abort();
             result = BridgeResult.UpstreamFailed;
         }
 

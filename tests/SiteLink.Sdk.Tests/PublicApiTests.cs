@@ -1,0 +1,100 @@
+using System.Reflection;
+
+namespace SiteLink.Sdk.Tests;
+
+[TestFixture]
+public sealed class PublicApiTests
+{
+    private static readonly string[] ForbiddenNamespaces = ["Grpc", "Google.Protobuf", "SiteLink.Protocol"];
+
+    private static IEnumerable<Type> TypesIn(Type type)
+    {
+        yield return type;
+        if (type.HasElementType)
+        {
+            foreach (var inner in TypesIn(type.GetElementType()!))
+            {
+                yield return inner;
+            }
+        }
+
+        foreach (var argument in type.IsGenericType ? type.GetGenericArguments() : [])
+        {
+            foreach (var inner in TypesIn(argument))
+            {
+                yield return inner;
+            }
+        }
+    }
+
+    [Test]
+    public void PublicSurface_ExposesNoProtobufOrGrpcTypes()
+    {
+        var offenders = new List<string>();
+        foreach (var type in typeof(ITunnelSession).Assembly.GetExportedTypes())
+        {
+            const BindingFlags visible = BindingFlags.Public | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
+            var signatures = new List<(string Member, Type Type)>();
+            if (type.BaseType is not null)
+            {
+                signatures.Add(("base type", type.BaseType));
+            }
+
+            signatures.AddRange(type.GetInterfaces().Select(i => ("interface", i)));
+            foreach (var method in type.GetMethods(visible))
+            {
+                signatures.Add((method.Name, method.ReturnType));
+                signatures.AddRange(method.GetParameters().Select(p => (method.Name, p.ParameterType)));
+            }
+
+            signatures.AddRange(type.GetProperties(visible).Select(p => (p.Name, p.PropertyType)));
+            signatures.AddRange(type.GetFields(visible).Select(f => (f.Name, f.FieldType)));
+            foreach (var constructor in type.GetConstructors(visible))
+            {
+                signatures.AddRange(constructor.GetParameters().Select(p => (".ctor", p.ParameterType)));
+            }
+
+            foreach (var (member, signatureType) in signatures)
+            {
+                foreach (var used in TypesIn(signatureType))
+                {
+                    if (used.Namespace is { } ns && ForbiddenNamespaces.Any(f => ns == f || ns.StartsWith(f + ".", StringComparison.Ordinal)))
+                    {
+                        offenders.Add($"{type.FullName}.{member}: {used.FullName}");
+                    }
+                }
+            }
+        }
+
+        Assert.That(offenders, Is.Empty);
+    }
+
+    [Test]
+    public void PublicSurface_IsTheDocumentedSetOfTypes()
+    {
+        var exported = typeof(ITunnelSession).Assembly.GetExportedTypes().Select(t => t.FullName).Order().ToArray();
+
+        Assert.That(exported, Is.EqualTo(new[]
+        {
+            "SiteLink.BindErrorCode",
+            "SiteLink.ITunnelEndpoint",
+            "SiteLink.ITunnelListener",
+            "SiteLink.ITunnelSession",
+            "SiteLink.RelayInfo",
+            "SiteLink.TunnelAuthenticationException",
+            "SiteLink.TunnelBindException",
+            "SiteLink.TunnelConnection",
+            "SiteLink.TunnelConnectionException",
+            "SiteLink.TunnelConnectionHandler",
+            "SiteLink.TunnelConnectionInfo",
+            "SiteLink.TunnelEndpointKind",
+            "SiteLink.TunnelException",
+            "SiteLink.TunnelPermissionException",
+            "SiteLink.TunnelProtocolException",
+            "SiteLink.TunnelSession",
+            "SiteLink.TunnelSessionOptions",
+            "SiteLink.TunnelSessionState",
+            "SiteLink.TunnelStream",
+        }));
+    }
+}
