@@ -16,8 +16,30 @@ public interface ITunnelSession : IAsyncDisposable
     /// <summary>The session's state.</summary>
     TunnelSessionState State { get; }
 
-    /// <summary>The endpoints currently bound.</summary>
+    /// <summary>The endpoints currently bound (while reconnecting, none are).</summary>
     IReadOnlyCollection<ITunnelEndpoint> Endpoints { get; }
+
+    /// <summary>Why the session is <see cref="TunnelSessionState.Faulted"/>; null in any other state.</summary>
+    TunnelException? Fault { get; }
+
+    /// <summary>The round-trip time of the last heartbeat the relay answered; null before the first answer.</summary>
+    TimeSpan? LastHeartbeatRoundTrip { get; }
+
+    /// <summary>Raised on every state change, with the reason. Handlers run on the session's threads and must not block.</summary>
+    event EventHandler<TunnelStateChangedEventArgs>? StateChanged;
+
+    /// <summary>Raised when a reconnect attempt failed, with the attempt number, the delay before the next and the cause.</summary>
+    event EventHandler<TunnelReconnectEventArgs>? ReconnectAttemptFailed;
+
+    /// <summary>Raised after each bind, including the automatic rebinds after a reconnect; a refused rebind removes the endpoint.</summary>
+    event EventHandler<TunnelBindEventArgs>? BindCompleted;
+
+    /// <summary>
+    /// Closes the session gracefully: new connections stop at once (every endpoint is unbound), connections in flight
+    /// may finish until <see cref="TunnelSessionOptions.DrainTimeout"/> or until <paramref name="cancellationToken"/>
+    /// is signalled, then the rest are closed and the connection to the relay ends. Calling it again returns the same task.
+    /// </summary>
+    Task CloseAsync(CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Binds <paramref name="name"/> so that each connection the relay routes to it is forwarded to the TCP service at

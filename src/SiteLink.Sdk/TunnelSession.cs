@@ -2,26 +2,38 @@ using System.Collections.Concurrent;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Polly;
 using SiteLink.Diagnostics;
 using SiteLink.Endpoints;
 using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
+using SiteLink.Resilience;
 
 namespace SiteLink;
 
 /// <summary>The SDK's <see cref="ITunnelSession"/>. Create one with <see cref="ConnectAsync"/>.</summary>
+/// <remarks>
+/// A supervisor loop owns the connection to the relay: when a connection ends (heartbeat silence, network failure,
+/// relay restart, relay drain) it reconnects through a Polly pipeline and binds every endpoint again. Errors that a
+/// retry cannot fix (authentication, permission, version) move the session to <see cref="TunnelSessionState.Faulted"/>.
+/// </remarks>
 public sealed class TunnelSession : ITunnelSession
 {
     private readonly ILogger _logger;
     private readonly string _clientId;
+    private readonly ResiliencePipeline _reconnect;
     private readonly ConcurrentDictionary<string, EndpointBinding> _bindingsById = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, EndpointBinding> _bindingsByName = new(StringComparer.OrdinalIgnoreCase);
     private readonly ConcurrentDictionary<string, TaskCompletionSource<BindResult>> _pendingBinds = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<Task, byte> _connections = new();
-    private readonly CancellationTokenSource _closing = new();
-    private RelayConnection? _connection;
-    private Task _readLoop = Task.CompletedTask;
-    private volatile TunnelSessionState _state = TunnelSessionState.Connecting;
+    private readonly ActivityCounter _activeConnections = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _aborting = new();
+    private readonly object _stateGate = new();
+    private volatile ConnectionRun? _run;
+    private Task _supervisor = Task.CompletedTask;
+    private Task? _closeTask;
+    private TunnelSessionState _state = TunnelSessionState.Connecting;
+    private TunnelException? _fault;
     private int _disposed;
 
     private TunnelSession(TunnelSessionOptions options)
@@ -30,6 +42,7 @@ public sealed class TunnelSession : ITunnelSession
         _logger = options.LoggerFactory?.CreateLogger("SiteLink.TunnelSession") ?? NullLogger.Instance;
         _clientId = options.ClientId ?? Guid.NewGuid().ToString("N");
         Relay = new RelayInfo("", "", options.RelayUrl!);
+        _reconnect = ReconnectPipeline.Create(options.Reconnect, options.TimeProvider, OnReconnectAttemptFailed);
     }
 
     internal TunnelSessionOptions Options { get; }
@@ -41,16 +54,50 @@ public sealed class TunnelSession : ITunnelSession
     public RelayInfo Relay { get; private set; }
 
     /// <inheritdoc />
-    public TunnelSessionState State => _state;
+    public TunnelSessionState State
+    {
+        get
+        {
+            lock (_stateGate)
+            {
+                return _state;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public TunnelException? Fault
+    {
+        get
+        {
+            lock (_stateGate)
+            {
+                return _fault;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public TimeSpan? LastHeartbeatRoundTrip => _run?.Heartbeat.LastRoundTrip;
 
     /// <inheritdoc />
     public IReadOnlyCollection<ITunnelEndpoint> Endpoints => _bindingsByName.Values.Where(b => b.IsBound).ToArray();
 
     /// <summary>The number of tunnelled connections being served right now.</summary>
-    public int ActiveConnections => _connections.Count;
+    public int ActiveConnections => _activeConnections.Count;
+
+    /// <inheritdoc />
+    public event EventHandler<TunnelStateChangedEventArgs>? StateChanged;
+
+    /// <inheritdoc />
+    public event EventHandler<TunnelReconnectEventArgs>? ReconnectAttemptFailed;
+
+    /// <inheritdoc />
+    public event EventHandler<TunnelBindEventArgs>? BindCompleted;
 
     /// <summary>
-    /// Connects to the relay and returns the running session.
+    /// Connects to the relay and returns the running session. This first connection is tried once: a bad token,
+    /// refused session or unreachable relay throws at once. Once connected, the session reconnects by itself.
     /// </summary>
     /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
     /// <exception cref="TunnelAuthenticationException">The relay rejected the authtoken.</exception>
@@ -66,20 +113,140 @@ public sealed class TunnelSession : ITunnelSession
         }
 
         var session = new TunnelSession(options);
-        await session.ConnectCoreAsync(cancellationToken).ConfigureAwait(false);
+        ConnectionRun run;
+        try
+        {
+            run = await session.ConnectOnceAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (TunnelException ex)
+        {
+            session.SetState(TunnelSessionState.Faulted, ex.Message, ex);
+            throw;
+        }
+
+        session.SetState(TunnelSessionState.Connected, $"connected to relay {session.Relay.RelayId}", null);
+        session._supervisor = session.SuperviseAsync(run);
         return session;
     }
 
-    private async Task ConnectCoreAsync(CancellationToken cancellationToken)
+    /// <summary>One attempt: connect, handshake, start the read loop and heartbeats. Throws a typed exception.</summary>
+    private async Task<ConnectionRun> ConnectOnceAsync(CancellationToken cancellationToken)
     {
-        var connection = await RelayConnection.ConnectAsync(Options, _clientId, null, cancellationToken).ConfigureAwait(false);
+        var previous = string.IsNullOrEmpty(SessionId) ? null : SessionId;
+        var connection = await RelayConnection.ConnectAsync(Options, _clientId, previous, cancellationToken).ConfigureAwait(false);
         var welcome = connection.Welcome;
-        _connection = connection;
+        var run = new ConnectionRun(connection, Options, Dispatch);
         SessionId = welcome.SessionId;
         Relay = new RelayInfo(welcome.RelayId, welcome.Region, Options.RelayUrl!);
-        _state = TunnelSessionState.Connected;
+        _run = run;
+        run.Start();
         SessionLog.Connected(_logger, welcome.RelayId, welcome.Region, Options.RelayUrl!, welcome.SessionId);
-        _readLoop = ReadLoopAsync(connection);
+        return run;
+    }
+
+    /// <summary>Watches the current connection; when it ends, reconnects and binds every endpoint again.</summary>
+    private async Task SuperviseAsync(ConnectionRun run)
+    {
+        while (true)
+        {
+            var end = await run.Completion.ConfigureAwait(false);
+            if (_stopping.IsCancellationRequested)
+            {
+                return;
+            }
+
+            foreach (var binding in _bindingsByName.Values)
+            {
+                binding.SetBound(false);
+            }
+
+            FailPendingBinds(new TunnelConnectionException($"The connection to the relay was lost: {end.Reason}", end.Exception));
+            SessionLog.ConnectionLost(_logger, Options.RelayUrl!, end.Reason, end.Exception);
+            if (end.Exception is TunnelException { IsTransient: false } permanent)
+            {
+                await run.DisposeAsync().ConfigureAwait(false);
+                SetState(TunnelSessionState.Faulted, end.Reason, permanent);
+                return;
+            }
+
+            SetState(TunnelSessionState.Reconnecting, end.Reason, end.Exception);
+            if (end.Drain)
+            {
+                // The relay is going away: let its connections finish there while the session moves on.
+                _ = DrainAsync(run, end.DrainDeadline);
+            }
+            else
+            {
+                await run.DisposeAsync().ConfigureAwait(false);
+            }
+
+            try
+            {
+                run = await _reconnect.ExecuteAsync(async ct => await ConnectOnceAsync(ct).ConfigureAwait(false), _stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                var fault = ex as TunnelException ?? new TunnelConnectionException($"Reconnecting failed: {ex.Message}", ex, isTransient: false);
+                SetState(TunnelSessionState.Faulted, fault.Message, fault);
+                return;
+            }
+
+            if (_stopping.IsCancellationRequested)
+            {
+                await run.DisposeAsync().ConfigureAwait(false);
+                return;
+            }
+
+            SetState(TunnelSessionState.Connected, $"reconnected to relay {Relay.RelayId}", null);
+            await RebindAllAsync(run).ConfigureAwait(false);
+        }
+    }
+
+    private void OnReconnectAttemptFailed(int attempt, TimeSpan delay, Exception? exception)
+    {
+        SessionLog.ReconnectAttemptFailed(_logger, attempt, delay, exception?.Message ?? "unknown");
+        Raise(ReconnectAttemptFailed, new TunnelReconnectEventArgs(attempt, delay, exception));
+    }
+
+    private async Task RebindAllAsync(ConnectionRun run)
+    {
+        var rebinds = _bindingsByName.Values.Where(b => !b.IsClosed).Select(async binding =>
+        {
+            try
+            {
+                await BindOnAsync(run, binding, isRebind: true, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (TunnelBindException)
+            {
+                // Refused now (e.g. the token's ACL changed): the endpoint is gone; BindCompleted said why.
+                RemoveBinding(binding);
+            }
+            catch (TunnelException)
+            {
+                // The connection dropped while rebinding; the supervisor reconnects and tries again.
+            }
+        });
+        await Task.WhenAll(rebinds).ConfigureAwait(false);
+    }
+
+    private async Task DrainAsync(ConnectionRun run, TimeSpan deadline)
+    {
+        var limit = deadline > TimeSpan.Zero && deadline < Options.DrainTimeout ? deadline : Options.DrainTimeout;
+        run.Connection.Send(new AgentMessage { Goodbye = new Goodbye { Reason = "draining at the relay's request" } });
+        try
+        {
+            await run.Streams.WhenIdleAsync().WaitAsync(limit, Options.TimeProvider).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // Connections still open at the deadline are closed with the connection.
+        }
+
+        await run.DisposeAsync().ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -112,11 +279,12 @@ public sealed class TunnelSession : ITunnelSession
 
     private async Task<EndpointBinding> BindAsync(EndpointBinding binding, CancellationToken cancellationToken)
     {
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var connection = _connection;
-        if (connection is null || _state != TunnelSessionState.Connected)
+        ObjectDisposedException.ThrowIf(_disposed != 0 || _stopping.IsCancellationRequested, this);
+        var run = _run;
+        var state = State;
+        if (run is null || state != TunnelSessionState.Connected)
         {
-            throw new TunnelConnectionException($"Cannot bind '{binding.Name}': the session is {_state}.");
+            throw new TunnelConnectionException($"Cannot bind '{binding.Name}': the session is {state}.");
         }
 
         if (!_bindingsByName.TryAdd(binding.Name, binding))
@@ -124,13 +292,28 @@ public sealed class TunnelSession : ITunnelSession
             throw new ArgumentException($"An endpoint named '{binding.Name}' is already bound in this session.", nameof(binding));
         }
 
-        var answer = new TaskCompletionSource<BindResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _pendingBinds[binding.BindId] = answer;
         _bindingsById[binding.BindId] = binding;
         try
         {
+            await BindOnAsync(run, binding, isRebind: false, cancellationToken).ConfigureAwait(false);
+            return binding;
+        }
+        catch
+        {
+            RemoveBinding(binding);
+            throw;
+        }
+    }
+
+    /// <summary>Sends Bind on <paramref name="run"/> and waits for the answer. Reports the outcome in <see cref="BindCompleted"/>.</summary>
+    private async Task BindOnAsync(ConnectionRun run, EndpointBinding binding, bool isRebind, CancellationToken cancellationToken)
+    {
+        var answer = new TaskCompletionSource<BindResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pendingBinds[binding.BindId] = answer;
+        try
+        {
             var bind = new Bind { BindId = binding.BindId, Name = binding.Name, Kind = ErrorMapping.ToWireKind(binding.Kind) };
-            if (!connection.Send(new AgentMessage { Bind = bind }))
+            if (!run.Connection.Send(new AgentMessage { Bind = bind }))
             {
                 throw new TunnelConnectionException($"Cannot bind '{binding.Name}': the connection to the relay is closing.");
             }
@@ -142,7 +325,7 @@ public sealed class TunnelSession : ITunnelSession
             }
             catch (TimeoutException ex)
             {
-                connection.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } });
+                run.Connection.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } });
                 throw new TunnelConnectionException($"The relay did not answer the bind of '{binding.Name}' within {Options.RequestTimeout}.", ex);
             }
 
@@ -154,80 +337,56 @@ public sealed class TunnelSession : ITunnelSession
             }
 
             SessionLog.EndpointBound(_logger, binding.Name, binding.Kind);
-            return binding;
+            Raise(BindCompleted, new TunnelBindEventArgs(binding.Name, isRebind, null));
         }
-        catch
+        catch (TunnelException ex)
         {
-            binding.MarkUnbound();
-            _bindingsById.TryRemove(binding.BindId, out _);
-            _bindingsByName.TryRemove(new KeyValuePair<string, EndpointBinding>(binding.Name, binding));
+            Raise(BindCompleted, new TunnelBindEventArgs(binding.Name, isRebind, ex));
             throw;
         }
         finally
         {
-            _pendingBinds.TryRemove(binding.BindId, out _);
+            _pendingBinds.TryRemove(new KeyValuePair<string, TaskCompletionSource<BindResult>>(binding.BindId, answer));
         }
+    }
+
+    private void FailPendingBinds(TunnelException reason)
+    {
+        foreach (var pending in _pendingBinds.Values)
+        {
+            pending.TrySetException(reason);
+        }
+    }
+
+    private void RemoveBinding(EndpointBinding binding)
+    {
+        binding.Close();
+        _bindingsById.TryRemove(binding.BindId, out _);
+        _bindingsByName.TryRemove(new KeyValuePair<string, EndpointBinding>(binding.Name, binding));
     }
 
     internal ValueTask UnbindAsync(EndpointBinding binding)
     {
-        if (binding.MarkUnbound())
+        if (!binding.IsClosed)
         {
-            _bindingsById.TryRemove(binding.BindId, out _);
-            _bindingsByName.TryRemove(new KeyValuePair<string, EndpointBinding>(binding.Name, binding));
-            _connection?.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } });
+            RemoveBinding(binding);
+            _run?.Connection.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } });
             SessionLog.EndpointUnbound(_logger, binding.Name);
         }
 
         return ValueTask.CompletedTask;
     }
 
-    private async Task ReadLoopAsync(RelayConnection connection)
-    {
-        Exception? failure = null;
-        try
-        {
-            while (await connection.Incoming.MoveNext(connection.Lifetime).ConfigureAwait(false))
-            {
-                Dispatch(connection, connection.Incoming.Current);
-            }
-        }
-        catch (Exception ex) when (ex is RpcException or OperationCanceledException or IOException or InvalidOperationException)
-        {
-            failure = ex;
-        }
-
-        if (_closing.IsCancellationRequested)
-        {
-            return;
-        }
-
-        // Not closing: the relay or the network ended the session.
-        _state = TunnelSessionState.Faulted;
-        var reason = failure switch
-        {
-            null => "the relay ended the session",
-            RpcException rpc => $"{rpc.StatusCode}: {rpc.Status.Detail}",
-            _ => failure.Message,
-        };
-        SessionLog.ConnectionLost(_logger, Options.RelayUrl!, reason, failure);
-        var lost = new TunnelConnectionException($"The connection to the relay was lost: {reason}", failure);
-        foreach (var pending in _pendingBinds.Values)
-        {
-            pending.TrySetException(lost);
-        }
-    }
-
-    private void Dispatch(RelayConnection connection, RelayMessage message)
+    private void Dispatch(ConnectionRun run, RelayMessage message)
     {
         switch (message.KindCase)
         {
             case RelayMessage.KindOneofCase.BindResult:
                 var result = message.BindResult;
-                if (result.Status == BindStatus.Ok && _bindingsById.TryGetValue(result.BindId, out var bound))
+                if (result.Status == BindStatus.Ok && _bindingsById.TryGetValue(result.BindId, out var bound) && !bound.IsClosed)
                 {
                     // Marked here, in order, so an OpenStream right behind the result finds the endpoint bound.
-                    bound.MarkBound();
+                    bound.SetBound(true);
                 }
 
                 if (_pendingBinds.TryGetValue(result.BindId, out var answer))
@@ -237,79 +396,89 @@ public sealed class TunnelSession : ITunnelSession
 
                 break;
             case RelayMessage.KindOneofCase.OpenStream:
-                Track(ServeAsync(message.OpenStream));
+                _ = ServeAsync(run, message.OpenStream);
                 break;
             case RelayMessage.KindOneofCase.Heartbeat:
-                connection.Send(new AgentMessage { HeartbeatAck = new HeartbeatAck { Sequence = message.Heartbeat.Sequence } });
+                run.Connection.Send(new AgentMessage { HeartbeatAck = new HeartbeatAck { Sequence = message.Heartbeat.Sequence } });
                 break;
             case RelayMessage.KindOneofCase.Drain:
                 SessionLog.DrainRequested(_logger, message.Drain.Reason);
+                run.End($"the relay is draining: {message.Drain.Reason}", new TunnelConnectionException("The relay asked the agent to reconnect elsewhere."),
+                    drain: true, drainDeadline: TimeSpan.FromMilliseconds(message.Drain.DeadlineMs));
                 break;
             case RelayMessage.KindOneofCase.Error:
                 SessionLog.RelayError(_logger, message.Error.Code.ToString(), message.Error.Message);
                 break;
             default:
-                // HeartbeatAck, UnbindResult and messages of later protocol versions need no action here.
+                // HeartbeatAck (handled by the run), UnbindResult and messages of later protocol versions need no action.
                 break;
         }
     }
 
-    private void Track(Task task)
-    {
-        _connections.TryAdd(task, 0);
-        task.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, byte>)state!).TryRemove(t, out _), _connections, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-    }
-
-    private async Task ServeAsync(OpenStream offer)
+    private async Task ServeAsync(ConnectionRun run, OpenStream offer)
     {
         // Leave the read loop at once; serving (connecting upstream, bridging) happens here.
         await Task.Yield();
-        if (!_bindingsById.TryGetValue(offer.BindId, out var binding) || !binding.IsBound
+        if (!_bindingsById.TryGetValue(offer.BindId, out var binding) || !binding.IsBound || _stopping.IsCancellationRequested
             || !string.Equals(binding.Name, offer.EndpointName, StringComparison.OrdinalIgnoreCase))
         {
             SessionLog.UnknownBind(_logger, offer.StreamId, offer.BindId);
-            Refuse(offer, StreamRefusal.UnknownEndpoint, $"no endpoint is bound with id {offer.BindId}");
+            Refuse(run, offer, StreamRefusal.UnknownEndpoint, $"no endpoint is bound with id {offer.BindId}");
             return;
         }
 
         var info = new TunnelConnectionInfo(binding.Name, offer.ClientAddress, string.IsNullOrEmpty(offer.Sni) ? null : offer.Sni, offer.StreamId);
         SessionLog.ConnectionOpened(_logger, offer.StreamId, offer.ClientAddress, binding.Name);
-        await binding.ServeAsync(offer, info, _closing.Token).ConfigureAwait(false);
+        await binding.ServeAsync(run, offer, info, _aborting.Token).ConfigureAwait(false);
     }
 
-    internal TunnelStream? TryOpenStream(OpenStream offer, string endpointName)
+    /// <summary>Opens the data stream for an offer on the connection it came from; null (and logged) when that connection is gone.</summary>
+    internal TunnelStream? TryOpenStream(ConnectionRun run, OpenStream offer, string endpointName)
     {
-        var connection = _connection;
+        if (run.HasEnded && !run.IsDraining)
+        {
+            SessionLog.StreamOpenFailed(_logger, offer.StreamId, endpointName, "the connection to the relay is closed");
+            return null;
+        }
+
+        _activeConnections.Increment();
+        run.Streams.Increment();
         try
         {
-            if (connection is null || connection.Lifetime.IsCancellationRequested)
-            {
-                throw new InvalidOperationException("the connection to the relay is closed");
-            }
-
-            return connection.OpenStream(SessionId, offer.StreamId, () => Refuse(offer, StreamRefusal.Aborted, "aborted by the agent"), connection.Lifetime);
+            return run.Connection.OpenStream(
+                run.SessionId,
+                offer.StreamId,
+                () => Refuse(run, offer, StreamRefusal.Aborted, "aborted by the agent"),
+                () =>
+                {
+                    run.Streams.Decrement();
+                    _activeConnections.Decrement();
+                },
+                run.Connection.Lifetime);
         }
         catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or RpcException)
         {
+            run.Streams.Decrement();
+            _activeConnections.Decrement();
             SessionLog.StreamOpenFailed(_logger, offer.StreamId, endpointName, ex.Message);
             return null;
         }
     }
 
-    internal void RefuseUpstreamUnavailable(OpenStream offer, EndpointBinding binding, string reason)
+    internal void RefuseUpstreamUnavailable(ConnectionRun run, OpenStream offer, EndpointBinding binding, string reason)
     {
         SessionLog.UpstreamConnectFailed(_logger, binding.Name, binding.Upstream ?? "", offer.StreamId, reason);
-        Refuse(offer, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
+        Refuse(run, offer, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
     }
 
-    internal void RefuseOverloaded(OpenStream offer, string endpointName)
+    internal void RefuseOverloaded(ConnectionRun run, OpenStream offer, string endpointName)
     {
         SessionLog.ListenerBacklogFull(_logger, endpointName, offer.StreamId);
-        Refuse(offer, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
+        Refuse(run, offer, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
     }
 
-    private void Refuse(OpenStream offer, StreamRefusal reason, string message) =>
-        _connection?.Send(new AgentMessage { StreamRefused = new StreamRefused { StreamId = offer.StreamId, Reason = reason, Message = message } });
+    private static void Refuse(ConnectionRun run, OpenStream offer, StreamRefusal reason, string message) =>
+        run.Connection.Send(new AgentMessage { StreamRefused = new StreamRefused { StreamId = offer.StreamId, Reason = reason, Message = message } });
 
     internal void OnHandlerFailed(OpenStream offer, string endpointName, Exception exception) =>
         SessionLog.HandlerFailed(_logger, endpointName, offer.StreamId, exception);
@@ -317,10 +486,101 @@ public sealed class TunnelSession : ITunnelSession
     internal void OnConnectionClosed(OpenStream offer, string endpointName, BridgeResult result) =>
         SessionLog.ConnectionClosed(_logger, offer.StreamId, endpointName, result);
 
-    /// <summary>
-    /// Closes the session: unbinds every endpoint so no new connection arrives, says goodbye to the relay, aborts
-    /// connections still running, and closes the connection to the relay.
-    /// </summary>
+    private void SetState(TunnelSessionState state, string reason, Exception? exception)
+    {
+        TunnelSessionState previous;
+        lock (_stateGate)
+        {
+            previous = _state;
+            if (previous == state || previous == TunnelSessionState.Closed)
+            {
+                return;
+            }
+
+            _state = state;
+            if (state == TunnelSessionState.Faulted)
+            {
+                _fault = exception as TunnelException;
+            }
+        }
+
+        SessionLog.StateChanged(_logger, previous, state, reason);
+        Raise(StateChanged, new TunnelStateChangedEventArgs(previous, state, reason, exception));
+    }
+
+    private void Raise<T>(EventHandler<T>? handler, T args)
+        where T : EventArgs
+    {
+        if (handler is null)
+        {
+            return;
+        }
+
+        try
+        {
+            handler(this, args);
+        }
+#pragma warning disable CA1031 // An application's event handler must not break the session.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            SessionLog.EventHandlerFailed(_logger, typeof(T).Name, ex);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task CloseAsync(CancellationToken cancellationToken = default)
+    {
+        lock (_stateGate)
+        {
+            _closeTask ??= CloseCoreAsync(cancellationToken);
+            return _closeTask;
+        }
+    }
+
+    private async Task CloseCoreAsync(CancellationToken cancellationToken)
+    {
+        // 1. No new connections: unbind everything and say goodbye, so the relay offers nothing more.
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        var run = _run;
+        foreach (var binding in _bindingsByName.Values)
+        {
+            await UnbindAsync(binding).ConfigureAwait(false);
+        }
+
+        run?.Connection.Send(new AgentMessage { Goodbye = new Goodbye { Reason = "session closing" } });
+
+        // 2. Let connections in flight finish, up to the drain deadline (or the caller's patience).
+        try
+        {
+            await _activeConnections.WhenIdleAsync().WaitAsync(Options.DrainTimeout, Options.TimeProvider, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+        {
+            SessionLog.DrainDeadlineReached(_logger, _activeConnections.Count);
+        }
+
+        // 3. Close what is left, then the connection itself.
+        await _aborting.CancelAsync().ConfigureAwait(false);
+        run = _run;
+        if (run is not null)
+        {
+            using var flush = new CancellationTokenSource(TimeSpan.FromSeconds(2), Options.TimeProvider);
+            await run.Connection.CompleteAsync(flush.Token).ConfigureAwait(false);
+            await run.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _supervisor.ConfigureAwait(false);
+        if (_run is { } last && last != run)
+        {
+            await last.DisposeAsync().ConfigureAwait(false);
+        }
+
+        SetState(TunnelSessionState.Closed, "the session was closed", null);
+        SessionLog.Closed(_logger, SessionId);
+    }
+
+    /// <summary>Closes the session gracefully (see <see cref="CloseAsync"/>) and releases it.</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -328,25 +588,8 @@ public sealed class TunnelSession : ITunnelSession
             return;
         }
 
-        var connection = _connection;
-        foreach (var binding in _bindingsByName.Values)
-        {
-            await UnbindAsync(binding).ConfigureAwait(false);
-        }
-
-        connection?.Send(new AgentMessage { Goodbye = new Goodbye { Reason = "session disposed" } });
-        await _closing.CancelAsync().ConfigureAwait(false);
-        _state = TunnelSessionState.Closed;
-        await Task.WhenAll(_connections.Keys).WaitAsync(Options.StreamCloseTimeout, Options.TimeProvider).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
-        if (connection is not null)
-        {
-            using var flush = new CancellationTokenSource(TimeSpan.FromSeconds(2), Options.TimeProvider);
-            await connection.CompleteAsync(flush.Token).ConfigureAwait(false);
-            await connection.DisposeAsync().ConfigureAwait(false);
-        }
-
-        await _readLoop.ConfigureAwait(false);
-        SessionLog.Closed(_logger, SessionId);
-        _closing.Dispose();
+        await CloseAsync().ConfigureAwait(false);
+        _stopping.Dispose();
+        _aborting.Dispose();
     }
 }

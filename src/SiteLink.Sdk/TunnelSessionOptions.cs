@@ -51,6 +51,27 @@ public sealed class TunnelSessionOptions
     /// </summary>
     public TimeSpan StreamCloseTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// How often the agent sends a heartbeat on the control stream. Default: 10 seconds.
+    /// </summary>
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How long after a heartbeat is sent the agent waits for anything from the relay before it declares the connection
+    /// dead, closes it (the TCP connection too) and reconnects. Must be longer than <see cref="HeartbeatInterval"/>.
+    /// The relay drops a session that sent nothing for interval + tolerance. Default: 15 seconds.
+    /// </summary>
+    public TimeSpan HeartbeatTolerance { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>How the session reconnects after losing the relay.</summary>
+    public TunnelReconnectOptions Reconnect { get; } = new();
+
+    /// <summary>
+    /// When the session closes (or the relay asks it to drain), how long tunnelled connections still running may take
+    /// to finish before they are closed. New connections stop at once. Default: 30 seconds.
+    /// </summary>
+    public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How many accepted connections a listener endpoint holds before new ones are refused. Default: 128.</summary>
     public int ListenerBacklog { get; set; } = 128;
 
@@ -107,6 +128,26 @@ public sealed class TunnelSessionOptions
         CheckPositive(errors, nameof(RequestTimeout), RequestTimeout);
         CheckPositive(errors, nameof(UpstreamConnectTimeout), UpstreamConnectTimeout);
         CheckPositive(errors, nameof(StreamCloseTimeout), StreamCloseTimeout);
+        CheckPositive(errors, nameof(DrainTimeout), DrainTimeout);
+        if (HeartbeatInterval <= TimeSpan.Zero || HeartbeatInterval == Timeout.InfiniteTimeSpan)
+        {
+            errors.Add($"HeartbeatInterval must be positive and finite (was {HeartbeatInterval}).");
+        }
+        else if (HeartbeatTolerance <= HeartbeatInterval || HeartbeatTolerance == Timeout.InfiniteTimeSpan)
+        {
+            errors.Add($"HeartbeatTolerance ({HeartbeatTolerance}) must be finite and longer than HeartbeatInterval ({HeartbeatInterval}).");
+        }
+
+        if (Reconnect.InitialDelay <= TimeSpan.Zero)
+        {
+            errors.Add($"Reconnect.InitialDelay must be positive (was {Reconnect.InitialDelay}).");
+        }
+
+        if (Reconnect.MaxDelay < Reconnect.InitialDelay)
+        {
+            errors.Add($"Reconnect.MaxDelay ({Reconnect.MaxDelay}) must not be shorter than Reconnect.InitialDelay ({Reconnect.InitialDelay}).");
+        }
+
         if (ListenerBacklog < 1)
         {
             errors.Add($"ListenerBacklog must be at least 1 (was {ListenerBacklog.ToString(CultureInfo.InvariantCulture)}).");
@@ -127,4 +168,19 @@ public sealed class TunnelSessionOptions
             errors.Add($"{name} must be positive (was {value}).");
         }
     }
+}
+
+/// <summary>How a session reconnects: exponential backoff with jitter and a cap, forever, on transient failures only.</summary>
+public sealed class TunnelReconnectOptions
+{
+    /// <summary>The delay before the second attempt; later delays double. Default: 1 second.</summary>
+    public TimeSpan InitialDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The longest delay between attempts. Default: 30 seconds.</summary>
+    public TimeSpan MaxDelay { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Randomise delays so that many agents cut off at once do not reconnect in lockstep. Default: <see langword="true"/>.
+    /// </summary>
+    public bool UseJitter { get; set; } = true;
 }

@@ -82,6 +82,7 @@ public sealed class PublicApiTests
             "SiteLink.ITunnelSession",
             "SiteLink.RelayInfo",
             "SiteLink.TunnelAuthenticationException",
+            "SiteLink.TunnelBindEventArgs",
             "SiteLink.TunnelBindException",
             "SiteLink.TunnelConnection",
             "SiteLink.TunnelConnectionException",
@@ -91,9 +92,12 @@ public sealed class PublicApiTests
             "SiteLink.TunnelException",
             "SiteLink.TunnelPermissionException",
             "SiteLink.TunnelProtocolException",
+            "SiteLink.TunnelReconnectEventArgs",
+            "SiteLink.TunnelReconnectOptions",
             "SiteLink.TunnelSession",
             "SiteLink.TunnelSessionOptions",
             "SiteLink.TunnelSessionState",
+            "SiteLink.TunnelStateChangedEventArgs",
             "SiteLink.TunnelStream",
         }));
     }

@@ -45,6 +45,23 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         var token = Authenticate(context);
         var hello = await ReadHelloAsync(requestStream, context).ConfigureAwait(false);
         var session = new AgentSession(NewId("s_"), token, Truncate(hello.ClientId), context.Peer, Truncate(hello.SdkVersion));
+        if (_registry.IsDraining)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, "the relay is shutting down; try again or another relay"));
+        }
+
+        // An agent that reconnects before this relay noticed its old connection died names the old session: end it
+        // now, so its endpoint names are free for the new one.
+        if (!string.IsNullOrEmpty(hello.PreviousSessionId)
+            && _registry.TryGetSession(hello.PreviousSessionId, out var previous)
+            && previous.Token.Name == token.Name
+            && previous.ClientId == session.ClientId)
+        {
+            _counters.OnSessionTakenOver();
+            RelayLog.SessionTakenOver(_logger, previous.Id, session.Id);
+            EndSession(previous);
+        }
+
         if (_registry.TryAdd(session) is { } refusal)
         {
             RelayLog.SessionRefused(_logger, token.Name, refusal);
@@ -73,10 +90,22 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         using var ending = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
         var writer = WriteLoopAsync(session, responseStream, ending.Token);
         var reason = "the agent closed the control stream";
+        var silence = SilenceTimeout(hello);
+        using var silenceTimer = _timeProvider.CreateTimer(
+            _ =>
+            {
+                _counters.OnSessionTimedOut();
+                RelayLog.SessionSilent(_logger, session.Id, silence);
+                EndSession(session);
+            },
+            null,
+            silence,
+            Timeout.InfiniteTimeSpan);
         try
         {
             while (await requestStream.MoveNext(ending.Token).ConfigureAwait(false))
             {
+                silenceTimer.Change(silence, Timeout.InfiniteTimeSpan);
                 Handle(session, requestStream.Current);
             }
         }
@@ -86,13 +115,34 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         }
         finally
         {
-            var offers = _registry.Remove(session);
-            session.End();
-            _router.OnSessionEnded(offers);
+            EndSession(session);
             await writer.ConfigureAwait(false);
             RelayLog.SessionEnded(_logger, session.Id, reason);
         }
     }
+
+    /// <summary>Removes a session and its routes at once, closes what it was offered, and ends its calls.</summary>
+    private void EndSession(AgentSession session)
+    {
+        var offers = _registry.Remove(session);
+        session.End();
+        _router.OnSessionEnded(offers);
+    }
+
+    /// <summary>The agent's declared heartbeat interval + tolerance, else the relay's default.</summary>
+    private TimeSpan SilenceTimeout(Hello hello)
+    {
+        if (hello.HeartbeatIntervalMs > 0 && hello.HeartbeatToleranceMs > 0)
+        {
+            var declared = TimeSpan.FromMilliseconds((double)hello.HeartbeatIntervalMs + hello.HeartbeatToleranceMs);
+            // Bounded so a misconfigured agent cannot pin a dead session for hours.
+            return declared < MaxSilence ? declared : MaxSilence;
+        }
+
+        return _options.Limits.SessionSilenceTimeout;
+    }
+
+    private static readonly TimeSpan MaxSilence = TimeSpan.FromMinutes(10);
 
     private async Task<Hello> ReadHelloAsync(IAsyncStreamReader<AgentMessage> requestStream, ServerCallContext context)
     {

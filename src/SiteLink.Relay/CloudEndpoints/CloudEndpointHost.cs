@@ -46,6 +46,7 @@ internal sealed class CloudEndpointHost : IHostedService
         }
     }
 
+    /// <summary>Stops accepting; safe to call more than once.</summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         foreach (var endpoint in _endpoints)

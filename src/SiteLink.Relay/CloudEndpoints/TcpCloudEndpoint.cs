@@ -16,6 +16,7 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
     private readonly Socket _listener;
     private readonly CancellationTokenSource _stopping = new();
     private Task _acceptLoop = Task.CompletedTask;
+    private int _disposed;
 
     public TcpCloudEndpoint(CloudEndpointOptions options, ConnectionRouter router, ILogger logger)
     {
@@ -81,6 +82,11 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         await _stopping.CancelAsync().ConfigureAwait(false);
         _listener.Dispose();
         try

@@ -26,6 +26,12 @@ public sealed class RelayOptions
 
     /// <summary>Limits enforced per token and per session.</summary>
     public RelayLimits Limits { get; set; } = new();
+
+    /// <summary>
+    /// When the relay stops, how long tunnelled connections may take to finish after agents were asked to drain
+    /// (and cloud endpoints stopped accepting). Default: 30 seconds.
+    /// </summary>
+    public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(30);
 }
 
 /// <summary>TLS settings of the agent port.</summary>
@@ -111,6 +117,12 @@ public sealed class RelayLimits
 
     /// <summary>How long an offered connection waits for the agent to open its stream. Default: 10 seconds.</summary>
     public TimeSpan PendingStreamTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How long a session may send nothing before the relay drops it, when its agent does not declare its heartbeat
+    /// (agents declare interval + tolerance in Hello, and that is used instead). Default: 25 seconds.
+    /// </summary>
+    public TimeSpan SessionSilenceTimeout { get; set; } = TimeSpan.FromSeconds(25);
 
     /// <summary>How long a new control stream may take to say Hello. Default: 10 seconds.</summary>
     public TimeSpan HelloTimeout { get; set; } = TimeSpan.FromSeconds(10);

@@ -26,6 +26,11 @@ public static class RelayOptionsValidator
         ValidateTokens(options.Tokens, errors);
         ValidateCloudEndpoints(options, errors);
         ValidateLimits(options.Limits, errors);
+        if (options.DrainTimeout < TimeSpan.Zero)
+        {
+            errors.Add("Relay:DrainTimeout must not be negative.");
+        }
+
         return errors;
     }
 
@@ -215,6 +220,11 @@ public static class RelayOptionsValidator
         if (limits.PendingStreamTimeout <= TimeSpan.Zero)
         {
             errors.Add("Relay:Limits:PendingStreamTimeout must be positive.");
+        }
+
+        if (limits.SessionSilenceTimeout <= TimeSpan.Zero)
+        {
+            errors.Add("Relay:Limits:SessionSilenceTimeout must be positive.");
         }
 
         if (limits.HelloTimeout <= TimeSpan.Zero)

@@ -28,6 +28,8 @@ public sealed class RelayCounters
     private long _bytesFromClients;
     private long _bytesToClients;
     private long _unknownStreamRequests;
+    private long _sessionsTimedOut;
+    private long _sessionsTakenOver;
 
     /// <summary>Public connections paired with an agent stream.</summary>
     public long ConnectionsAccepted => Interlocked.Read(ref _accepted);
@@ -44,6 +46,15 @@ public sealed class RelayCounters
     /// <summary>Stream calls naming a stream that does not exist, expired, was used, or belongs to another session.</summary>
     public long UnknownStreamRequests => Interlocked.Read(ref _unknownStreamRequests);
 
+    /// <summary>Sessions dropped because their agent sent nothing for its heartbeat interval + tolerance.</summary>
+    public long SessionsTimedOut => Interlocked.Read(ref _sessionsTimedOut);
+
+    /// <summary>Sessions ended because their agent reconnected and named them as its previous session.</summary>
+    public long SessionsTakenOver => Interlocked.Read(ref _sessionsTakenOver);
+
+    /// <summary>Tunnelled connections being bridged now.</summary>
+    public long ActiveConnections => ConnectionsAccepted - ConnectionsCompleted;
+
     /// <summary>Public connections refused for <paramref name="reason"/>.</summary>
     public long Refused(RefusalReason reason) => Interlocked.Read(ref _refused[(int)reason]);
 
@@ -58,4 +69,8 @@ public sealed class RelayCounters
     internal void OnBytesToClient(long count) => Interlocked.Add(ref _bytesToClients, count);
 
     internal void OnUnknownStream() => Interlocked.Increment(ref _unknownStreamRequests);
+
+    internal void OnSessionTimedOut() => Interlocked.Increment(ref _sessionsTimedOut);
+
+    internal void OnSessionTakenOver() => Interlocked.Increment(ref _sessionsTakenOver);
 }

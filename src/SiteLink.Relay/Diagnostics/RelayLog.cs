@@ -26,6 +26,18 @@ internal static partial class RelayLog
     [LoggerMessage(13, LogLevel.Warning, "Refused session for token '{TokenName}': {Reason}.")]
     public static partial void SessionRefused(ILogger logger, string tokenName, string reason);
 
+    [LoggerMessage(14, LogLevel.Warning, "Session {SessionId} sent nothing for {Silence}; dropping it and its endpoints.")]
+    public static partial void SessionSilent(ILogger logger, string sessionId, TimeSpan silence);
+
+    [LoggerMessage(15, LogLevel.Information, "Session {SessionId} replaced by session {NewSessionId} of the same agent.")]
+    public static partial void SessionTakenOver(ILogger logger, string sessionId, string newSessionId);
+
+    [LoggerMessage(16, LogLevel.Information, "Relay stopping: asked {Sessions} session(s) to drain; {Connections} connection(s) in flight, waiting up to {Deadline}.")]
+    public static partial void Draining(ILogger logger, int sessions, long connections, TimeSpan deadline);
+
+    [LoggerMessage(17, LogLevel.Warning, "Drain deadline reached with {Connections} connection(s) still open; closing them.")]
+    public static partial void DrainDeadlineReached(ILogger logger, long connections);
+
     [LoggerMessage(20, LogLevel.Information, "Session {SessionId} bound '{Endpoint}' (tenant {Tenant}).")]
     public static partial void Bound(ILogger logger, string sessionId, string endpoint, string tenant);
 

@@ -36,6 +36,8 @@ public static class RelayApplication
         builder.Services.AddSingleton<ConnectionRouter>();
         builder.Services.AddSingleton<CloudEndpointHost>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CloudEndpointHost>());
+        // Registered after the cloud endpoints, so it stops first: it stops them itself, then drains.
+        builder.Services.AddHostedService<RelayShutdown>();
         builder.Services.AddGrpc(grpc =>
         {
             // A frame plus protobuf overhead; a larger message fails only the call that sent it.

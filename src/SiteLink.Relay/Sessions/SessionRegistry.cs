@@ -17,6 +17,7 @@ internal sealed class SessionRegistry
     private readonly Dictionary<(string Tenant, string Name), (AgentSession Session, string BindId)> _routes = [];
     private readonly Dictionary<string, int> _sessionsPerToken = new(StringComparer.OrdinalIgnoreCase);
     private readonly Lock _gate = new();
+    private bool _draining;
 
     public SessionRegistry(RelayOptions options)
     {
@@ -28,6 +29,26 @@ internal sealed class SessionRegistry
     public IEnumerable<AgentSession> Sessions => _sessions.Values;
 
     public bool TryGetSession(string id, out AgentSession session) => _sessions.TryGetValue(id, out session!);
+
+    /// <summary>The relay is stopping: no new sessions.</summary>
+    public void BeginDrain()
+    {
+        lock (_gate)
+        {
+            _draining = true;
+        }
+    }
+
+    public bool IsDraining
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _draining;
+            }
+        }
+    }
 
     /// <summary>Adds a session unless its token already holds the maximum; returns the refusal otherwise.</summary>
     public string? TryAdd(AgentSession session)

@@ -19,6 +19,7 @@ public sealed class TunnelStream : Stream
     private readonly TimeSpan _closeTimeout;
     private readonly TimeProvider _timeProvider;
     private readonly Action? _onAbort;
+    private Action? _onReleased;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private ReadOnlyMemory<byte> _pending;
     private bool _readEof;
@@ -36,9 +37,11 @@ public sealed class TunnelStream : Stream
         int maxFrameSize,
         TimeSpan closeTimeout,
         TimeProvider timeProvider,
-        Action? onAbort = null)
+        Action? onAbort = null,
+        Action? onReleased = null)
     {
         _onAbort = onAbort;
+        _onReleased = onReleased;
         _writer = writer;
         _reader = reader;
         _call = call;
@@ -208,6 +211,7 @@ public sealed class TunnelStream : Stream
             // The call may be cancelled before its headers reached the relay; tell it over the control stream too,
             // so the public client is closed now rather than when the offer expires.
             _onAbort?.Invoke();
+            ReleaseLease();
         }
     }
 
@@ -255,8 +259,11 @@ public sealed class TunnelStream : Stream
         finally
         {
             _call.Dispose();
+            ReleaseLease();
         }
     }
+
+    private void ReleaseLease() => Interlocked.Exchange(ref _onReleased, null)?.Invoke();
 
     /// <inheritdoc />
     protected override void Dispose(bool disposing)

@@ -14,6 +14,18 @@ internal static partial class SessionLog
     [LoggerMessage(3, LogLevel.Information, "Session {SessionId} closed.")]
     public static partial void Closed(ILogger logger, string sessionId);
 
+    [LoggerMessage(4, LogLevel.Information, "Session state {Previous} -> {State}: {Reason}")]
+    public static partial void StateChanged(ILogger logger, TunnelSessionState previous, TunnelSessionState state, string reason);
+
+    [LoggerMessage(5, LogLevel.Warning, "Reconnect attempt {Attempt} failed, next in {Delay}: {Reason}")]
+    public static partial void ReconnectAttemptFailed(ILogger logger, int attempt, TimeSpan delay, string reason);
+
+    [LoggerMessage(6, LogLevel.Warning, "Drain deadline reached with {Count} connection(s) still open; closing them.")]
+    public static partial void DrainDeadlineReached(ILogger logger, int count);
+
+    [LoggerMessage(7, LogLevel.Error, "An application handler of the {EventName} event threw; the session goes on.")]
+    public static partial void EventHandlerFailed(ILogger logger, string eventName, Exception exception);
+
     [LoggerMessage(10, LogLevel.Information, "Endpoint '{EndpointName}' bound ({Kind}).")]
     public static partial void EndpointBound(ILogger logger, string endpointName, TunnelEndpointKind kind);
 

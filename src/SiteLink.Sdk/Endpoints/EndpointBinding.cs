@@ -1,14 +1,17 @@
+using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
 
 namespace SiteLink.Endpoints;
 
 /// <summary>
-/// An endpoint bound (or being bound) on a session: its name, its relay bind id, and how it serves a connection.
+/// An endpoint the application bound on a session: its name, its relay bind id, and how it serves a connection.
+/// It outlives connections to the relay: after a reconnect the session binds it again with the same bind id.
 /// </summary>
 internal abstract class EndpointBinding : ITunnelEndpoint
 {
     private readonly TunnelSession _session;
     private int _bound;
+    private int _closed;
 
     protected EndpointBinding(TunnelSession session, string name)
     {
@@ -25,17 +28,36 @@ internal abstract class EndpointBinding : ITunnelEndpoint
 
     public virtual string? Upstream => null;
 
+    /// <summary>Bound on the current connection to the relay.</summary>
     public bool IsBound => Volatile.Read(ref _bound) == 1;
+
+    /// <summary>Removed for good: unbound by the application, refused on rebind, or the session closed.</summary>
+    public bool IsClosed => Volatile.Read(ref _closed) == 1;
 
     protected TunnelSession Session => _session;
 
-    internal void MarkBound() => Volatile.Write(ref _bound, 1);
+    /// <summary>Bound (true) or waiting to be bound again after a reconnect (false).</summary>
+    internal void SetBound(bool bound) => Volatile.Write(ref _bound, bound ? 1 : 0);
 
-    /// <summary>Marks the endpoint unbound; returns false when it already was.</summary>
-    internal virtual bool MarkUnbound() => Interlocked.Exchange(ref _bound, 0) == 1;
+    /// <summary>Removes the endpoint for good; returns false when it already was.</summary>
+    internal bool Close()
+    {
+        SetBound(false);
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        {
+            return false;
+        }
+
+        OnClosed();
+        return true;
+    }
+
+    protected virtual void OnClosed()
+    {
+    }
 
     /// <summary>Serves one connection the relay offered. Must answer the offer: open the stream or refuse it.</summary>
-    public abstract Task ServeAsync(OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken);
+    public abstract Task ServeAsync(ConnectionRun run, OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken);
 
     public ValueTask DisposeAsync() => _session.UnbindAsync(this);
 }

@@ -1,3 +1,4 @@
+using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
 
 namespace SiteLink.Endpoints;
@@ -15,9 +16,9 @@ internal sealed class HandlerBinding : EndpointBinding
 
     public override TunnelEndpointKind Kind => TunnelEndpointKind.Handler;
 
-    public override async Task ServeAsync(OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
+    public override async Task ServeAsync(ConnectionRun run, OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
     {
-        var tunnel = Session.TryOpenStream(offer, Name);
+        var tunnel = Session.TryOpenStream(run, offer, Name);
         if (tunnel is null)
         {
             return;

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
 
 namespace SiteLink.Endpoints;
@@ -46,15 +47,15 @@ internal sealed class ListenerBinding : EndpointBinding, ITunnelListener
         }
     }
 
-    public override Task ServeAsync(OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
+    public override Task ServeAsync(ConnectionRun run, OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
     {
         if (_backlog.Reader.Count >= _capacity)
         {
-            Session.RefuseOverloaded(offer, Name);
+            Session.RefuseOverloaded(run, offer, Name);
             return Task.CompletedTask;
         }
 
-        var tunnel = Session.TryOpenStream(offer, Name);
+        var tunnel = Session.TryOpenStream(run, offer, Name);
         if (tunnel is null)
         {
             return Task.CompletedTask;
@@ -69,16 +70,13 @@ internal sealed class ListenerBinding : EndpointBinding, ITunnelListener
         return Task.CompletedTask;
     }
 
-    internal override bool MarkUnbound()
+    protected override void OnClosed()
     {
-        var wasBound = base.MarkUnbound();
         _backlog.Writer.TryComplete();
         // Connections nobody accepted are aborted so their clients are not left waiting.
         while (_backlog.Reader.TryRead(out var pending))
         {
             pending.Stream.Abort();
         }
-
-        return wasBound;
     }
 }

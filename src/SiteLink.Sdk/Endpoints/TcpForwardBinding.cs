@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net.Sockets;
+using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
 
 namespace SiteLink.Endpoints;
@@ -23,7 +24,7 @@ internal sealed class TcpForwardBinding : EndpointBinding
         ? $"[{_host}]:{_port.ToString(CultureInfo.InvariantCulture)}"
         : $"{_host}:{_port.ToString(CultureInfo.InvariantCulture)}";
 
-    public override async Task ServeAsync(OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
+    public override async Task ServeAsync(ConnectionRun run, OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
     {
         var upstream = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
@@ -38,11 +39,11 @@ internal sealed class TcpForwardBinding : EndpointBinding
             var reason = ex is SocketException se
                 ? $"{se.SocketErrorCode}: {se.Message}"
                 : cancellationToken.IsCancellationRequested ? "session closing" : $"connect timed out after {Session.Options.UpstreamConnectTimeout}";
-            Session.RefuseUpstreamUnavailable(offer, this, reason);
+            Session.RefuseUpstreamUnavailable(run, offer, this, reason);
             return;
         }
 
-        var tunnel = Session.TryOpenStream(offer, Name);
+        var tunnel = Session.TryOpenStream(run, offer, Name);
         if (tunnel is null)
         {
             upstream.Dispose();

@@ -34,6 +34,8 @@ internal sealed class RelayConnection : IAsyncDisposable
 
     public Welcome Welcome { get; private set; } = null!;
 
+    public Uri RelayUrl => _options.RelayUrl!;
+
     public int MaxFrameSize { get; private set; } = ProtocolConstants.DefaultMaxFrameSize;
 
     /// <summary>Messages from the relay after Welcome. Read by one loop only.</summary>
@@ -71,6 +73,8 @@ internal sealed class RelayConnection : IAsyncDisposable
                 SdkVersion = ProtocolConstants.SdkVersion,
                 ClientId = clientId,
                 PreviousSessionId = previousSessionId ?? "",
+                HeartbeatIntervalMs = (uint)options.HeartbeatInterval.TotalMilliseconds,
+                HeartbeatToleranceMs = (uint)options.HeartbeatTolerance.TotalMilliseconds,
             };
             hello.Metadata.Add(options.Metadata);
             await connection._control.RequestStream.WriteAsync(new AgentMessage { Hello = hello }, linked.Token).ConfigureAwait(false);
@@ -143,7 +147,7 @@ internal sealed class RelayConnection : IAsyncDisposable
     public bool Send(AgentMessage message) => _outbox.Writer.TryWrite(message);
 
     /// <summary>Opens the data stream of a connection the relay offered.</summary>
-    public TunnelStream OpenStream(string sessionId, string streamId, Action onAbort, CancellationToken cancellationToken)
+    public TunnelStream OpenStream(string sessionId, string streamId, Action onAbort, Action onReleased, CancellationToken cancellationToken)
     {
         var headers = new Metadata
         {
@@ -152,7 +156,7 @@ internal sealed class RelayConnection : IAsyncDisposable
             { ProtocolConstants.SessionIdHeader, sessionId },
         };
         var call = _client.Stream(headers, cancellationToken: cancellationToken);
-        return new TunnelStream(call.RequestStream, call.ResponseStream, call, MaxFrameSize, _options.StreamCloseTimeout, _options.TimeProvider, onAbort);
+        return new TunnelStream(call.RequestStream, call.ResponseStream, call, MaxFrameSize, _options.StreamCloseTimeout, _options.TimeProvider, onAbort, onReleased);
     }
 
     private async Task WriteLoopAsync()
