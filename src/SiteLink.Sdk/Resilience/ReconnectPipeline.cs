@@ -21,11 +21,10 @@ internal static class ReconnectPipeline
             .AddRetry(new RetryStrategyOptions
             {
                 ShouldHandle = new PredicateBuilder().Handle<Exception>(IsTransient),
-                BackoffType = DelayBackoffType.Exponential,
-                UseJitter = options.UseJitter,
-                Delay = options.InitialDelay,
-                MaxDelay = options.MaxDelay,
                 MaxRetryAttempts = int.MaxValue,
+                // Our own generator rather than Polly's jitter, which settles on exactly MaxDelay once it gets there:
+                // agents cut off together would then retry in lockstep every MaxDelay.
+                DelayGenerator = args => new ValueTask<TimeSpan?>(ComputeDelay(options, args.AttemptNumber, options.UseJitter ? Random.Shared.NextDouble() : 1.0)),
                 OnRetry = args =>
                 {
                     onRetry(args.AttemptNumber + 1, args.RetryDelay, args.Outcome.Exception);
@@ -33,6 +32,20 @@ internal static class ReconnectPipeline
                 },
             })
             .Build();
+    }
+
+    /// <summary>
+    /// The wait after failed attempt <paramref name="retry"/> (0-based): the exponential delay
+    /// <c>min(MaxDelay, InitialDelay × 2^retry)</c>, scaled into [50 %, 100 %] of itself by <paramref name="random"/> in [0, 1]
+    /// when jitter is on. So delays grow, never exceed the cap, and stay spread out at the cap.
+    /// </summary>
+    public static TimeSpan ComputeDelay(TunnelReconnectOptions options, int retry, double random)
+    {
+        var exponent = Math.Min(retry, 62);
+        var ticks = options.InitialDelay.Ticks * Math.Pow(2, exponent);
+        var capped = Math.Min(ticks, options.MaxDelay.Ticks);
+        var scaled = options.UseJitter ? capped * (0.5 + (0.5 * Math.Clamp(random, 0, 1))) : capped;
+        return TimeSpan.FromTicks((long)scaled);
     }
 
     /// <summary>Whether a failed attempt is worth repeating.</summary>
