@@ -36,7 +36,7 @@ public static class RelayApplication
         builder.Services.AddSingleton<ConnectionRouter>();
         builder.Services.AddSingleton<CloudEndpointHost>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CloudEndpointHost>());
-        // Registered after the cloud endpoints, so it stops first: it stops them itself, then drains.
+        // Drains before anything stops: cloud endpoints first, then agents, then (the host) Kestrel.
         builder.Services.AddHostedService<RelayShutdown>();
         builder.Services.AddGrpc(grpc =>
         {

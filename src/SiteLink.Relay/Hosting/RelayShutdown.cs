@@ -11,9 +11,10 @@ namespace SiteLink.Relay.Hosting;
 /// <summary>
 /// Stops the relay gracefully: cloud endpoints stop accepting, every agent is told to drain (reconnect elsewhere),
 /// tunnelled connections in flight may finish until <see cref="RelayOptions.DrainTimeout"/>, then the sessions end.
-/// Registered after the cloud endpoints, so the host stops it first.
+/// Runs in <see cref="StoppingAsync"/>, before any hosted service stops — Kestrel included, which would otherwise cut
+/// the agents' control streams before they hear Drain.
 /// </summary>
-internal sealed class RelayShutdown : IHostedService
+internal sealed class RelayShutdown : IHostedLifecycleService
 {
     private readonly RelayOptions _options;
     private readonly SessionRegistry _registry;
@@ -34,7 +35,15 @@ internal sealed class RelayShutdown : IHostedService
 
     public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StoppingAsync(CancellationToken cancellationToken)
     {
         await _cloudEndpoints.StopAsync(cancellationToken).ConfigureAwait(false);
         _registry.BeginDrain();
@@ -52,7 +61,8 @@ internal sealed class RelayShutdown : IHostedService
         var deadline = _timeProvider.GetTimestamp();
         try
         {
-            while (_counters.ActiveConnections > 0 && _timeProvider.GetElapsedTime(deadline) < _options.DrainTimeout)
+            // Agents leave by themselves once their connections here are done (they reconnect elsewhere first).
+            while ((_counters.ActiveConnections > 0 || _registry.SessionCount > 0) && _timeProvider.GetElapsedTime(deadline) < _options.DrainTimeout)
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(20), _timeProvider, cancellationToken).ConfigureAwait(false);
             }
