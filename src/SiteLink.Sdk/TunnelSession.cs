@@ -26,6 +26,7 @@ public sealed class TunnelSession : ITunnelSession
     private readonly ConcurrentDictionary<string, EndpointBinding> _bindingsByName = new(StringComparer.OrdinalIgnoreCase);
     private readonly ConcurrentDictionary<string, TaskCompletionSource<BindResult>> _pendingBinds = new(StringComparer.Ordinal);
     private readonly ActivityCounter _activeConnections = new();
+    private readonly SdkTelemetry _telemetry;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private readonly object _stateGate = new();
@@ -34,6 +35,7 @@ public sealed class TunnelSession : ITunnelSession
     private Task? _closeTask;
     private TunnelSessionState _state = TunnelSessionState.Connecting;
     private TunnelException? _fault;
+    private bool _started;
     private int _disposed;
 
     private TunnelSession(TunnelSessionOptions options)
@@ -43,6 +45,81 @@ public sealed class TunnelSession : ITunnelSession
         _clientId = options.ClientId ?? Guid.NewGuid().ToString("N");
         Relay = new RelayInfo("", "", options.RelayUrl!);
         _reconnect = ReconnectPipeline.Create(options.Reconnect, options.TimeProvider, OnReconnectAttemptFailed);
+        _telemetry = SdkTelemetry.For(options.MeterFactory);
+        _telemetry.Register(this);
+        foreach (var endpoint in options.Endpoints)
+        {
+            // Validated before the session is created.
+            if (TunnelEndpointOptions.TryParseUpstream(endpoint.Upstream, out var host, out var port))
+            {
+                Declare(new TcpForwardBinding(this, endpoint.Name, host, port));
+            }
+        }
+    }
+
+    /// <summary>
+    /// Creates a session that is not connected yet, for a host: endpoints may be declared with <see cref="Declare"/>,
+    /// then <see cref="StartInBackground"/> connects (retrying transient failures) without blocking the caller.
+    /// </summary>
+    internal static TunnelSession CreateUnstarted(TunnelSessionOptions options) => new(options);
+
+    /// <summary>Adds an endpoint to bind whenever the session connects. Before start only.</summary>
+    internal void Declare(EndpointBinding binding)
+    {
+        if (!_bindingsByName.TryAdd(binding.Name, binding))
+        {
+            throw new ArgumentException($"An endpoint named '{binding.Name}' is declared more than once.", nameof(binding));
+        }
+
+        _bindingsById[binding.BindId] = binding;
+    }
+
+    /// <summary>Declares an in-process handler endpoint (used by the host integration).</summary>
+    internal void DeclareHandler(string name, TunnelConnectionHandler handler) => Declare(new HandlerBinding(this, name, handler));
+
+    /// <summary>Connects in the background, retrying transient failures forever, then binds the declared endpoints.</summary>
+    internal void StartInBackground()
+    {
+        lock (_stateGate)
+        {
+            if (_started)
+            {
+                return;
+            }
+
+            _started = true;
+        }
+
+        _supervisor = RunInBackgroundAsync();
+    }
+
+    private async Task RunInBackgroundAsync()
+    {
+        ConnectionRun run;
+        try
+        {
+            run = await _reconnect.ExecuteAsync(async ct => await ConnectOnceAsync(ct).ConfigureAwait(false), _stopping.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        {
+            return;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            var fault = ex as TunnelException ?? new TunnelConnectionException($"Connecting failed: {ex.Message}", ex, isTransient: false);
+            SetState(TunnelSessionState.Faulted, fault.Message, fault);
+            return;
+        }
+
+        if (_stopping.IsCancellationRequested)
+        {
+            await run.DisposeAsync().ConfigureAwait(false);
+            return;
+        }
+
+        SetState(TunnelSessionState.Connected, $"connected to relay {Relay.RelayId}", null);
+        await RebindAllAsync(run, isRebind: false).ConfigureAwait(false);
+        await SuperviseAsync(run).ConfigureAwait(false);
     }
 
     internal TunnelSessionOptions Options { get; }
@@ -112,7 +189,7 @@ public sealed class TunnelSession : ITunnelSession
             throw new ArgumentException("Invalid SiteLink session options:" + Environment.NewLine + "- " + string.Join(Environment.NewLine + "- ", errors), nameof(options));
         }
 
-        var session = new TunnelSession(options);
+        var session = new TunnelSession(options) { _started = true };
         ConnectionRun run;
         try
         {
@@ -121,11 +198,26 @@ public sealed class TunnelSession : ITunnelSession
         catch (TunnelException ex)
         {
             session.SetState(TunnelSessionState.Faulted, ex.Message, ex);
+            session._telemetry.Unregister(session);
             throw;
         }
 
         session.SetState(TunnelSessionState.Connected, $"connected to relay {session.Relay.RelayId}", null);
         session._supervisor = session.SuperviseAsync(run);
+        try
+        {
+            // Endpoints declared in the options are part of connecting: a refusal fails the call.
+            foreach (var binding in session._bindingsByName.Values.ToArray())
+            {
+                await session.BindOnAsync(run, binding, isRebind: false, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch
+        {
+            await session.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
         return session;
     }
 
@@ -135,7 +227,7 @@ public sealed class TunnelSession : ITunnelSession
         var previous = string.IsNullOrEmpty(SessionId) ? null : SessionId;
         var connection = await RelayConnection.ConnectAsync(Options, _clientId, previous, cancellationToken).ConfigureAwait(false);
         var welcome = connection.Welcome;
-        var run = new ConnectionRun(connection, Options, Dispatch);
+        var run = new ConnectionRun(connection, Options, Dispatch, _logger, rtt => _telemetry.HeartbeatRoundTrip.Record(rtt.TotalSeconds));
         SessionId = welcome.SessionId;
         Relay = new RelayInfo(welcome.RelayId, welcome.Region, Options.RelayUrl!);
         _run = run;
@@ -202,23 +294,26 @@ public sealed class TunnelSession : ITunnelSession
             }
 
             SetState(TunnelSessionState.Connected, $"reconnected to relay {Relay.RelayId}", null);
-            await RebindAllAsync(run).ConfigureAwait(false);
+            _telemetry.Reconnects.Add(1);
+            SessionLog.Reconnected(_logger, Relay.RelayId, _bindingsByName.Count);
+            await RebindAllAsync(run, isRebind: true).ConfigureAwait(false);
         }
     }
 
     private void OnReconnectAttemptFailed(int attempt, TimeSpan delay, Exception? exception)
     {
         SessionLog.ReconnectAttemptFailed(_logger, attempt, delay, exception?.Message ?? "unknown");
+        _telemetry.ConnectFailures.Add(1, new KeyValuePair<string, object?>(SdkTelemetry.ErrorTypeTag, exception?.GetType().Name ?? "unknown"));
         Raise(ReconnectAttemptFailed, new TunnelReconnectEventArgs(attempt, delay, exception));
     }
 
-    private async Task RebindAllAsync(ConnectionRun run)
+    private async Task RebindAllAsync(ConnectionRun run, bool isRebind)
     {
         var rebinds = _bindingsByName.Values.Where(b => !b.IsClosed).Select(async binding =>
         {
             try
             {
-                await BindOnAsync(run, binding, isRebind: true, CancellationToken.None).ConfigureAwait(false);
+                await BindOnAsync(run, binding, isRebind, CancellationToken.None).ConfigureAwait(false);
             }
             catch (TunnelBindException)
             {
@@ -415,29 +510,33 @@ public sealed class TunnelSession : ITunnelSession
         }
     }
 
-    private async Task ServeAsync(ConnectionRun run, OpenStream offer)
+    private async Task ServeAsync(ConnectionRun run, OpenStream message)
     {
         // Leave the read loop at once; serving (connecting upstream, bridging) happens here.
         await Task.Yield();
-        if (!_bindingsById.TryGetValue(offer.BindId, out var binding) || !binding.IsBound || _stopping.IsCancellationRequested
-            || !string.Equals(binding.Name, offer.EndpointName, StringComparison.OrdinalIgnoreCase))
+        if (!_bindingsById.TryGetValue(message.BindId, out var binding) || !binding.IsBound || _stopping.IsCancellationRequested
+            || !string.Equals(binding.Name, message.EndpointName, StringComparison.OrdinalIgnoreCase))
         {
-            SessionLog.UnknownBind(_logger, offer.StreamId, offer.BindId);
-            Refuse(run, offer, StreamRefusal.UnknownEndpoint, $"no endpoint is bound with id {offer.BindId}");
+            SessionLog.UnknownBind(_logger, message.StreamId, message.BindId);
+            _telemetry.OnRefused(message.EndpointName, "unknown_endpoint");
+            Refuse(run, message, StreamRefusal.UnknownEndpoint, $"no endpoint is bound with id {message.BindId}");
             return;
         }
 
-        var info = new TunnelConnectionInfo(binding.Name, offer.ClientAddress, string.IsNullOrEmpty(offer.Sni) ? null : offer.Sni, offer.StreamId);
-        SessionLog.ConnectionOpened(_logger, offer.StreamId, offer.ClientAddress, binding.Name);
-        await binding.ServeAsync(run, offer, info, _aborting.Token).ConfigureAwait(false);
+        var info = new TunnelConnectionInfo(binding.Name, message.ClientAddress, string.IsNullOrEmpty(message.Sni) ? null : message.Sni, message.StreamId);
+        SessionLog.ConnectionOpened(_logger, message.StreamId, message.ClientAddress, binding.Name);
+        var offer = new Offer(run, message, info, new ConnectionTelemetry(_telemetry, Options.TimeProvider, info));
+        await binding.ServeAsync(offer, _aborting.Token).ConfigureAwait(false);
     }
 
     /// <summary>Opens the data stream for an offer on the connection it came from; null (and logged) when that connection is gone.</summary>
-    internal TunnelStream? TryOpenStream(ConnectionRun run, OpenStream offer, string endpointName)
+    internal TunnelStream? TryOpenStream(Offer offer)
     {
+        var run = offer.Run;
         if (run.HasEnded && !run.IsDraining)
         {
-            SessionLog.StreamOpenFailed(_logger, offer.StreamId, endpointName, "the connection to the relay is closed");
+            SessionLog.StreamOpenFailed(_logger, offer.StreamId, offer.Info.EndpointName, "the connection to the relay is closed");
+            offer.Telemetry.End("refused");
             return null;
         }
 
@@ -445,46 +544,51 @@ public sealed class TunnelSession : ITunnelSession
         run.Streams.Increment();
         try
         {
-            return run.Connection.OpenStream(
+            var stream = run.Connection.OpenStream(
                 run.SessionId,
                 offer.StreamId,
-                () => Refuse(run, offer, StreamRefusal.Aborted, "aborted by the agent"),
+                () => Refuse(run, offer.Message, StreamRefusal.Aborted, "aborted by the agent"),
                 () =>
                 {
                     run.Streams.Decrement();
                     _activeConnections.Decrement();
                 },
                 run.Connection.Lifetime);
+            stream.Telemetry = offer.Telemetry;
+            return stream;
         }
         catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or RpcException)
         {
             run.Streams.Decrement();
             _activeConnections.Decrement();
-            SessionLog.StreamOpenFailed(_logger, offer.StreamId, endpointName, ex.Message);
+            offer.Telemetry.End("refused");
+            SessionLog.StreamOpenFailed(_logger, offer.StreamId, offer.Info.EndpointName, ex.Message);
             return null;
         }
     }
 
-    internal void RefuseUpstreamUnavailable(ConnectionRun run, OpenStream offer, EndpointBinding binding, string reason)
+    internal void RefuseUpstreamUnavailable(Offer offer, EndpointBinding binding, string reason)
     {
         SessionLog.UpstreamConnectFailed(_logger, binding.Name, binding.Upstream ?? "", offer.StreamId, reason);
-        Refuse(run, offer, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
+        offer.Telemetry.End("refused");
+        Refuse(offer.Run, offer.Message, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
     }
 
-    internal void RefuseOverloaded(ConnectionRun run, OpenStream offer, string endpointName)
+    internal void RefuseOverloaded(Offer offer, string endpointName)
     {
         SessionLog.ListenerBacklogFull(_logger, endpointName, offer.StreamId);
-        Refuse(run, offer, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
+        offer.Telemetry.End("refused");
+        Refuse(offer.Run, offer.Message, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
     }
 
     private static void Refuse(ConnectionRun run, OpenStream offer, StreamRefusal reason, string message) =>
         run.Connection.Send(new AgentMessage { StreamRefused = new StreamRefused { StreamId = offer.StreamId, Reason = reason, Message = message } });
 
-    internal void OnHandlerFailed(OpenStream offer, string endpointName, Exception exception) =>
-        SessionLog.HandlerFailed(_logger, endpointName, offer.StreamId, exception);
+    internal void OnHandlerFailed(Offer offer, Exception exception) =>
+        SessionLog.HandlerFailed(_logger, offer.Info.EndpointName, offer.StreamId, exception);
 
-    internal void OnConnectionClosed(OpenStream offer, string endpointName, BridgeResult result) =>
-        SessionLog.ConnectionClosed(_logger, offer.StreamId, endpointName, result);
+    internal void OnConnectionClosed(Offer offer, BridgeResult result) =>
+        SessionLog.ConnectionClosed(_logger, offer.StreamId, offer.Info.EndpointName, result);
 
     private void SetState(TunnelSessionState state, string reason, Exception? exception)
     {
@@ -577,6 +681,7 @@ public sealed class TunnelSession : ITunnelSession
         }
 
         SetState(TunnelSessionState.Closed, "the session was closed", null);
+        _telemetry.Unregister(this);
         SessionLog.Closed(_logger, SessionId);
     }
 

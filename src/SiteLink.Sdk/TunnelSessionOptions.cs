@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 
@@ -75,6 +76,18 @@ public sealed class TunnelSessionOptions
     /// <summary>How many accepted connections a listener endpoint holds before new ones are refused. Default: 128.</summary>
     public int ListenerBacklog { get; set; } = 128;
 
+    /// <summary>
+    /// TCP endpoints to bind as soon as the session connects (and again after every reconnect), e.g. from the
+    /// <c>SiteLink:Endpoints</c> configuration section. Default: empty.
+    /// </summary>
+    public IList<TunnelEndpointOptions> Endpoints { get; } = [];
+
+    /// <summary>
+    /// Creates the <c>SiteLink.Sdk</c> meter. Default: <see langword="null"/>, meaning a process-wide meter
+    /// (<c>services.AddSiteLink()</c> uses the host's factory).
+    /// </summary>
+    public IMeterFactory? MeterFactory { get; set; }
+
     /// <summary>Where the session logs. Default: <see langword="null"/>, meaning no logging.</summary>
     public ILoggerFactory? LoggerFactory { get; set; }
 
@@ -151,6 +164,26 @@ public sealed class TunnelSessionOptions
         if (ListenerBacklog < 1)
         {
             errors.Add($"ListenerBacklog must be at least 1 (was {ListenerBacklog.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        for (var i = 0; i < Endpoints.Count; i++)
+        {
+            var endpoint = Endpoints[i];
+            var where = $"Endpoints[{i.ToString(CultureInfo.InvariantCulture)}]";
+            if (string.IsNullOrWhiteSpace(endpoint.Name))
+            {
+                errors.Add($"{where}.Name is required.");
+            }
+            else if (!names.Add(endpoint.Name))
+            {
+                errors.Add($"{where}.Name '{endpoint.Name}' is declared more than once.");
+            }
+
+            if (!TunnelEndpointOptions.TryParseUpstream(endpoint.Upstream, out _, out _))
+            {
+                errors.Add($"{where}.Upstream '{endpoint.Upstream}' is not host:port with a port from 1 to 65535.");
+            }
         }
 
         if (TimeProvider is null)

@@ -76,7 +76,10 @@ public sealed class PublicApiTests
 
         Assert.That(exported, Is.EqualTo(new[]
         {
+            "Microsoft.Extensions.DependencyInjection.ISiteLinkBuilder",
+            "Microsoft.Extensions.DependencyInjection.SiteLinkServiceCollectionExtensions",
             "SiteLink.BindErrorCode",
+            "SiteLink.ITunnelConnectionHandler",
             "SiteLink.ITunnelEndpoint",
             "SiteLink.ITunnelListener",
             "SiteLink.ITunnelSession",
@@ -89,6 +92,7 @@ public sealed class PublicApiTests
             "SiteLink.TunnelConnectionHandler",
             "SiteLink.TunnelConnectionInfo",
             "SiteLink.TunnelEndpointKind",
+            "SiteLink.TunnelEndpointOptions",
             "SiteLink.TunnelException",
             "SiteLink.TunnelPermissionException",
             "SiteLink.TunnelProtocolException",

@@ -1,3 +1,5 @@
+using System.Diagnostics.Metrics;
+
 namespace SiteLink.Relay.Diagnostics;
 
 /// <summary>Why the relay refused a public connection.</summary>
@@ -19,9 +21,23 @@ public enum RefusalReason
     SessionEnded,
 }
 
-/// <summary>Running totals of what the relay did, for tests, logs and the metrics built on them.</summary>
+/// <summary>
+/// Running totals of what the relay did (for tests and logs), published as metrics on the <c>SiteLink.Relay</c> meter.
+/// </summary>
 public sealed class RelayCounters
 {
+    /// <summary>The relay's meter name.</summary>
+    public const string MeterName = "SiteLink.Relay";
+
+    private readonly Counter<long> _connections;
+    private readonly UpDownCounter<long> _activeConnections;
+    private readonly Counter<long> _refusals;
+    private readonly Counter<long> _bytes;
+    private readonly UpDownCounter<long> _sessions;
+    private readonly UpDownCounter<long> _binds;
+    private readonly Counter<long> _sessionEnds;
+    private readonly Counter<long> _bindRefusals;
+
     private readonly long[] _refused = new long[Enum.GetValues<RefusalReason>().Length];
     private long _accepted;
     private long _completed;
@@ -30,6 +46,20 @@ public sealed class RelayCounters
     private long _unknownStreamRequests;
     private long _sessionsTimedOut;
     private long _sessionsTakenOver;
+
+    /// <summary>Creates the counters and their instruments on a meter from <paramref name="meterFactory"/> (or a process-wide meter).</summary>
+    public RelayCounters(IMeterFactory? meterFactory = null)
+    {
+        var meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
+        _sessions = meter.CreateUpDownCounter<long>("sitelink.relay.sessions", "{session}", "Agent sessions connected.");
+        _sessionEnds = meter.CreateCounter<long>("sitelink.relay.session.ends", "{session}", "Agent sessions ended, by sitelink.reason (closed, timed_out, taken_over).");
+        _binds = meter.CreateUpDownCounter<long>("sitelink.relay.binds", "{bind}", "Internal endpoints bound by agents.");
+        _bindRefusals = meter.CreateCounter<long>("sitelink.relay.bind.refusals", "{bind}", "Binds refused, by sitelink.reason (denied, name_taken, invalid, limit_exceeded).");
+        _connections = meter.CreateCounter<long>("sitelink.relay.connections", "{connection}", "Public connections paired with an agent stream.");
+        _activeConnections = meter.CreateUpDownCounter<long>("sitelink.relay.connection.active", "{connection}", "Public connections being bridged.");
+        _refusals = meter.CreateCounter<long>("sitelink.relay.connection.refusals", "{connection}", "Public connections refused, by sitelink.reason.");
+        _bytes = meter.CreateCounter<long>("sitelink.relay.io", "By", "Bytes bridged; network.io.direction receive = from public clients.");
+    }
 
     /// <summary>Public connections paired with an agent stream.</summary>
     public long ConnectionsAccepted => Interlocked.Read(ref _accepted);
@@ -58,19 +88,68 @@ public sealed class RelayCounters
     /// <summary>Public connections refused for <paramref name="reason"/>.</summary>
     public long Refused(RefusalReason reason) => Interlocked.Read(ref _refused[(int)reason]);
 
-    internal void OnRefused(RefusalReason reason) => Interlocked.Increment(ref _refused[(int)reason]);
+    internal void OnRefused(RefusalReason reason)
+    {
+        Interlocked.Increment(ref _refused[(int)reason]);
+        _refusals.Add(1, new KeyValuePair<string, object?>("sitelink.reason", ReasonName(reason)));
+    }
 
-    internal void OnAccepted() => Interlocked.Increment(ref _accepted);
+    internal void OnAccepted()
+    {
+        Interlocked.Increment(ref _accepted);
+        _connections.Add(1);
+        _activeConnections.Add(1);
+    }
 
-    internal void OnCompleted() => Interlocked.Increment(ref _completed);
+    internal void OnCompleted()
+    {
+        Interlocked.Increment(ref _completed);
+        _activeConnections.Add(-1);
+    }
 
-    internal void OnBytesFromClient(long count) => Interlocked.Add(ref _bytesFromClients, count);
+    internal void OnBytesFromClient(long count)
+    {
+        Interlocked.Add(ref _bytesFromClients, count);
+        _bytes.Add(count, new KeyValuePair<string, object?>("network.io.direction", "receive"));
+    }
 
-    internal void OnBytesToClient(long count) => Interlocked.Add(ref _bytesToClients, count);
+    internal void OnBytesToClient(long count)
+    {
+        Interlocked.Add(ref _bytesToClients, count);
+        _bytes.Add(count, new KeyValuePair<string, object?>("network.io.direction", "transmit"));
+    }
+
+    internal void OnSessionStarted() => _sessions.Add(1);
+
+    internal void OnSessionEnded() => _sessions.Add(-1);
+
+    internal void OnBound() => _binds.Add(1);
+
+    internal void OnUnbound(int count = 1) => _binds.Add(-count);
+
+    internal void OnBindRefused(string reason) => _bindRefusals.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));
+
+    private static string ReasonName(RefusalReason reason) => reason switch
+    {
+        RefusalReason.NoAgent => "no_agent",
+        RefusalReason.StreamLimit => "stream_limit",
+        RefusalReason.AgentRefused => "agent_refused",
+        RefusalReason.PairingTimeout => "pairing_timeout",
+        RefusalReason.SessionEnded => "session_ended",
+        _ => "other",
+    };
 
     internal void OnUnknownStream() => Interlocked.Increment(ref _unknownStreamRequests);
 
-    internal void OnSessionTimedOut() => Interlocked.Increment(ref _sessionsTimedOut);
+    internal void OnSessionTimedOut()
+    {
+        Interlocked.Increment(ref _sessionsTimedOut);
+        _sessionEnds.Add(1, new KeyValuePair<string, object?>("sitelink.reason", "timed_out"));
+    }
 
-    internal void OnSessionTakenOver() => Interlocked.Increment(ref _sessionsTakenOver);
+    internal void OnSessionTakenOver()
+    {
+        Interlocked.Increment(ref _sessionsTakenOver);
+        _sessionEnds.Add(1, new KeyValuePair<string, object?>("sitelink.reason", "taken_over"));
+    }
 }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using SiteLink.Protocol.V1;
 using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
 using SiteLink.Relay.Security;
 
 namespace SiteLink.Relay.Sessions;
@@ -19,9 +20,12 @@ internal sealed class SessionRegistry
     private readonly Lock _gate = new();
     private bool _draining;
 
-    public SessionRegistry(RelayOptions options)
+    private readonly RelayCounters _counters;
+
+    public SessionRegistry(RelayOptions options, RelayCounters? counters = null)
     {
         _limits = options.Limits;
+        _counters = counters ?? new RelayCounters();
     }
 
     public int SessionCount => _sessions.Count;
@@ -63,6 +67,7 @@ internal sealed class SessionRegistry
 
             _sessionsPerToken[session.Token.Name] = count + 1;
             _sessions[session.Id] = session;
+            _counters.OnSessionStarted();
             return null;
         }
     }
@@ -86,6 +91,8 @@ internal sealed class SessionRegistry
                 }
             }
 
+            _counters.OnUnbound(session.Binds.Count);
+            _counters.OnSessionEnded();
             session.Binds.Clear();
             var remaining = _sessionsPerToken[session.Token.Name] - 1;
             if (remaining == 0)
@@ -102,6 +109,26 @@ internal sealed class SessionRegistry
     }
 
     public BindResult Bind(AgentSession session, Bind bind)
+    {
+        var result = BindCore(session, bind);
+        if (result.Status == BindStatus.Ok)
+        {
+            _counters.OnBound();
+        }
+        else
+        {
+            _counters.OnBindRefused(result.Status.ToString().ToLowerInvariant() switch
+            {
+                "nametaken" => "name_taken",
+                "limitexceeded" => "limit_exceeded",
+                var other => other,
+            });
+        }
+
+        return result;
+    }
+
+    private BindResult BindCore(AgentSession session, Bind bind)
     {
         BindResult Result(BindStatus status, string message) => new() { BindId = bind.BindId, Status = status, Message = message };
 
@@ -179,6 +206,7 @@ internal sealed class SessionRegistry
                 _routes.Remove(key);
             }
 
+            _counters.OnUnbound();
             return name;
         }
     }

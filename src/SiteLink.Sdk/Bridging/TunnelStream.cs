@@ -19,7 +19,8 @@ public sealed class TunnelStream : Stream
     private readonly TimeSpan _closeTimeout;
     private readonly TimeProvider _timeProvider;
     private readonly Action? _onAbort;
-    private Action? _onReleased;
+    private readonly Action? _onReleased;
+    private int _released;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private ReadOnlyMemory<byte> _pending;
     private bool _readEof;
@@ -49,6 +50,9 @@ public sealed class TunnelStream : Stream
         _closeTimeout = closeTimeout;
         _timeProvider = timeProvider;
     }
+
+    /// <summary>Metrics and activity of this connection; ended when the stream is released.</summary>
+    internal Diagnostics.ConnectionTelemetry? Telemetry { get; set; }
 
     /// <summary>Bytes received from the public client so far.</summary>
     public long BytesRead => Interlocked.Read(ref _bytesRead);
@@ -128,6 +132,7 @@ public sealed class TunnelStream : Stream
             _pending.Span[..n].CopyTo(buffer.Span);
             _pending = _pending[n..];
             Interlocked.Add(ref _bytesRead, n);
+            Telemetry?.OnReceived(n);
             return n;
         }
         finally
@@ -154,6 +159,7 @@ public sealed class TunnelStream : Stream
                 // The frame is serialised before WriteAsync completes, so wrapping the caller's memory is safe.
                 await WriteFrameAsync(new StreamFrame { Data = UnsafeByteOperations.UnsafeWrap(chunk) }, cancellationToken).ConfigureAwait(false);
                 Interlocked.Add(ref _bytesWritten, chunk.Length);
+                Telemetry?.OnSent(chunk.Length);
                 buffer = buffer[chunk.Length..];
             }
         }
@@ -211,7 +217,7 @@ public sealed class TunnelStream : Stream
             // The call may be cancelled before its headers reached the relay; tell it over the control stream too,
             // so the public client is closed now rather than when the offer expires.
             _onAbort?.Invoke();
-            ReleaseLease();
+            ReleaseLease(aborted: true);
         }
     }
 
@@ -231,6 +237,7 @@ public sealed class TunnelStream : Stream
 
     private async Task CloseGracefullyAsync()
     {
+        var clean = false;
         using var timeout = new CancellationTokenSource(_closeTimeout, _timeProvider);
         try
         {
@@ -251,6 +258,8 @@ public sealed class TunnelStream : Stream
                 {
                 }
             }
+
+            clean = true;
         }
         catch (Exception ex) when (ex is RpcException or IOException or OperationCanceledException or InvalidOperationException)
         {
@@ -259,11 +268,18 @@ public sealed class TunnelStream : Stream
         finally
         {
             _call.Dispose();
-            ReleaseLease();
+            ReleaseLease(aborted: !clean);
         }
     }
 
-    private void ReleaseLease() => Interlocked.Exchange(ref _onReleased, null)?.Invoke();
+    private void ReleaseLease(bool aborted)
+    {
+        if (Interlocked.Exchange(ref _released, 1) == 0)
+        {
+            _onReleased?.Invoke();
+            Telemetry?.End(aborted ? "aborted" : "completed");
+        }
+    }
 
     /// <inheritdoc />
     protected override void Dispose(bool disposing)

@@ -26,6 +26,12 @@ internal static partial class SessionLog
     [LoggerMessage(7, LogLevel.Error, "An application handler of the {EventName} event threw; the session goes on.")]
     public static partial void EventHandlerFailed(ILogger logger, string eventName, Exception exception);
 
+    [LoggerMessage(8, LogLevel.Warning, "No answer from the relay within {Tolerance} of a heartbeat; closing the connection and reconnecting.")]
+    public static partial void HeartbeatMissed(ILogger logger, TimeSpan tolerance);
+
+    [LoggerMessage(9, LogLevel.Information, "Reconnected to relay {RelayId}; binding {Count} endpoint(s) again.")]
+    public static partial void Reconnected(ILogger logger, string relayId, int count);
+
     [LoggerMessage(10, LogLevel.Information, "Endpoint '{EndpointName}' bound ({Kind}).")]
     public static partial void EndpointBound(ILogger logger, string endpointName, TunnelEndpointKind kind);
 

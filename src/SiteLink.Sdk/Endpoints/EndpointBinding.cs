@@ -1,5 +1,3 @@
-using SiteLink.Protocol;
-using SiteLink.Protocol.V1;
 
 namespace SiteLink.Endpoints;
 
@@ -57,7 +55,7 @@ internal abstract class EndpointBinding : ITunnelEndpoint
     }
 
     /// <summary>Serves one connection the relay offered. Must answer the offer: open the stream or refuse it.</summary>
-    public abstract Task ServeAsync(ConnectionRun run, OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken);
+    public abstract Task ServeAsync(Offer offer, CancellationToken cancellationToken);
 
     public ValueTask DisposeAsync() => _session.UnbindAsync(this);
 }

@@ -1,5 +1,3 @@
-using SiteLink.Protocol;
-using SiteLink.Protocol.V1;
 
 namespace SiteLink.Endpoints;
 
@@ -16,15 +14,15 @@ internal sealed class HandlerBinding : EndpointBinding
 
     public override TunnelEndpointKind Kind => TunnelEndpointKind.Handler;
 
-    public override async Task ServeAsync(ConnectionRun run, OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
+    public override async Task ServeAsync(Offer offer, CancellationToken cancellationToken)
     {
-        var tunnel = Session.TryOpenStream(run, offer, Name);
+        var tunnel = Session.TryOpenStream(offer);
         if (tunnel is null)
         {
             return;
         }
 
-        var connection = new TunnelConnection(info, tunnel);
+        var connection = new TunnelConnection(offer.Info, tunnel);
         BridgeResult result;
         try
         {
@@ -42,11 +40,11 @@ internal sealed class HandlerBinding : EndpointBinding
 #pragma warning restore CA1031
         {
             // Logged before the abort, so whoever sees the connection fail can already find why.
-            Session.OnHandlerFailed(offer, Name, ex);
+            Session.OnHandlerFailed(offer, ex);
             tunnel.Abort();
             result = BridgeResult.UpstreamFailed;
         }
 
-        Session.OnConnectionClosed(offer, Name, result);
+        Session.OnConnectionClosed(offer, result);
     }
 }

@@ -1,7 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
-using SiteLink.Protocol;
-using SiteLink.Protocol.V1;
 
 namespace SiteLink.Endpoints;
 
@@ -47,21 +45,21 @@ internal sealed class ListenerBinding : EndpointBinding, ITunnelListener
         }
     }
 
-    public override Task ServeAsync(ConnectionRun run, OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
+    public override Task ServeAsync(Offer offer, CancellationToken cancellationToken)
     {
         if (_backlog.Reader.Count >= _capacity)
         {
-            Session.RefuseOverloaded(run, offer, Name);
+            Session.RefuseOverloaded(offer, Name);
             return Task.CompletedTask;
         }
 
-        var tunnel = Session.TryOpenStream(run, offer, Name);
+        var tunnel = Session.TryOpenStream(offer);
         if (tunnel is null)
         {
             return Task.CompletedTask;
         }
 
-        if (!_backlog.Writer.TryWrite(new TunnelConnection(info, tunnel)))
+        if (!_backlog.Writer.TryWrite(new TunnelConnection(offer.Info, tunnel)))
         {
             // Full or unbound since the check above.
             tunnel.Abort();

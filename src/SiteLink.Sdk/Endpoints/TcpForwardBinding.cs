@@ -1,7 +1,5 @@
 using System.Globalization;
 using System.Net.Sockets;
-using SiteLink.Protocol;
-using SiteLink.Protocol.V1;
 
 namespace SiteLink.Endpoints;
 
@@ -24,7 +22,7 @@ internal sealed class TcpForwardBinding : EndpointBinding
         ? $"[{_host}]:{_port.ToString(CultureInfo.InvariantCulture)}"
         : $"{_host}:{_port.ToString(CultureInfo.InvariantCulture)}";
 
-    public override async Task ServeAsync(ConnectionRun run, OpenStream offer, TunnelConnectionInfo info, CancellationToken cancellationToken)
+    public override async Task ServeAsync(Offer offer, CancellationToken cancellationToken)
     {
         var upstream = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
@@ -39,11 +37,11 @@ internal sealed class TcpForwardBinding : EndpointBinding
             var reason = ex is SocketException se
                 ? $"{se.SocketErrorCode}: {se.Message}"
                 : cancellationToken.IsCancellationRequested ? "session closing" : $"connect timed out after {Session.Options.UpstreamConnectTimeout}";
-            Session.RefuseUpstreamUnavailable(run, offer, this, reason);
+            Session.RefuseUpstreamUnavailable(offer, this, reason);
             return;
         }
 
-        var tunnel = Session.TryOpenStream(run, offer, Name);
+        var tunnel = Session.TryOpenStream(offer);
         if (tunnel is null)
         {
             upstream.Dispose();
@@ -51,6 +49,6 @@ internal sealed class TcpForwardBinding : EndpointBinding
         }
 
         var result = await StreamBridge.RunAsync(upstream, tunnel, cancellationToken).ConfigureAwait(false);
-        Session.OnConnectionClosed(offer, Name, result);
+        Session.OnConnectionClosed(offer, result);
     }
 }

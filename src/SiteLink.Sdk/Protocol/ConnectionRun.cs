@@ -1,4 +1,6 @@
 using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using SiteLink.Diagnostics;
 using SiteLink.Protocol.V1;
 using SiteLink.Resilience;
 
@@ -22,7 +24,7 @@ internal sealed class ConnectionRun : IAsyncDisposable
     private Task _readLoop = Task.CompletedTask;
     private int _disposed;
 
-    public ConnectionRun(RelayConnection connection, TunnelSessionOptions options, Action<ConnectionRun, RelayMessage> dispatch)
+    public ConnectionRun(RelayConnection connection, TunnelSessionOptions options, Action<ConnectionRun, RelayMessage> dispatch, ILogger logger, Action<TimeSpan>? onRoundTrip = null)
     {
         Connection = connection;
         _dispatch = dispatch;
@@ -34,9 +36,14 @@ internal sealed class ConnectionRun : IAsyncDisposable
             {
                 Heartbeat = new Heartbeat { Sequence = sequence, SentAtUnixMs = options.TimeProvider.GetUtcNow().ToUnixTimeMilliseconds() },
             }),
-            silence => End(
+            silence =>
+            {
+                SessionLog.HeartbeatMissed(logger, silence);
+                End(
                 $"no answer from the relay within {silence} of a heartbeat",
-                new TunnelConnectionException($"The relay did not answer within the heartbeat tolerance ({silence}); the connection is presumed dead.")));
+                new TunnelConnectionException($"The relay did not answer within the heartbeat tolerance ({silence}); the connection is presumed dead."));
+            },
+            onRoundTrip);
     }
 
     public RelayConnection Connection { get; }

@@ -12,6 +12,7 @@ internal sealed class HeartbeatMonitor : IDisposable
     private readonly TimeProvider _time;
     private readonly Func<ulong, bool> _send;
     private readonly Action<TimeSpan> _onDead;
+    private readonly Action<TimeSpan>? _onRoundTrip;
     private readonly object _gate = new();
     private ITimer? _ticker;
     private ITimer? _deadline;
@@ -26,8 +27,10 @@ internal sealed class HeartbeatMonitor : IDisposable
     /// <param name="time">The clock.</param>
     /// <param name="send">Sends heartbeat number n; false when the connection can no longer send.</param>
     /// <param name="onDead">Called once, with the silence observed, when the connection is declared dead.</param>
-    public HeartbeatMonitor(TimeSpan interval, TimeSpan tolerance, TimeProvider time, Func<ulong, bool> send, Action<TimeSpan> onDead)
+    /// <param name="onRoundTrip">Called with each answered heartbeat's round-trip time.</param>
+    public HeartbeatMonitor(TimeSpan interval, TimeSpan tolerance, TimeProvider time, Func<ulong, bool> send, Action<TimeSpan> onDead, Action<TimeSpan>? onRoundTrip = null)
     {
+        _onRoundTrip = onRoundTrip;
         _interval = interval;
         _tolerance = tolerance;
         _time = time;
@@ -81,7 +84,9 @@ internal sealed class HeartbeatMonitor : IDisposable
             sentAt = _lastSentAt;
         }
 
-        Interlocked.Exchange(ref _lastRoundTripTicks, _time.GetElapsedTime(sentAt).Ticks);
+        var roundTrip = _time.GetElapsedTime(sentAt);
+        Interlocked.Exchange(ref _lastRoundTripTicks, roundTrip.Ticks);
+        _onRoundTrip?.Invoke(roundTrip);
     }
 
     private void OnTick()
