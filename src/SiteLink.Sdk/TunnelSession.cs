@@ -17,7 +17,7 @@ namespace SiteLink;
 /// relay restart, relay drain) it reconnects through a Polly pipeline and binds every endpoint again. Errors that a
 /// retry cannot fix (authentication, permission, version) move the session to <see cref="TunnelSessionState.Faulted"/>.
 /// </remarks>
-public sealed class TunnelSession : ITunnelSession
+public sealed class TunnelSession : ITunnelSession, IDisposable
 {
     private readonly ILogger _logger;
     private readonly string _clientId;
@@ -683,6 +683,25 @@ public sealed class TunnelSession : ITunnelSession
         SetState(TunnelSessionState.Closed, "the session was closed", null);
         _telemetry.Unregister(this);
         SessionLog.Closed(_logger, SessionId);
+    }
+
+    /// <summary>
+    /// Closes the session at once, without waiting for connections in flight (they are aborted), and releases it.
+    /// For a graceful close use <see cref="CloseAsync"/> or <see cref="DisposeAsync"/>. Blocks until the connection to
+    /// the relay is closed.
+    /// </summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        using var now = new CancellationTokenSource();
+        now.Cancel();
+        CloseAsync(now.Token).GetAwaiter().GetResult();
+        _stopping.Dispose();
+        _aborting.Dispose();
     }
 
     /// <summary>Closes the session gracefully (see <see cref="CloseAsync"/>) and releases it.</summary>
