@@ -20,8 +20,8 @@ public sealed class RelayConfigurationTests
             Assert.That(options.AgentListen, Is.EqualTo("127.0.0.1:8443"));
             Assert.That(options.Tls.DevelopmentCertificatePath, Is.EqualTo("relay-dev-cert.pfx"));
             Assert.That(options.Tokens, Has.Count.EqualTo(1));
-            Assert.That(options.Tokens[0].Allow, Is.EqualTo(new[] { "db-*", "web" }));
-            Assert.That(options.CloudEndpoints.Select(e => e.Endpoint), Is.EqualTo(new[] { "db-postgres", "web" }));
+            Assert.That(options.Tokens[0].Allow, Is.EqualTo(new[] { "db-*", "web", "status" }));
+            Assert.That(options.CloudEndpoints.Select(e => e.Endpoint), Is.EqualTo(new[] { "db-postgres", "web", "status" }));
             Assert.That(options.Limits.MaxSessionsPerToken, Is.EqualTo(4));
             Assert.That(options.Limits.MaxBindsPerSession, Is.EqualTo(256), "unset limits keep their defaults");
             Assert.That(RelayOptionsValidator.Validate(options), Is.Empty);

@@ -1,0 +1,15 @@
+// A vendor's existing worker service that also serves its customer's network through SiteLink.
+// The relay, token and TCP endpoints come from appsettings.json (section "SiteLink") or environment variables
+// (SiteLink__AuthToken=...); the "status" endpoint is served in-process by StatusHandler, resolved from DI.
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using SiteLink.HostedAgent;
+
+var builder = Host.CreateApplicationBuilder(args);
+builder.Services.AddSingleton(TimeProvider.System);
+builder.Services.AddScoped<StatusReport>();
+builder.Services.AddSiteLink()
+    .AddHandlerEndpoint<StatusHandler>("status");
+
+using var host = builder.Build();
+await host.RunAsync();
