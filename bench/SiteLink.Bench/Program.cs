@@ -1,0 +1,38 @@
+// Helpers for bench/run.sh: every process the harness needs that no Debian package provides.
+//   free-ports N                          print N free loopback ports
+//   echo-server PORT                      echo every byte (for the idle-connections scenario)
+//   delay-proxy LISTEN_PORT TARGET_PORT MS  forward to 127.0.0.1:TARGET, delaying each direction by MS (a WAN link)
+//   idle TARGET_PORT COUNT SECONDS PID... open COUNT idle connections, report the PIDs' RSS, then check each still carries a byte
+using System.Net;
+using System.Net.Sockets;
+using SiteLink.Bench;
+
+return args.FirstOrDefault() switch
+{
+    "free-ports" => FreePorts(int.Parse(args[1])),
+    "echo-server" => await EchoServer.RunAsync(int.Parse(args[1])),
+    "delay-proxy" => await DelayProxy.RunAsync(int.Parse(args[1]), int.Parse(args[2]), TimeSpan.FromMilliseconds(double.Parse(args[3]))),
+    "idle" => await IdleConnections.RunAsync(int.Parse(args[1]), int.Parse(args[2]), TimeSpan.FromSeconds(double.Parse(args[3])), args.Skip(4).Select(int.Parse).ToArray()),
+    _ => Usage(),
+};
+
+static int FreePorts(int count)
+{
+    var sockets = new List<Socket>();
+    for (var i = 0; i < count; i++)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        sockets.Add(socket);
+        Console.WriteLine(((IPEndPoint)socket.LocalEndPoint!).Port);
+    }
+
+    sockets.ForEach(s => s.Dispose());
+    return 0;
+}
+
+static int Usage()
+{
+    Console.Error.WriteLine("usage: free-ports N | echo-server PORT | delay-proxy LISTEN TARGET MS | idle TARGET COUNT SECONDS PID...");
+    return 2;
+}

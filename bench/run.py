@@ -1,0 +1,433 @@
+#!/usr/bin/env python3
+"""SiteLink benchmark harness (started by bench/run.sh, which installs tools and builds).
+
+Every path carries the same traffic to the same upstreams on this machine, in one run:
+  direct         client -> upstream
+  sitelink       client -> relay TCP cloud endpoint -> agent (TLS, HTTP/2) -> upstream; relay and agent are the
+                 shipped Release builds, separate processes
+  ssh -R         client -> sshd remote forward -> ssh client -> upstream
+  haproxy 2-hop  client -> haproxy -> haproxy -> upstream
+Scenarios: iperf3 one connection both ways, iperf3 64 connections, wrk keep-alive, wrk new connection per request,
+10,000 idle tunnelled connections (memory per connection, then a byte through each), and a WAN variant with 20 ms
+round trip between agent and relay (and between ssh client and sshd) added by a delay proxy of the harness's own.
+Only loopback addresses are used; every process is stopped at the end.
+"""
+import datetime
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = "--quick" in sys.argv
+DURATION = 1 if QUICK else 5
+RUNS = 1 if QUICK else 3
+IDLE_CONNECTIONS = 300 if QUICK else 10000
+WAN_ONE_WAY_MS = 10
+
+RELAY = os.path.join(ROOT, "src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Relay.dll")
+AGENT = os.path.join(ROOT, "samples/ConsoleAgent/bin/Release/net10.0/sitelink-agent.dll")
+HELPER = os.path.join(ROOT, "bench/SiteLink.Bench/bin/Release/net10.0/SiteLink.Bench.dll")
+TOKEN = "bench-token-" + os.urandom(12).hex()
+
+work = tempfile.mkdtemp(prefix="sitelink-bench-")
+processes = []
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(name, args, env=None, cwd=None):
+    out = open(os.path.join(work, name + ".log"), "w")
+    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or work,
+                               env={**os.environ, **(env or {})}, start_new_session=True)
+    processes.append((name, process))
+    return process
+
+
+def stop_all():
+    for name, process in reversed(processes):
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + 10
+    for name, process in reversed(processes):
+        try:
+            process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def wait_http(port, timeout=60):
+    """Waits until GET / through the port answers 200 (for tunnels: the whole path is up)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"no HTTP answer through 127.0.0.1:{port} after {timeout} s")
+
+
+def wait_log(name, pattern, timeout=60):
+    path = os.path.join(work, name + ".log")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(path) as f:
+            match = re.search(pattern, f.read())
+        if match:
+            return match
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not log {pattern!r}; see {path}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------------------------
+
+def start_upstreams():
+    ports = {"iperf": free_port(), "http": free_port(), "echo": free_port()}
+    start("iperf3-server", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(ports["iperf"])])
+    nginx_conf = os.path.join(work, "nginx.conf")
+    with open(nginx_conf, "w") as f:
+        f.write(f"""daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {work}/nginx-body;
+  proxy_temp_path {work}/nginx-proxy;
+  fastcgi_temp_path {work}/nginx-fastcgi;
+  uwsgi_temp_path {work}/nginx-uwsgi;
+  scgi_temp_path {work}/nginx-scgi;
+  server {{
+    listen 127.0.0.1:{ports["http"]};
+    location / {{ return 200 "hello from the internal service\\n"; }}
+  }}
+}}
+""")
+    start("nginx", ["nginx", "-c", nginx_conf, "-p", work])
+    start("echo-server", ["dotnet", HELPER, "echo-server", str(ports["echo"])])
+    for port in ports.values():
+        wait_port(port)
+    return ports
+
+
+def start_sitelink(upstreams):
+    agent_port = free_port()
+    names = ["iperf", "http", "echo", "wan-iperf", "wan-http"]
+    public = {name: free_port() for name in names}
+    config = {
+        "Logging": {"LogLevel": {"Default": "Warning"}},
+        "Relay": {
+            "RelayId": "bench-relay",
+            "AgentListen": f"127.0.0.1:{agent_port}",
+            "Tls": {"DevelopmentCertificatePath": os.path.join(work, "relay.pfx")},
+            "Tokens": [{"Name": "bench", "Token": TOKEN, "Tenant": "bench", "Allow": ["*"]}],
+            "CloudEndpoints": [
+                {"Name": name, "Listen": f"127.0.0.1:{port}", "Tenant": "bench", "Endpoint": name}
+                for name, port in public.items()
+            ],
+            "Limits": {"MaxConcurrentStreamsPerSession": 20000, "MaxPendingStreamsPerSession": 2048},
+        },
+    }
+    with open(os.path.join(work, "relay.json"), "w") as f:
+        json.dump(config, f)
+    relay = start("relay", ["dotnet", RELAY, "--config", os.path.join(work, "relay.json")])
+    pin = wait_log("relay", r"pin it in agents\): ([0-9A-F]{64})").group(1)
+
+    def agent(name, relay_port, endpoints):
+        args = ["dotnet", AGENT, "--relay", f"https://127.0.0.1:{relay_port}", "--pin", pin,
+                "--Logging:LogLevel:Default", "Warning"]
+        for endpoint, upstream in endpoints.items():
+            args += ["--endpoint", f"{endpoint}=127.0.0.1:{upstream}"]
+        return start(name, args, env={"SITELINK_AUTHTOKEN": TOKEN})
+
+    main_agent = agent("agent", agent_port, {"iperf": upstreams["iperf"], "http": upstreams["http"], "echo": upstreams["echo"]})
+    wan_port = free_port()
+    start("sitelink-wan-link", ["dotnet", HELPER, "delay-proxy", str(wan_port), str(agent_port), str(WAN_ONE_WAY_MS)])
+    wait_port(wan_port)
+    agent("agent-wan", wan_port, {"wan-iperf": upstreams["iperf"], "wan-http": upstreams["http"]})
+    wait_http(public["http"])
+    wait_http(public["wan-http"])
+    return public, relay.pid, main_agent.pid
+
+
+def start_ssh(upstreams):
+    sshd_port, wan_port = free_port(), free_port()
+    forwards = {name: free_port() for name in ["iperf", "http", "wan-iperf", "wan-http"]}
+    host_key, user_key = os.path.join(work, "ssh_host_key"), os.path.join(work, "user_key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", user_key], check=True)
+    authorized = os.path.join(work, "authorized_keys")
+    with open(user_key + ".pub") as src, open(authorized, "w") as dst:
+        dst.write(src.read())
+    os.chmod(authorized, 0o600)
+    os.makedirs("/run/sshd", exist_ok=True)
+    config = os.path.join(work, "sshd_config")
+    with open(config, "w") as f:
+        f.write(f"""Port {sshd_port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+AuthorizedKeysFile {authorized}
+PidFile {work}/sshd.pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding yes
+GatewayPorts no
+LogLevel ERROR
+""")
+    start("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", config])
+    wait_port(sshd_port)
+    start("ssh-wan-link", ["dotnet", HELPER, "delay-proxy", str(wan_port), str(sshd_port), str(WAN_ONE_WAY_MS)])
+    wait_port(wan_port)
+    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+
+    def client(name, port, remotes):
+        args = ["ssh", "-N", "-i", user_key, "-p", str(port), "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=ERROR"]
+        for remote, upstream in remotes.items():
+            args += ["-R", f"127.0.0.1:{forwards[remote]}:127.0.0.1:{upstream}"]
+        start(name, args + [f"{user}@127.0.0.1"])
+
+    client("ssh", sshd_port, {"iperf": upstreams["iperf"], "http": upstreams["http"]})
+    client("ssh-wan", wan_port, {"wan-iperf": upstreams["iperf"], "wan-http": upstreams["http"]})
+    wait_http(forwards["http"])
+    wait_http(forwards["wan-http"])
+    return forwards
+
+
+def start_haproxy(upstreams):
+    first = {name: free_port() for name in ["iperf", "http"]}
+    second = {name: free_port() for name in ["iperf", "http"]}
+
+    def hop(name, listens, targets):
+        config = os.path.join(work, name + ".cfg")
+        with open(config, "w") as f:
+            f.write("global\n  maxconn 9000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n")
+            for service, port in listens.items():
+                f.write(f"listen {service}\n  bind 127.0.0.1:{port}\n  server s1 127.0.0.1:{targets[service]}\n")
+        start(name, ["haproxy", "-db", "-f", config])
+
+    hop("haproxy-2", second, upstreams)
+    hop("haproxy-1", first, second)
+    wait_http(first["http"])
+    return first
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------------------------
+
+def iperf(port, reverse=False, parallel=1):
+    args = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(DURATION), "-J", "-P", str(parallel)]
+    if reverse:
+        args.append("-R")
+    for attempt in range(3):
+        result = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 60)
+        try:
+            data = json.loads(result.stdout)
+            if "error" not in data:
+                return data["end"]["sum_received"]["bits_per_second"] / 1e9
+        except (json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"iperf3 through port {port} failed: {result.stdout[-500:]} {result.stderr[-500:]}")
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port, connections, close, threads=2):
+    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{DURATION}s", "--latency", f"http://127.0.0.1:{port}/"]
+    if close:
+        args[1:1] = ["-H", "Connection: close"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = (sum(int(x) for x in errors.groups()) if errors else 0) + (int(non2xx.group(1)) if non2xx else 0)
+    return {"rps": rps, "p50": to_ms(*p50.groups()), "p99": to_ms(*p99.groups()), "errors": failed}
+
+
+def repeat(measure):
+    return [measure() for _ in range(RUNS)]
+
+
+def cell(values, fmt):
+    if not values:
+        return "—"
+    median = statistics.median(values)
+    if len(values) == 1:
+        return fmt(median)
+    return f"{fmt(median)} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def main():
+    started = time.time()
+    log(f"== SiteLink benchmark ({'quick' if QUICK else 'full'}: {DURATION} s per measurement, {RUNS} run(s)); work dir {work}")
+    upstreams = start_upstreams()
+    sitelink, relay_pid, agent_pid = start_sitelink(upstreams)
+    ssh = start_ssh(upstreams)
+    haproxy = start_haproxy(upstreams)
+    paths = {
+        "direct": {"iperf": upstreams["iperf"], "http": upstreams["http"]},
+        "sitelink": sitelink,
+        "ssh -R": ssh,
+        "haproxy 2-hop": haproxy,
+    }
+    names = list(paths)
+    rows = []  # (scenario, unit, higher_is_better, {path: [values]})
+
+    def scenario(title, unit, higher_is_better, measure, only=None):
+        results = {}
+        for path in names:
+            if only and path not in only:
+                continue
+            log(f"-- {title}: {path}")
+            results[path] = repeat(lambda: measure(paths[path]))
+        rows.append((title, unit, higher_is_better, results))
+
+    scenario("one connection, upload (iperf3)", "Gbit/s", True, lambda p: iperf(p["iperf"]))
+    scenario("one connection, download (iperf3 -R)", "Gbit/s", True, lambda p: iperf(p["iperf"], reverse=True))
+    scenario("64 connections (iperf3 -P 64)", "Gbit/s", True, lambda p: iperf(p["iperf"], parallel=64))
+
+    keepalive = {path: [] for path in names}
+    fresh = {path: [] for path in names}
+    errors = {}
+    for path in names:
+        log(f"-- HTTP keep-alive and new connection per request: {path}")
+        for _ in range(RUNS):
+            keepalive[path].append(wrk(paths[path]["http"], 50, close=False))
+            fresh[path].append(wrk(paths[path]["http"], 20, close=True))
+        errors[path] = sum(r["errors"] for r in keepalive[path] + fresh[path])
+    rows.append(("keep-alive HTTP, wrk c=50: requests/s", "req/s", True, {p: [r["rps"] for r in keepalive[p]] for p in names}))
+    rows.append(("keep-alive HTTP, wrk c=50: p50", "ms", False, {p: [r["p50"] for r in keepalive[p]] for p in names}))
+    rows.append(("keep-alive HTTP, wrk c=50: p99", "ms", False, {p: [r["p99"] for r in keepalive[p]] for p in names}))
+    rows.append(("new connection per request, wrk c=20: connections/s", "conn/s", True, {p: [r["rps"] for r in fresh[p]] for p in names}))
+    rows.append(("new connection per request, wrk c=20: p50", "ms", False, {p: [r["p50"] for r in fresh[p]] for p in names}))
+    rows.append(("new connection per request, wrk c=20: p99", "ms", False, {p: [r["p99"] for r in fresh[p]] for p in names}))
+
+    # WAN: 20 ms round trip between agent and relay (sitelink) and between ssh client and sshd (ssh -R).
+    wan_paths = {"direct": paths["direct"],
+                 "sitelink": {"iperf": sitelink["wan-iperf"], "http": sitelink["wan-http"]},
+                 "ssh -R": {"iperf": ssh["wan-iperf"], "http": ssh["wan-http"]}}
+    wan_rows = []
+    for title, unit, better, measure in [
+        ("WAN 20 ms: one connection, upload", "Gbit/s", True, lambda p: iperf(p["iperf"])),
+        ("WAN 20 ms: one connection, download", "Gbit/s", True, lambda p: iperf(p["iperf"], reverse=True)),
+        ("WAN 20 ms: new connection + request, p50 (wrk c=1)", "ms", False, lambda p: wrk(p["http"], 1, close=True, threads=1)["p50"]),
+    ]:
+        results = {}
+        for path, ports in wan_paths.items():
+            log(f"-- {title}: {path}")
+            results[path] = repeat(lambda: measure(ports))
+        wan_rows.append((title, unit, better, results))
+
+    log(f"-- idle: {IDLE_CONNECTIONS} connections through sitelink")
+    idle = subprocess.run(["dotnet", HELPER, "idle", str(sitelink["echo"]), str(IDLE_CONNECTIONS), "5", str(relay_pid), str(agent_pid)],
+                          capture_output=True, text=True, timeout=900)
+    match = re.search(r"idle (\d+) ok (\d+) rss (\d+):(\d+) (\d+):(\d+)", idle.stdout)
+    if not match:
+        raise RuntimeError(f"idle scenario failed: {idle.stdout} {idle.stderr}")
+    count, ok, relay_before, relay_after, agent_before, agent_after = map(int, match.groups())
+    per_connection = ((relay_after - relay_before) + (agent_after - agent_before)) / count
+
+    table = render(names, rows, wan_rows, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, time.time() - started)
+    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench/results/latest.md"), "w") as f:
+        f.write(table)
+    print(table)
+    return 0 if ok == count else 1
+
+
+def render(names, rows, wan_rows, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, elapsed):
+    def fmt(unit):
+        return {"Gbit/s": lambda v: f"{v:.2f}", "req/s": lambda v: f"{v / 1000:.1f}k", "conn/s": lambda v: f"{v / 1000:.2f}k",
+                "ms": lambda v: f"{v:.2f}"}[unit]
+
+    def ratio(results, better, other):
+        if "sitelink" not in results or other not in results:
+            return "—"
+        a, b = statistics.median(results["sitelink"]), statistics.median(results[other])
+        if a == 0 or b == 0:
+            return "—"
+        return f"{(a / b) if better else (b / a):.2f}×"
+
+    lines = [
+        f"# SiteLink benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Mode: {'quick (smoke test; numbers not meaningful)' if QUICK else 'full'}; {DURATION} s per measurement; "
+        f"median of {RUNS} run(s) with (min–max); {os.cpu_count()} cores; took {elapsed:.0f} s. "
+        "Ratios are sitelink against the path named, oriented so that above 1.00× means sitelink is better.",
+        "",
+        "| scenario | unit | " + " | ".join(names) + " | vs ssh -R | vs haproxy 2-hop |",
+        "|---|---|" + "---|" * len(names) + "---|---|",
+    ]
+    for title, unit, better, results in rows:
+        lines.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in names)
+                     + f" | {ratio(results, better, 'ssh -R')} | {ratio(results, better, 'haproxy 2-hop')} |")
+    lines += ["", "WAN: 20 ms round trip added between agent and relay (sitelink) and between ssh client and sshd (ssh -R) by the harness's delay proxy; direct has none.", "",
+              "| scenario | unit | direct | sitelink | ssh -R | vs ssh -R |", "|---|---|---|---|---|---|"]
+    for title, unit, better, results in wan_rows:
+        lines.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in ["direct", "sitelink", "ssh -R"])
+                     + f" | {ratio(results, better, 'ssh -R')} |")
+    lines += ["",
+              f"Idle connections through one sitelink session: {count} opened, {ok} carried a byte both ways afterwards. "
+              f"RSS relay {relay_before / 1024:.0f} → {relay_after / 1024:.0f} MiB, agent {agent_before / 1024:.0f} → {agent_after / 1024:.0f} MiB: "
+              f"**{per_connection:.1f} KiB per connection** (relay + agent).",
+              "",
+              "HTTP errors (socket errors + non-2xx) per path over all wrk runs: " + ", ".join(f"{p} {e}" for p, e in errors.items()) + ".",
+              ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    except Exception as error:  # report, then still stop every process
+        log(f"benchmark failed: {error}")
+        code = 1
+    finally:
+        stop_all()
+    sys.exit(code)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# SiteLink benchmark harness: one command, from a fresh clone.
+#   bench/run.sh          full run (about 10 minutes): every scenario, every path, median of 3 runs
+#   bench/run.sh --quick  a small version of each scenario (about 1-2 minutes), as CI's smoke test
+# Installs what it needs from Debian packages if missing, starts every process itself on loopback with ports it
+# picks, stops everything when done, and writes bench/results/latest.md (also printed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in iperf3 wrk nginx haproxy ssh ssh-keygen python3; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+[ -x /usr/sbin/sshd ] || need+=(sshd)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "== installing: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iperf3 wrk nginx-light haproxy openssh-server openssh-client python3 >/dev/null
+fi
+
+echo "== building (Release)"
+dotnet build src/SiteLink.Relay -c Release -v quiet -nologo >/dev/null
+dotnet build samples/ConsoleAgent -c Release -v quiet -nologo >/dev/null
+dotnet build bench/SiteLink.Bench -c Release -v quiet -nologo >/dev/null
+
+# 10,000 idle connections need descriptors on every side.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+exec python3 bench/run.py "$@"
