@@ -136,6 +136,8 @@ internal sealed class RelayConnection : IAsyncDisposable
             PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
             // One HTTP/2 connection per relay carries the control stream and every tunnelled connection.
             EnableMultipleHttp2Connections = false,
+            // The receive window per tunnelled connection starts large (it also grows by itself with the round trip).
+            InitialHttp2StreamWindowSize = 4 * 1024 * 1024,
             SslOptions = new SslClientAuthenticationOptions
             {
                 RemoteCertificateValidationCallback = CertificatePin.CreateValidator(pin, onCertificateRejected),
