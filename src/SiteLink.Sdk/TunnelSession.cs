@@ -227,11 +227,15 @@ public sealed class TunnelSession : ITunnelSession, IDisposable
         var previous = string.IsNullOrEmpty(SessionId) ? null : SessionId;
         var connection = await RelayConnection.ConnectAsync(Options, _clientId, previous, cancellationToken).ConfigureAwait(false);
         var welcome = connection.Welcome;
-        var run = new ConnectionRun(connection, Options, Dispatch, _logger, rtt => _telemetry.HeartbeatRoundTrip.Record(rtt.TotalSeconds));
+        var run = new ConnectionRun(connection, Options, Dispatch, _logger, rtt => _telemetry.HeartbeatRoundTrip.Record(rtt.TotalSeconds))
+        {
+            ParkedTarget = (int)Math.Min((uint)Options.ParkedStreams, welcome.Limits?.MaxParkedStreams ?? 0),
+        };
         SessionId = welcome.SessionId;
         Relay = new RelayInfo(welcome.RelayId, welcome.Region, Options.RelayUrl!);
         _run = run;
         run.Start();
+        EnsureParked(run);
         SessionLog.Connected(_logger, welcome.RelayId, welcome.Region, Options.RelayUrl!, welcome.SessionId);
         return run;
     }
@@ -510,7 +514,54 @@ public sealed class TunnelSession : ITunnelSession, IDisposable
         }
     }
 
-    private async Task ServeAsync(ConnectionRun run, OpenStream message)
+    /// <summary>Keeps the run's parked data streams at their target, so new connections are paired without a round trip.</summary>
+    private void EnsureParked(ConnectionRun run)
+    {
+        while (!_stopping.IsCancellationRequested && run.TryReserveParked())
+        {
+            AsyncDuplexStreamingCall<StreamFrame, StreamFrame> call;
+            try
+            {
+                call = run.Connection.OpenParked(run.SessionId, run.Connection.Lifetime);
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or RpcException)
+            {
+                run.OnParkedDone();
+                return;
+            }
+
+            _ = WaitParkedAsync(run, call);
+        }
+    }
+
+    private async Task WaitParkedAsync(ConnectionRun run, AsyncDuplexStreamingCall<StreamFrame, StreamFrame> call)
+    {
+        OpenStream? open = null;
+        try
+        {
+            if (await call.ResponseStream.MoveNext(run.Connection.Lifetime).ConfigureAwait(false))
+            {
+                open = call.ResponseStream.Current.Open;
+            }
+        }
+        catch (Exception ex) when (ex is RpcException or OperationCanceledException or IOException or InvalidOperationException)
+        {
+            // The relay released it (session ending, limit) or the connection died: it is not parked again here.
+        }
+
+        run.OnParkedDone();
+        if (open is null)
+        {
+            call.Dispose();
+            return;
+        }
+
+        // Replace it before serving, so the next connection finds a parked stream too.
+        EnsureParked(run);
+        await ServeAsync(run, open, call).ConfigureAwait(false);
+    }
+
+    private async Task ServeAsync(ConnectionRun run, OpenStream message, AsyncDuplexStreamingCall<StreamFrame, StreamFrame>? parkedCall = null)
     {
         // Leave the read loop at once; serving (connecting upstream, bridging) happens here.
         await Task.Yield();
@@ -519,13 +570,13 @@ public sealed class TunnelSession : ITunnelSession, IDisposable
         {
             SessionLog.UnknownBind(_logger, message.StreamId, message.BindId);
             _telemetry.OnRefused(message.EndpointName, "unknown_endpoint");
-            Refuse(run, message, StreamRefusal.UnknownEndpoint, $"no endpoint is bound with id {message.BindId}");
+            Refuse(run, message, parkedCall, StreamRefusal.UnknownEndpoint, $"no endpoint is bound with id {message.BindId}");
             return;
         }
 
         var info = new TunnelConnectionInfo(binding.Name, message.ClientAddress, string.IsNullOrEmpty(message.Sni) ? null : message.Sni, message.StreamId);
         SessionLog.ConnectionOpened(_logger, message.StreamId, message.ClientAddress, binding.Name);
-        var offer = new Offer(run, message, info, new ConnectionTelemetry(_telemetry, Options.TimeProvider, info));
+        var offer = new Offer(run, message, info, new ConnectionTelemetry(_telemetry, Options.TimeProvider, info), parkedCall);
         await binding.ServeAsync(offer, _aborting.Token).ConfigureAwait(false);
     }
 
@@ -544,16 +595,16 @@ public sealed class TunnelSession : ITunnelSession, IDisposable
         run.Streams.Increment();
         try
         {
-            var stream = run.Connection.OpenStream(
-                run.SessionId,
-                offer.StreamId,
-                () => Refuse(run, offer.Message, StreamRefusal.Aborted, "aborted by the agent"),
-                () =>
-                {
-                    run.Streams.Decrement();
-                    _activeConnections.Decrement();
-                },
-                run.Connection.Lifetime);
+            void Released()
+            {
+                run.Streams.Decrement();
+                _activeConnections.Decrement();
+            }
+
+            // A parked stream is already open and paired at the relay: an abort resets it, nothing else to say.
+            var stream = offer.ParkedCall is { } parked
+                ? run.Connection.WrapStream(parked, null, Released)
+                : run.Connection.OpenStream(run.SessionId, offer.StreamId, () => Refuse(run, offer.Message, null, StreamRefusal.Aborted, "aborted by the agent"), Released, run.Connection.Lifetime);
             stream.Telemetry = offer.Telemetry;
             return stream;
         }
@@ -571,18 +622,23 @@ public sealed class TunnelSession : ITunnelSession, IDisposable
     {
         SessionLog.UpstreamConnectFailed(_logger, binding.Name, binding.Upstream ?? "", offer.StreamId, reason);
         offer.Telemetry.End("refused");
-        Refuse(offer.Run, offer.Message, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
+        Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
     }
 
     internal void RefuseOverloaded(Offer offer, string endpointName)
     {
         SessionLog.ListenerBacklogFull(_logger, endpointName, offer.StreamId);
         offer.Telemetry.End("refused");
-        Refuse(offer.Run, offer.Message, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
+        Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
     }
 
-    private static void Refuse(ConnectionRun run, OpenStream offer, StreamRefusal reason, string message) =>
+    /// <summary>Refuses an offer over the control stream; a parked stream it came on is reset too (the relay then resets the client).</summary>
+    private static void Refuse(ConnectionRun run, OpenStream offer, AsyncDuplexStreamingCall<StreamFrame, StreamFrame>? parkedCall, StreamRefusal reason, string message)
+    {
         run.Connection.Send(new AgentMessage { StreamRefused = new StreamRefused { StreamId = offer.StreamId, Reason = reason, Message = message } });
+        parkedCall?.Dispose();
+    }
+
 
     internal void OnHandlerFailed(Offer offer, Exception exception) =>
         SessionLog.HandlerFailed(_logger, offer.Info.EndpointName, offer.StreamId, exception);

@@ -73,6 +73,12 @@ public sealed class TunnelSessionOptions
     /// </summary>
     public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How many idle data streams the agent keeps parked at the relay so that a new connection is paired at once,
+    /// without the OpenStream round trip (the relay may allow fewer). 0 turns parking off. Default: 8.
+    /// </summary>
+    public int ParkedStreams { get; set; } = 8;
+
     /// <summary>How many accepted connections a listener endpoint holds before new ones are refused. Default: 128.</summary>
     public int ListenerBacklog { get; set; } = 128;
 
@@ -159,6 +165,11 @@ public sealed class TunnelSessionOptions
         if (Reconnect.MaxDelay < Reconnect.InitialDelay)
         {
             errors.Add($"Reconnect.MaxDelay ({Reconnect.MaxDelay}) must not be shorter than Reconnect.InitialDelay ({Reconnect.InitialDelay}).");
+        }
+
+        if (ParkedStreams is < 0 or > 256)
+        {
+            errors.Add($"ParkedStreams must be from 0 to 256 (was {ParkedStreams.ToString(CultureInfo.InvariantCulture)}).");
         }
 
         if (ListenerBacklog < 1)

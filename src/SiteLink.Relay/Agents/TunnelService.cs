@@ -20,6 +20,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
     internal const uint ProtocolVersion = 1;
     private const string StreamIdHeader = "sitelink-stream-id";
     private const string SessionIdHeader = "sitelink-session-id";
+    private const string ParkedHeader = "sitelink-parked";
 
     private readonly RelayOptions _options;
     private readonly AuthTokenStore _tokens;
@@ -83,6 +84,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
                     MaxConcurrentStreams = (uint)_options.Limits.MaxConcurrentStreamsPerSession,
                     MaxPendingStreams = (uint)_options.Limits.MaxPendingStreamsPerSession,
                     MaxFrameSize = (uint)_options.Limits.MaxFrameSize,
+                    MaxParkedStreams = (uint)_options.Limits.MaxParkedStreamsPerSession,
                 },
             },
         });
@@ -248,17 +250,87 @@ internal sealed class TunnelService : Tunnel.TunnelBase
     {
         var token = Authenticate(context);
         var sessionId = context.RequestHeaders.GetValue(SessionIdHeader) ?? "";
-        var streamId = context.RequestHeaders.GetValue(StreamIdHeader) ?? "";
         if (!_registry.TryGetSession(sessionId, out var session) || session.Token.Name != token.Name)
         {
             _counters.OnUnknownStream();
-            RelayLog.UnknownStream(_logger, SessionRegistry.Truncate(sessionId), SessionRegistry.Truncate(streamId));
+            RelayLog.UnknownStream(_logger, SessionRegistry.Truncate(sessionId), SessionRegistry.Truncate(context.RequestHeaders.GetValue(StreamIdHeader) ?? ""));
             throw new RpcException(new Status(StatusCode.NotFound, "unknown session for this authtoken"));
         }
 
-        var pending = _router.Claim(session, streamId)
-            ?? throw new RpcException(new Status(StatusCode.NotFound, "unknown, expired or already used stream id"));
+        PendingStream pending;
+        if (context.RequestHeaders.GetValue(ParkedHeader) == "1")
+        {
+            var paired = await WaitParkedAsync(session, context).ConfigureAwait(false);
+            if (paired is null)
+            {
+                return;
+            }
 
+            pending = paired;
+            session.PairedParked[pending.Id] = pending;
+            try
+            {
+                await responseStream.WriteAsync(new StreamFrame
+                {
+                    Open = new OpenStream { StreamId = pending.Id, BindId = pending.BindId, EndpointName = pending.EndpointName, ClientAddress = pending.ClientAddress },
+                }, context.CancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
+            {
+                // The parked call died as it was paired: the public client must not be left waiting.
+                _counters.OnRefused(RefusalReason.AgentRefused);
+                ClientBridge.Reset(pending.Client);
+                return;
+            }
+        }
+        else
+        {
+            var streamId = context.RequestHeaders.GetValue(StreamIdHeader) ?? "";
+            pending = _router.Claim(session, streamId)
+                ?? throw new RpcException(new Status(StatusCode.NotFound, "unknown, expired or already used stream id"));
+        }
+
+        try
+        {
+            await BridgeAsync(session, pending, requestStream, responseStream, context).ConfigureAwait(false);
+        }
+        finally
+        {
+            session.PairedParked.TryRemove(pending.Id, out _);
+        }
+    }
+
+    /// <summary>Holds a parked stream until a public connection is paired with it; null when it never is.</summary>
+    private async Task<PendingStream?> WaitParkedAsync(AgentSession session, ServerCallContext context)
+    {
+        var parked = session.TryPark(_options.Limits.MaxParkedStreamsPerSession)
+            ?? throw new RpcException(new Status(StatusCode.ResourceExhausted, "the session parks the maximum number of streams (MaxParkedStreamsPerSession)"));
+        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
+        try
+        {
+            return await parked.Pairing.WaitAsync(waiting.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            if (parked.TryEnd())
+            {
+                return null;
+            }
+
+            // Paired at the very moment the call ended: the connection is ours to close.
+            var orphan = await parked.Pairing.ConfigureAwait(false);
+            if (orphan is not null)
+            {
+                _counters.OnRefused(RefusalReason.AgentRefused);
+                ClientBridge.Reset(orphan.Client);
+            }
+
+            return null;
+        }
+    }
+
+    private async Task BridgeAsync(AgentSession session, PendingStream pending, IAsyncStreamReader<StreamFrame> requestStream, IServerStreamWriter<StreamFrame> responseStream, ServerCallContext context)
+    {
         _counters.OnAccepted();
         session.OnStreamStarted();
         long bytesIn = 0, bytesOut = 0;

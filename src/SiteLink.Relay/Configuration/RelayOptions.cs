@@ -112,6 +112,12 @@ public sealed class RelayLimits
     /// <summary>Connections offered to a session that it has not yet opened or refused. Default: 1024.</summary>
     public int MaxPendingStreamsPerSession { get; set; } = 1024;
 
+    /// <summary>
+    /// Idle Stream calls one session may park at the relay, so that a new public connection is paired at once instead
+    /// of after an OpenStream round trip. 0 turns parking off. Default: 32.
+    /// </summary>
+    public int MaxParkedStreamsPerSession { get; set; } = 32;
+
     /// <summary>Largest data frame, in bytes, a session may send. Default: 64 KiB.</summary>
     public int MaxFrameSize { get; set; } = 64 * 1024;
 

@@ -212,6 +212,11 @@ public static class RelayOptionsValidator
         Positive(nameof(limits.MaxBindsPerSession), limits.MaxBindsPerSession);
         Positive(nameof(limits.MaxConcurrentStreamsPerSession), limits.MaxConcurrentStreamsPerSession);
         Positive(nameof(limits.MaxPendingStreamsPerSession), limits.MaxPendingStreamsPerSession);
+        if (limits.MaxParkedStreamsPerSession < 0)
+        {
+            errors.Add("Relay:Limits:MaxParkedStreamsPerSession must not be negative.");
+        }
+
         if (limits.MaxFrameSize is < 1024 or > 1024 * 1024)
         {
             errors.Add($"Relay:Limits:MaxFrameSize must be between 1024 and 1048576 bytes (was {limits.MaxFrameSize.ToString(CultureInfo.InvariantCulture)}).");

@@ -46,6 +46,7 @@ public sealed class RelayCounters
     private long _unknownStreamRequests;
     private long _sessionsTimedOut;
     private long _sessionsTakenOver;
+    private long _pairedParked;
 
     /// <summary>Creates the counters and their instruments on a meter from <paramref name="meterFactory"/> (or a process-wide meter).</summary>
     public RelayCounters(IMeterFactory? meterFactory = null)
@@ -81,6 +82,9 @@ public sealed class RelayCounters
 
     /// <summary>Sessions ended because their agent reconnected and named them as its previous session.</summary>
     public long SessionsTakenOver => Interlocked.Read(ref _sessionsTakenOver);
+
+    /// <summary>Public connections paired at once with a stream the agent had parked (no OpenStream round trip).</summary>
+    public long ConnectionsPairedParked => Interlocked.Read(ref _pairedParked);
 
     /// <summary>Tunnelled connections being bridged now.</summary>
     public long ActiveConnections => ConnectionsAccepted - ConnectionsCompleted;
@@ -118,6 +122,8 @@ public sealed class RelayCounters
         Interlocked.Add(ref _bytesToClients, count);
         _bytes.Add(count, new KeyValuePair<string, object?>("network.io.direction", "transmit"));
     }
+
+    internal void OnPairedParked() => Interlocked.Increment(ref _pairedParked);
 
     internal void OnSessionStarted() => _sessions.Add(1);
 

@@ -14,6 +14,8 @@ internal sealed class AgentSession
     private readonly Channel<RelayMessage> _outbox = Channel.CreateUnbounded<RelayMessage>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _lifetime = new();
 #pragma warning restore CA1001
+    private readonly ConcurrentQueue<ParkedStream> _parked = new();
+    private int _parkedCount;
     private int _activeStreams;
     private int _goodbye;
 
@@ -41,6 +43,9 @@ internal sealed class AgentSession
 
     public ConcurrentDictionary<string, PendingStream> Pending { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Connections paired with a parked stream and being bridged, by stream id (so a refusal can be told apart).</summary>
+    public ConcurrentDictionary<string, PendingStream> PairedParked { get; } = new(StringComparer.Ordinal);
+
     public int ActiveStreams => Volatile.Read(ref _activeStreams);
 
     /// <summary>The agent said Goodbye: it is draining and gets no new connections.</summary>
@@ -53,7 +58,49 @@ internal sealed class AgentSession
 
     public bool Send(RelayMessage message) => _outbox.Writer.TryWrite(message);
 
-    public void MarkLeaving() => Volatile.Write(ref _goodbye, 1);
+    public void MarkLeaving()
+    {
+        Volatile.Write(ref _goodbye, 1);
+        ReleaseParked();
+    }
+
+    /// <summary>Parks an idle stream unless the session already has <paramref name="max"/>; null when refused.</summary>
+    public ParkedStream? TryPark(int max)
+    {
+        if (IsLeaving || Lifetime.IsCancellationRequested || Interlocked.Increment(ref _parkedCount) > max)
+        {
+            Interlocked.Decrement(ref _parkedCount);
+            return null;
+        }
+
+        var parked = new ParkedStream();
+        _parked.Enqueue(parked);
+        return parked;
+    }
+
+    /// <summary>Pairs a connection with a parked stream, if one is waiting.</summary>
+    public bool TryPairParked(PendingStream pending)
+    {
+        while (_parked.TryDequeue(out var parked))
+        {
+            Interlocked.Decrement(ref _parkedCount);
+            if (parked.TryPair(pending))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private void ReleaseParked()
+    {
+        while (_parked.TryDequeue(out var parked))
+        {
+            Interlocked.Decrement(ref _parkedCount);
+            parked.Release();
+        }
+    }
 
     public void OnStreamStarted() => Interlocked.Increment(ref _activeStreams);
 
@@ -62,6 +109,7 @@ internal sealed class AgentSession
     public void End()
     {
         _outbox.Writer.TryComplete();
+        ReleaseParked();
         try
         {
             _lifetime.Cancel();

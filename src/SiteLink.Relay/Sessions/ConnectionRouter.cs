@@ -52,6 +52,14 @@ internal sealed class ConnectionRouter
         }
 
         var pending = new PendingStream(NewStreamId(), session, bindId, endpoint.Endpoint, endpoint.Name, client);
+        if (session.TryPairParked(pending))
+        {
+            // A parked stream carries it from here: no OpenStream round trip, no expiry to watch.
+            _counters.OnPairedParked();
+            RelayLog.ConnectionOffered(_logger, endpoint.Name, pending.Id, clientAddress, session.Id);
+            return;
+        }
+
         session.Pending[pending.Id] = pending;
         pending.Expiry = _timeProvider.CreateTimer(OnExpired, (this, pending), _limits.PendingStreamTimeout, Timeout.InfiniteTimeSpan);
         var offered = session.Send(new RelayMessage
@@ -85,6 +93,12 @@ internal sealed class ConnectionRouter
         if (session.Pending.TryGetValue(refused.StreamId, out var pending))
         {
             Withdraw(pending, RefusalReason.AgentRefused, $"the agent refused it: {refused.Reason}: {SessionRegistry.Truncate(refused.Message)}");
+        }
+        else if (session.PairedParked.TryRemove(refused.StreamId, out var paired))
+        {
+            // The agent also resets the parked stream, and the bridge resets the client; here it is only counted.
+            _counters.OnRefused(RefusalReason.AgentRefused);
+            RelayLog.ConnectionRefused(_logger, paired.CloudEndpoint, paired.ClientAddress, $"the agent refused it: {refused.Reason}: {SessionRegistry.Truncate(refused.Message)}");
         }
     }
 

@@ -1,3 +1,4 @@
+using Grpc.Core;
 using SiteLink.Diagnostics;
 using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
@@ -9,7 +10,8 @@ namespace SiteLink.Endpoints;
 /// <param name="Message">The offer itself.</param>
 /// <param name="Info">What the application sees of it.</param>
 /// <param name="Telemetry">Its metrics and activity, ended when the connection is released or refused.</param>
-internal sealed record Offer(ConnectionRun Run, OpenStream Message, TunnelConnectionInfo Info, ConnectionTelemetry Telemetry)
+/// <param name="ParkedCall">The parked data stream the relay paired the connection with; null when it came as an OpenStream.</param>
+internal sealed record Offer(ConnectionRun Run, OpenStream Message, TunnelConnectionInfo Info, ConnectionTelemetry Telemetry, AsyncDuplexStreamingCall<StreamFrame, StreamFrame>? ParkedCall = null)
 {
     public string StreamId => Message.StreamId;
 }

@@ -56,6 +56,28 @@ internal sealed class ConnectionRun : IAsyncDisposable
 
     public HeartbeatMonitor Heartbeat { get; }
 
+    private int _parked;
+
+    /// <summary>How many data streams to keep parked at the relay: the agent's wish, bounded by the relay's limit.</summary>
+    public int ParkedTarget { get; init; }
+
+    /// <summary>Data streams parked at the relay now.</summary>
+    public int Parked => Volatile.Read(ref _parked);
+
+    /// <summary>Reserves a place for one more parked stream; false when the target is reached or the run is over.</summary>
+    public bool TryReserveParked()
+    {
+        if (HasEnded || Interlocked.Increment(ref _parked) > ParkedTarget)
+        {
+            Interlocked.Decrement(ref _parked);
+            return false;
+        }
+
+        return true;
+    }
+
+    public void OnParkedDone() => Interlocked.Decrement(ref _parked);
+
     /// <summary>The tunnelled connections open on this relay connection.</summary>
     public ActivityCounter Streams { get; } = new();
 

@@ -11,6 +11,7 @@ internal static class ProtocolConstants
     public const string AuthorizationHeader = "authorization";
     public const string StreamIdHeader = "sitelink-stream-id";
     public const string SessionIdHeader = "sitelink-session-id";
+    public const string ParkedHeader = "sitelink-parked";
 
     /// <summary>Largest data frame the agent sends unless the relay announces a smaller limit.</summary>
     public const int DefaultMaxFrameSize = 64 * 1024;

@@ -158,8 +158,24 @@ internal sealed class RelayConnection : IAsyncDisposable
             { ProtocolConstants.SessionIdHeader, sessionId },
         };
         var call = _client.Stream(headers, cancellationToken: cancellationToken);
-        return new TunnelStream(call.RequestStream, call.ResponseStream, call, MaxFrameSize, _options.StreamCloseTimeout, _options.TimeProvider, onAbort, onReleased);
+        return WrapStream(call, onAbort, onReleased);
     }
+
+    /// <summary>Opens a data stream that waits at the relay until it is given a connection (see Limits.max_parked_streams).</summary>
+    public AsyncDuplexStreamingCall<StreamFrame, StreamFrame> OpenParked(string sessionId, CancellationToken cancellationToken)
+    {
+        var headers = new Metadata
+        {
+            _authHeaders[0],
+            { ProtocolConstants.SessionIdHeader, sessionId },
+            { ProtocolConstants.ParkedHeader, "1" },
+        };
+        return _client.Stream(headers, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>The byte stream over a data call.</summary>
+    public TunnelStream WrapStream(AsyncDuplexStreamingCall<StreamFrame, StreamFrame> call, Action? onAbort, Action onReleased) =>
+        new(call.RequestStream, call.ResponseStream, call, MaxFrameSize, _options.StreamCloseTimeout, _options.TimeProvider, onAbort, onReleased);
 
     private async Task WriteLoopAsync()
     {

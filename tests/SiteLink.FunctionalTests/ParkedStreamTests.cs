@@ -1,0 +1,65 @@
+using System.Net.Sockets;
+using SiteLink.FunctionalTests.Infrastructure;
+
+namespace SiteLink.FunctionalTests;
+
+/// <summary>Parked data streams: new connections paired at once, and the OpenStream path when parking is off.</summary>
+[TestFixture]
+public sealed class ParkedStreamTests
+{
+    private static async Task<byte[]> EchoAsync(TestRelay relay, byte[] payload)
+    {
+        using var client = await relay.ConnectClientAsync("echo");
+        var receiving = client.ReadToEndAsync();
+        await client.SendAllAsync(payload).DefaultTimeout();
+        client.Shutdown(SocketShutdown.Send);
+        return await receiving.DefaultTimeout();
+    }
+
+    [TestCase(8, true)]
+    [TestCase(0, false)]
+    public async Task Connections_ArePairedWithParkedStreams_OnlyWhenParkingIsOn(int parked, bool expectParked)
+    {
+        await using var relay = await TestRelay.StartAsync(["echo"]);
+        await using var upstream = TestUpstream.Echo();
+        var session = await relay.ConnectAgentAsync(configure: o => o.ParkedStreams = parked);
+        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        var payloads = Enumerable.Range(0, 30).Select(i => SocketTestExtensions.RandomBytes(10_000 + i)).ToArray();
+        foreach (var payload in payloads)
+        {
+            Assert.That(await EchoAsync(relay, payload), Is.EqualTo(payload));
+        }
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(relay.Server.Counters.ConnectionsAccepted, Is.EqualTo(30));
+            if (expectParked)
+            {
+                Assert.That(relay.Server.Counters.ConnectionsPairedParked, Is.GreaterThanOrEqualTo(25), "one after another, nearly all find a parked stream");
+            }
+            else
+            {
+                Assert.That(relay.Server.Counters.ConnectionsPairedParked, Is.Zero);
+            }
+        });
+    }
+
+    [Test]
+    public async Task ParkedOffer_ForAnUnreachableUpstream_IsRefusedAndCounted_LikeAnOpenStreamOne()
+    {
+        await using var relay = await TestRelay.StartAsync(["dead"]);
+        var session = await relay.ConnectAgentAsync();
+        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        await session.BindTcpAsync("dead", "127.0.0.1", ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port).DefaultTimeout();
+
+        var closed = await relay.ConnectAndWaitForCloseAsync("dead");
+        await Eventually.WaitUntilAsync(() => relay.Server.Counters.Refused(SiteLink.Relay.Diagnostics.RefusalReason.AgentRefused) == 1, "the refusal is counted");
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(closed, Is.True);
+            Assert.That(relay.Server.Counters.ConnectionsPairedParked, Is.EqualTo(1), "it came on a parked stream");
+        });
+    }
+}
