@@ -172,7 +172,7 @@ def start_sitelink(upstreams):
 
     def agent(name, relay_port, endpoints):
         args = ["dotnet", AGENT, "--relay", f"https://127.0.0.1:{relay_port}", "--pin", pin,
-                "--Logging:LogLevel:Default", "Warning"]
+                "--Logging:LogLevel:Default", "Warning"] + os.environ.get("SITELINK_BENCH_AGENT_ARGS", "").split()
         for endpoint, upstream in endpoints.items():
             args += ["--endpoint", f"{endpoint}=127.0.0.1:{upstream}"]
         return start(name, args, env={"SITELINK_AUTHTOKEN": TOKEN})
