@@ -375,7 +375,8 @@ def main():
 
     table = render(names, rows, wan_rows, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, time.time() - started)
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench/results/latest.md"), "w") as f:
+    # A quick run is a smoke test: it must not replace the committed results of a full run.
+    with open(os.path.join(ROOT, "bench/results", "quick.md" if QUICK else "latest.md"), "w") as f:
         f.write(table)
     print(table)
     return 0 if ok == count else 1

@@ -632,11 +632,36 @@ public sealed class TunnelSession : ITunnelSession, IDisposable
         Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
     }
 
-    /// <summary>Refuses an offer over the control stream; a parked stream it came on is reset too (the relay then resets the client).</summary>
-    private static void Refuse(ConnectionRun run, OpenStream offer, AsyncDuplexStreamingCall<StreamFrame, StreamFrame>? parkedCall, StreamRefusal reason, string message)
+    /// <summary>
+    /// Refuses an offer over the control stream. A parked stream it came on is released once the relay, having read the
+    /// refusal, ends it (or after StreamCloseTimeout): resetting it first could overtake the refusal.
+    /// </summary>
+    private void Refuse(ConnectionRun run, OpenStream offer, AsyncDuplexStreamingCall<StreamFrame, StreamFrame>? parkedCall, StreamRefusal reason, string message)
     {
         run.Connection.Send(new AgentMessage { StreamRefused = new StreamRefused { StreamId = offer.StreamId, Reason = reason, Message = message } });
-        parkedCall?.Dispose();
+        if (parkedCall is not null)
+        {
+            _ = ReleaseRefusedAsync(parkedCall);
+        }
+    }
+
+    private async Task ReleaseRefusedAsync(AsyncDuplexStreamingCall<StreamFrame, StreamFrame> call)
+    {
+        using var timeout = new CancellationTokenSource(Options.StreamCloseTimeout, Options.TimeProvider);
+        try
+        {
+            while (await call.ResponseStream.MoveNext(timeout.Token).ConfigureAwait(false))
+            {
+            }
+        }
+        catch (Exception ex) when (ex is RpcException or OperationCanceledException or IOException or InvalidOperationException)
+        {
+            // Ended by the relay (expected) or timed out.
+        }
+        finally
+        {
+            call.Dispose();
+        }
     }
 
 

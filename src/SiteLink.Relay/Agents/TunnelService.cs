@@ -115,6 +115,13 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         {
             reason = ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : "the connection was lost";
         }
+#pragma warning disable CA1031 // A bug handling one message must end this session cleanly (and say why), not fault the call silently.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            RelayLog.ProtocolError(_logger, session.Id, $"internal error handling a message: {ex.GetType().Name}: {ex.Message}");
+            reason = "internal error";
+        }
         finally
         {
             EndSession(session);
@@ -267,6 +274,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
             }
 
             pending = paired;
+            pending.Refusal = new CancellationTokenSource();
             session.PairedParked[pending.Id] = pending;
             try
             {
@@ -297,6 +305,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         finally
         {
             session.PairedParked.TryRemove(pending.Id, out _);
+            pending.Refusal?.Dispose();
         }
     }
 
@@ -338,7 +347,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         Status? agentStatus;
         try
         {
-            using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
+            using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime, pending.Refusal?.Token ?? CancellationToken.None);
             (outcome, agentStatus) = await ClientBridge.RunAsync(
                 pending.Client,
                 requestStream,

@@ -50,7 +50,8 @@ public static class RelayApplication
             kestrel.AddServerHeader = false;
             var http2 = kestrel.Limits.Http2;
             // Every tunnelled connection of a session is a stream on the agent's one HTTP/2 connection.
-            http2.MaxStreamsPerConnection = options.Limits.MaxConcurrentStreamsPerSession + options.Limits.MaxPendingStreamsPerSession + 16;
+            http2.MaxStreamsPerConnection = options.Limits.MaxConcurrentStreamsPerSession + options.Limits.MaxPendingStreamsPerSession
+                + options.Limits.MaxParkedStreamsPerSession + 16;
             // Kestrel's receive windows do not grow: they cap what one agent can send per round trip (8 MiB per stream,
             // 32 MiB per connection is ~3 Gbit/s per stream at a 20 ms round trip). Memory is committed only while a
             // bridge falls behind, and the connection window bounds the total per agent.

@@ -84,15 +84,23 @@ internal static class ClientBridge
 
     private static async Task<ClientBridgeOutcome> ClientToAgentAsync(Socket client, IServerStreamWriter<StreamFrame> toAgent, int maxFrameSize, Action<long> count, CancellationToken cancellationToken)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(Math.Min(BufferSize, maxFrameSize));
-        var size = Math.Min(buffer.Length, maxFrameSize);
-        try
+        var size = Math.Min(BufferSize, maxFrameSize);
+        var wait = true;
+        while (true)
         {
-            while (true)
+            byte[]? buffer = null;
+            try
             {
                 int read;
                 try
                 {
+                    if (wait)
+                    {
+                        // An idle connection holds no buffer: wait for data with a zero-byte read, then rent one.
+                        await client.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                    }
+
+                    buffer = ArrayPool<byte>.Shared.Rent(size);
                     read = await client.ReceiveAsync(buffer.AsMemory(0, size), SocketFlags.None, cancellationToken).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
@@ -104,6 +112,8 @@ internal static class ClientBridge
                     return ClientBridgeOutcome.ClientFailed;
                 }
 
+                // A full read means more is probably waiting: skip the zero-byte wait next time.
+                wait = read < size;
                 try
                 {
                     if (read == 0)
@@ -112,7 +122,7 @@ internal static class ClientBridge
                         return ClientBridgeOutcome.Completed;
                     }
 
-                    // Serialised before WriteAsync completes, so the pooled buffer can be reused afterwards.
+                    // Serialised before WriteAsync completes, so the pooled buffer can be returned afterwards.
                     await toAgent.WriteAsync(new StreamFrame { Data = UnsafeByteOperations.UnsafeWrap(buffer.AsMemory(0, read)) }, cancellationToken).ConfigureAwait(false);
                     count(read);
                 }
@@ -121,10 +131,15 @@ internal static class ClientBridge
                     return cancellationToken.IsCancellationRequested ? ClientBridgeOutcome.Completed : ClientBridgeOutcome.AgentFailed;
                 }
             }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+            finally
+            {
+                if (buffer is not null)
+                {
+                    // Another connection (maybe another tenant's) rents it next: clear what this one wrote.
+                    buffer.AsSpan(0, Math.Min(buffer.Length, size)).Clear();
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
         }
     }
 

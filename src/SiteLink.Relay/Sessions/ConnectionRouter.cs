@@ -96,9 +96,17 @@ internal sealed class ConnectionRouter
         }
         else if (session.PairedParked.TryRemove(refused.StreamId, out var paired))
         {
-            // The agent also resets the parked stream, and the bridge resets the client; here it is only counted.
+            // Ending the bridge resets the client and ends the parked call, which the agent is waiting for.
             _counters.OnRefused(RefusalReason.AgentRefused);
             RelayLog.ConnectionRefused(_logger, paired.CloudEndpoint, paired.ClientAddress, $"the agent refused it: {refused.Reason}: {SessionRegistry.Truncate(refused.Message)}");
+            try
+            {
+                paired.Refusal?.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The bridge ended meanwhile.
+            }
         }
     }
 

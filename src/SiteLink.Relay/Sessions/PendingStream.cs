@@ -18,6 +18,8 @@ internal sealed class PendingStream
         EndpointName = endpointName;
         CloudEndpoint = cloudEndpoint;
         Client = client;
+        // Read once, now: the socket may be closed (and RemoteEndPoint throw) by the time anyone logs it.
+        ClientAddress = client.RemoteEndPoint?.ToString() ?? "unknown";
     }
 
     public string Id { get; }
@@ -32,9 +34,12 @@ internal sealed class PendingStream
 
     public Socket Client { get; }
 
-    public string ClientAddress => Client.RemoteEndPoint?.ToString() ?? "unknown";
+    public string ClientAddress { get; }
 
     public ITimer? Expiry { get; set; }
+
+    /// <summary>For a connection on a parked stream: cancelled when the agent refuses it, which ends the bridge.</summary>
+    public CancellationTokenSource? Refusal { get; set; }
 
     /// <summary>Takes ownership; true for exactly one caller.</summary>
     public bool TryClaim()

@@ -10,7 +10,7 @@ namespace SiteLink;
 /// </summary>
 internal static class StreamBridge
 {
-    // Below the large-object-heap threshold; one buffer per direction from the shared pool.
+    // Below the large-object-heap threshold; rented from the shared pool only while data is moving.
     internal const int BufferSize = 64 * 1024;
 
     public static async Task<BridgeResult> RunAsync(Socket upstream, TunnelStream tunnel, CancellationToken cancellationToken)
@@ -50,14 +50,22 @@ internal static class StreamBridge
 
     private static async Task<BridgeResult> UpstreamToTunnelAsync(Socket upstream, TunnelStream tunnel, CancellationToken cancellationToken)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
-        try
+        var wait = true;
+        while (true)
         {
-            while (true)
+            byte[]? buffer = null;
+            try
             {
                 int read;
                 try
                 {
+                    if (wait)
+                    {
+                        // An idle connection holds no buffer: wait for data with a zero-byte read, then rent one.
+                        await upstream.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                    }
+
+                    buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
                     read = await upstream.ReceiveAsync(buffer.AsMemory(), SocketFlags.None, cancellationToken).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
@@ -69,6 +77,8 @@ internal static class StreamBridge
                     return BridgeResult.UpstreamFailed;
                 }
 
+                // A full buffer means more is probably waiting: skip the zero-byte wait next time.
+                wait = read < buffer.Length;
                 try
                 {
                     if (read == 0)
@@ -88,57 +98,55 @@ internal static class StreamBridge
                     return BridgeResult.TunnelFailed;
                 }
             }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+            finally
+            {
+                if (buffer is not null)
+                {
+                    // Another connection (maybe another tenant's) rents it next: clear what this one wrote.
+                    buffer.AsSpan(0, Math.Min(buffer.Length, BufferSize)).Clear();
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
         }
     }
 
     private static async Task<BridgeResult> TunnelToUpstreamAsync(TunnelStream tunnel, Socket upstream, CancellationToken cancellationToken)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
-        try
+        while (true)
         {
-            while (true)
+            ReadOnlyMemory<byte> chunk;
+            try
             {
-                int read;
-                try
-                {
-                    read = await tunnel.ReadAsync(buffer.AsMemory(), cancellationToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return BridgeResult.Canceled;
-                }
-                catch (Exception ex) when (ex is IOException or ObjectDisposedException)
-                {
-                    return BridgeResult.TunnelFailed;
-                }
-
-                try
-                {
-                    if (read == 0)
-                    {
-                        upstream.Shutdown(SocketShutdown.Send);
-                        return BridgeResult.Completed;
-                    }
-
-                    await upstream.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, cancellationToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return BridgeResult.Canceled;
-                }
-                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-                {
-                    return BridgeResult.UpstreamFailed;
-                }
+                // The frame's own memory goes straight to the socket: no buffer, no copy.
+                chunk = await tunnel.ReadChunkAsync(cancellationToken).ConfigureAwait(false);
             }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+            catch (OperationCanceledException)
+            {
+                return BridgeResult.Canceled;
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+            {
+                return BridgeResult.TunnelFailed;
+            }
+
+            try
+            {
+                if (chunk.IsEmpty)
+                {
+                    upstream.Shutdown(SocketShutdown.Send);
+                    return BridgeResult.Completed;
+                }
+
+                await upstream.SendAsync(chunk, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return BridgeResult.Canceled;
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                return BridgeResult.UpstreamFailed;
+            }
         }
     }
 

@@ -91,41 +91,9 @@ public sealed class TunnelStream : Stream
 
         try
         {
-            while (_pending.IsEmpty)
+            if (_pending.IsEmpty && !await FetchFrameAsync(cancellationToken).ConfigureAwait(false))
             {
-                if (_readEof)
-                {
-                    return 0;
-                }
-
-                bool more;
-                try
-                {
-                    more = await _reader.MoveNext(cancellationToken).ConfigureAwait(false);
-                }
-                catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
-                {
-                    throw new OperationCanceledException(cancellationToken);
-                }
-                catch (RpcException ex)
-                {
-                    _readEof = true;
-                    throw new IOException($"The tunnelled connection was aborted by the relay: {ex.Status.Detail} ({ex.StatusCode}).", ex);
-                }
-
-                if (!more)
-                {
-                    _readEof = true;
-                    _remoteFinished = true;
-                    return 0;
-                }
-
-                var frame = _reader.Current;
-                _pending = frame.Data.Memory;
-                if (frame.HalfClose)
-                {
-                    _readEof = true;
-                }
+                return 0;
             }
 
             var n = Math.Min(buffer.Length, _pending.Length);
@@ -139,6 +107,80 @@ public sealed class TunnelStream : Stream
         {
             Volatile.Write(ref _reading, 0);
         }
+    }
+
+    /// <summary>
+    /// Returns the next bytes from the public client without copying them (empty at the end of the stream). The memory
+    /// stays valid after the next read; nothing is held while the connection is idle.
+    /// </summary>
+    internal async ValueTask<ReadOnlyMemory<byte>> ReadChunkAsync(CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (Interlocked.Exchange(ref _reading, 1) != 0)
+        {
+            throw new InvalidOperationException("Another read is already in progress on this TunnelStream.");
+        }
+
+        try
+        {
+            if (_pending.IsEmpty && !await FetchFrameAsync(cancellationToken).ConfigureAwait(false))
+            {
+                return ReadOnlyMemory<byte>.Empty;
+            }
+
+            var chunk = _pending;
+            _pending = default;
+            Interlocked.Add(ref _bytesRead, chunk.Length);
+            Telemetry?.OnReceived(chunk.Length);
+            return chunk;
+        }
+        finally
+        {
+            Volatile.Write(ref _reading, 0);
+        }
+    }
+
+    /// <summary>Waits for the next frame with data; false at the end of the stream.</summary>
+    private async ValueTask<bool> FetchFrameAsync(CancellationToken cancellationToken)
+    {
+        while (_pending.IsEmpty)
+        {
+            if (_readEof)
+            {
+                return false;
+            }
+
+            bool more;
+            try
+            {
+                more = await _reader.MoveNext(cancellationToken).ConfigureAwait(false);
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException(cancellationToken);
+            }
+            catch (RpcException ex)
+            {
+                _readEof = true;
+                throw new IOException($"The tunnelled connection was aborted by the relay: {ex.Status.Detail} ({ex.StatusCode}).", ex);
+            }
+
+            if (!more)
+            {
+                _readEof = true;
+                _remoteFinished = true;
+                return false;
+            }
+
+            var frame = _reader.Current;
+            _pending = frame.Data.Memory;
+            if (frame.HalfClose)
+            {
+                _readEof = true;
+            }
+        }
+
+        return true;
     }
 
     /// <inheritdoc />
