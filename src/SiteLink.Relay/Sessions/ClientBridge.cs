@@ -89,9 +89,9 @@ internal static class ClientBridge
         while (true)
         {
             byte[]? buffer = null;
+            var read = 0;
             try
             {
-                int read;
                 try
                 {
                     if (wait)
@@ -135,8 +135,8 @@ internal static class ClientBridge
             {
                 if (buffer is not null)
                 {
-                    // Another connection (maybe another tenant's) rents it next: clear what this one wrote.
-                    buffer.AsSpan(0, Math.Min(buffer.Length, size)).Clear();
+                    // Another connection (maybe another tenant's) rents it next: clear what this one read into it.
+                    buffer.AsSpan(0, read).Clear();
                     ArrayPool<byte>.Shared.Return(buffer);
                 }
             }

@@ -54,9 +54,9 @@ internal static class StreamBridge
         while (true)
         {
             byte[]? buffer = null;
+            var read = 0;
             try
             {
-                int read;
                 try
                 {
                     if (wait)
@@ -102,8 +102,8 @@ internal static class StreamBridge
             {
                 if (buffer is not null)
                 {
-                    // Another connection (maybe another tenant's) rents it next: clear what this one wrote.
-                    buffer.AsSpan(0, Math.Min(buffer.Length, BufferSize)).Clear();
+                    // Another connection (maybe another tenant's) rents it next: clear what this one read into it.
+                    buffer.AsSpan(0, read).Clear();
                     ArrayPool<byte>.Shared.Return(buffer);
                 }
             }
