@@ -34,6 +34,12 @@ public interface ITunnelSession : IAsyncDisposable
     /// <summary>Raised after each bind, including the automatic rebinds after a reconnect; a refused rebind removes the endpoint.</summary>
     event EventHandler<TunnelBindEventArgs>? BindCompleted;
 
+    /// <summary>Raised when the relay hands the agent a tunnelled connection, before it is served.</summary>
+    event EventHandler<TunnelConnectionEventArgs>? ConnectionOpened;
+
+    /// <summary>Raised once per opened connection when it ends, with its outcome and duration.</summary>
+    event EventHandler<TunnelConnectionEventArgs>? ConnectionClosed;
+
     /// <summary>
     /// Closes the session gracefully: new connections stop at once (every endpoint is unbound), connections in flight
     /// may finish until <see cref="TunnelSessionOptions.DrainTimeout"/> or until <paramref name="cancellationToken"/>

@@ -172,6 +172,12 @@ public sealed class TunnelSession : ITunnelSession, IDisposable
     /// <inheritdoc />
     public event EventHandler<TunnelBindEventArgs>? BindCompleted;
 
+    /// <inheritdoc />
+    public event EventHandler<TunnelConnectionEventArgs>? ConnectionOpened;
+
+    /// <inheritdoc />
+    public event EventHandler<TunnelConnectionEventArgs>? ConnectionClosed;
+
     /// <summary>
     /// Connects to the relay and returns the running session. This first connection is tried once: a bad token,
     /// refused session or unreachable relay throws at once. Once connected, the session reconnects by itself.
@@ -576,7 +582,15 @@ public sealed class TunnelSession : ITunnelSession, IDisposable
 
         var info = new TunnelConnectionInfo(binding.Name, message.ClientAddress, string.IsNullOrEmpty(message.Sni) ? null : message.Sni, message.StreamId);
         SessionLog.ConnectionOpened(_logger, message.StreamId, message.ClientAddress, binding.Name);
-        var offer = new Offer(run, message, info, new ConnectionTelemetry(_telemetry, Options.TimeProvider, info), parkedCall);
+        var telemetry = new ConnectionTelemetry(_telemetry, Options.TimeProvider, info, (outcome, duration) =>
+            Raise(ConnectionClosed, new TunnelConnectionEventArgs(info, outcome switch
+            {
+                "completed" => TunnelConnectionOutcome.Completed,
+                "refused" => TunnelConnectionOutcome.Refused,
+                _ => TunnelConnectionOutcome.Aborted,
+            }, duration)));
+        Raise(ConnectionOpened, new TunnelConnectionEventArgs(info, null, TimeSpan.Zero));
+        var offer = new Offer(run, message, info, telemetry, parkedCall);
         await binding.ServeAsync(offer, _aborting.Token).ConfigureAwait(false);
     }
 

@@ -66,3 +66,37 @@ public sealed class TunnelBindEventArgs : EventArgs
     /// <summary>Null when bound; otherwise why not. A refused rebind removes the endpoint from the session.</summary>
     public TunnelException? Error { get; }
 }
+
+/// <summary>How a tunnelled connection ended.</summary>
+public enum TunnelConnectionOutcome
+{
+    /// <summary>Both sides finished and the connection closed cleanly.</summary>
+    Completed,
+
+    /// <summary>It failed or was cut (a side reset, the session closed past its drain deadline, a handler threw).</summary>
+    Aborted,
+
+    /// <summary>The agent refused it before it carried anything (unknown endpoint, upstream unreachable, listener full).</summary>
+    Refused,
+}
+
+/// <summary>A tunnelled connection opened or closed.</summary>
+public sealed class TunnelConnectionEventArgs : EventArgs
+{
+    /// <summary>Creates the event data.</summary>
+    public TunnelConnectionEventArgs(TunnelConnectionInfo connection, TunnelConnectionOutcome? outcome, TimeSpan duration)
+    {
+        Connection = connection;
+        Outcome = outcome;
+        Duration = duration;
+    }
+
+    /// <summary>Who connected, and to which endpoint.</summary>
+    public TunnelConnectionInfo Connection { get; }
+
+    /// <summary>How it ended; null when it just opened.</summary>
+    public TunnelConnectionOutcome? Outcome { get; }
+
+    /// <summary>How long it lasted; zero when it just opened.</summary>
+    public TimeSpan Duration { get; }
+}

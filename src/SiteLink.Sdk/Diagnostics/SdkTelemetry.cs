@@ -94,10 +94,12 @@ internal sealed class ConnectionTelemetry
     private readonly TimeProvider _time;
     private readonly Activity? _activity;
     private readonly KeyValuePair<string, object?> _endpointTag;
+    private readonly Action<string, TimeSpan>? _onEnded;
     private int _ended;
 
-    public ConnectionTelemetry(SdkTelemetry telemetry, TimeProvider time, TunnelConnectionInfo info)
+    public ConnectionTelemetry(SdkTelemetry telemetry, TimeProvider time, TunnelConnectionInfo info, Action<string, TimeSpan>? onEnded = null)
     {
+        _onEnded = onEnded;
         _telemetry = telemetry;
         _time = time;
         _endpoint = info.EndpointName;
@@ -140,9 +142,10 @@ internal sealed class ConnectionTelemetry
         }
 
         var outcomeTag = new KeyValuePair<string, object?>(SdkTelemetry.OutcomeTag, outcome);
+        var duration = _time.GetElapsedTime(_started);
         _telemetry.ActiveConnections.Add(-1, _endpointTag);
         _telemetry.Connections.Add(1, _endpointTag, outcomeTag);
-        _telemetry.Duration.Record(_time.GetElapsedTime(_started).TotalSeconds, _endpointTag, outcomeTag);
+        _telemetry.Duration.Record(duration.TotalSeconds, _endpointTag, outcomeTag);
         if (_activity is not null)
         {
             _activity.SetTag(SdkTelemetry.OutcomeTag, outcome);
@@ -153,6 +156,8 @@ internal sealed class ConnectionTelemetry
 
             _activity.Dispose();
         }
+
+        _onEnded?.Invoke(outcome, duration);
     }
 
     public override string ToString() => _endpoint;
