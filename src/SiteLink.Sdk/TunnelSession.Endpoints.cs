@@ -1,0 +1,152 @@
+using SiteLink.Diagnostics;
+using SiteLink.Endpoints;
+using SiteLink.Protocol;
+using SiteLink.Protocol.V1;
+
+namespace SiteLink;
+
+// Declaring, binding, rebinding and unbinding endpoints.
+public sealed partial class TunnelSession
+{
+    /// <summary>Adds an endpoint to bind whenever the session connects. Before start only.</summary>
+    internal void Declare(EndpointBinding binding)
+    {
+        if (!_bindingsByName.TryAdd(binding.Name, binding))
+        {
+            throw new ArgumentException($"An endpoint named '{binding.Name}' is declared more than once.", nameof(binding));
+        }
+
+        _bindingsById[binding.BindId] = binding;
+    }
+
+    /// <summary>Declares an in-process handler endpoint (used by the host integration).</summary>
+    internal void DeclareHandler(string name, TunnelConnectionHandler handler) => Declare(new HandlerBinding(this, name, handler));
+
+    /// <inheritdoc />
+    public async Task<ITunnelEndpoint> BindTcpAsync(string name, string host, int port, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(host);
+        ArgumentOutOfRangeException.ThrowIfLessThan(port, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535);
+        return await BindAsync(new TcpForwardBinding(this, CheckName(name), host, port), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        return await BindAsync(new HandlerBinding(this, CheckName(name), handler), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async Task<ITunnelListener> ListenAsync(string name, CancellationToken cancellationToken = default)
+    {
+        return (ListenerBinding)await BindAsync(new ListenerBinding(this, CheckName(name), Options.ListenerBacklog), cancellationToken).ConfigureAwait(false);
+    }
+
+    private static string CheckName(string name)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        return name;
+    }
+
+    private async Task<EndpointBinding> BindAsync(EndpointBinding binding, CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0 || _stopping.IsCancellationRequested, this);
+        var run = _run;
+        var state = State;
+        if (run is null || state != TunnelSessionState.Connected)
+        {
+            throw new TunnelConnectionException($"Cannot bind '{binding.Name}': the session is {state}.");
+        }
+
+        if (!_bindingsByName.TryAdd(binding.Name, binding))
+        {
+            throw new ArgumentException($"An endpoint named '{binding.Name}' is already bound in this session.", nameof(binding));
+        }
+
+        _bindingsById[binding.BindId] = binding;
+        try
+        {
+            await BindOnAsync(run, binding, isRebind: false, cancellationToken).ConfigureAwait(false);
+            return binding;
+        }
+        catch
+        {
+            RemoveBinding(binding);
+            throw;
+        }
+    }
+
+    /// <summary>Sends Bind on <paramref name="run"/> and waits for the answer. Reports the outcome in <see cref="BindCompleted"/>.</summary>
+    private async Task BindOnAsync(ConnectionRun run, EndpointBinding binding, bool isRebind, CancellationToken cancellationToken)
+    {
+        var answer = new TaskCompletionSource<BindResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pendingBinds[binding.BindId] = answer;
+        try
+        {
+            var bind = new Bind { BindId = binding.BindId, Name = binding.Name, Kind = ErrorMapping.ToWireKind(binding.Kind) };
+            if (!run.Connection.Send(new AgentMessage { Bind = bind }))
+            {
+                throw new TunnelConnectionException($"Cannot bind '{binding.Name}': the connection to the relay is closing.");
+            }
+
+            BindResult result;
+            try
+            {
+                result = await answer.Task.WaitAsync(Options.RequestTimeout, Options.TimeProvider, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException ex)
+            {
+                run.Connection.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } });
+                throw new TunnelConnectionException($"The relay did not answer the bind of '{binding.Name}' within {Options.RequestTimeout}.", ex);
+            }
+
+            if (result.Status != BindStatus.Ok)
+            {
+                var code = ErrorMapping.FromBindStatus(result.Status);
+                SessionLog.BindRefused(_logger, binding.Name, code, result.Message);
+                throw new TunnelBindException(binding.Name, code, $"The relay refused to bind '{binding.Name}': {result.Message}");
+            }
+
+            SessionLog.EndpointBound(_logger, binding.Name, binding.Kind);
+            Raise(BindCompleted, new TunnelBindEventArgs(binding.Name, isRebind, null));
+        }
+        catch (TunnelException ex)
+        {
+            Raise(BindCompleted, new TunnelBindEventArgs(binding.Name, isRebind, ex));
+            throw;
+        }
+        finally
+        {
+            _pendingBinds.TryRemove(new KeyValuePair<string, TaskCompletionSource<BindResult>>(binding.BindId, answer));
+        }
+    }
+
+    private void FailPendingBinds(TunnelException reason)
+    {
+        foreach (var pending in _pendingBinds.Values)
+        {
+            pending.TrySetException(reason);
+        }
+    }
+
+    private void RemoveBinding(EndpointBinding binding)
+    {
+        binding.Close();
+        _bindingsById.TryRemove(binding.BindId, out _);
+        _bindingsByName.TryRemove(new KeyValuePair<string, EndpointBinding>(binding.Name, binding));
+    }
+
+    internal ValueTask UnbindAsync(EndpointBinding binding)
+    {
+        if (!binding.IsClosed)
+        {
+            RemoveBinding(binding);
+            _run?.Connection.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } });
+            SessionLog.EndpointUnbound(_logger, binding.Name);
+        }
+
+        return ValueTask.CompletedTask;
+    }
+}
