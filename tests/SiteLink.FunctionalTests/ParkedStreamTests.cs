@@ -24,6 +24,10 @@ public sealed class ParkedStreamTests
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync(configure: o => o.ParkedStreams = parked);
         await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        if (expectParked)
+        {
+            await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams == parked, "the agent parked its streams");
+        }
         var payloads = Enumerable.Range(0, 30).Select(i => SocketTestExtensions.RandomBytes(10_000 + i)).ToArray();
         foreach (var payload in payloads)
         {
@@ -52,6 +56,7 @@ public sealed class ParkedStreamTests
         using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
         await session.BindTcpAsync("dead", "127.0.0.1", ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port).DefaultTimeout();
+        await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams > 0, "the agent parked its streams");
 
         var closed = await relay.ConnectAndWaitForCloseAsync("dead");
         await Eventually.WaitUntilAsync(() => relay.Server.Counters.Refused(SiteLink.Relay.Diagnostics.RefusalReason.AgentRefused) == 1, "the refusal is counted");

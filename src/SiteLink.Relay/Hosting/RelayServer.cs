@@ -43,6 +43,9 @@ public sealed class RelayServer : IAsyncDisposable
     /// <summary>The number of agent sessions connected now.</summary>
     public int SessionCount => _app.Services.GetRequiredService<Sessions.SessionRegistry>().SessionCount;
 
+    /// <summary>Data streams agents have parked at this relay, waiting for connections.</summary>
+    public int ParkedStreams => _app.Services.GetRequiredService<Sessions.SessionRegistry>().Sessions.Sum(s => s.ParkedCount);
+
     /// <summary>The address a cloud endpoint is bound to.</summary>
     /// <exception cref="KeyNotFoundException">No cloud endpoint has that name.</exception>
     public IPEndPoint GetCloudEndpoint(string name) => _app.Services.GetRequiredService<CloudEndpointHost>().BoundEndpoints[name];

@@ -48,6 +48,9 @@ internal sealed class AgentSession
 
     public int ActiveStreams => Volatile.Read(ref _activeStreams);
 
+    /// <summary>Streams the agent has parked here and that wait for a connection.</summary>
+    public int ParkedCount => Volatile.Read(ref _parkedCount);
+
     /// <summary>The agent said Goodbye: it is draining and gets no new connections.</summary>
     public bool IsLeaving => Volatile.Read(ref _goodbye) != 0;
 
