@@ -57,6 +57,9 @@ internal sealed class ScriptedControl
 
     public Channel<RelayMessage> ToAgent { get; } = Channel.CreateUnbounded<RelayMessage>();
 
+    /// <summary>Stream calls the agent parked: the test writes their first frame.</summary>
+    public Channel<ParkedCall> Parked { get; } = Channel.CreateUnbounded<ParkedCall>();
+
     public async Task<AgentMessage> NextAsync(AgentMessage.KindOneofCase kind)
     {
         while (true)
@@ -70,8 +73,25 @@ internal sealed class ScriptedControl
     }
 }
 
+/// <summary>A parked Stream call held open by the scripted relay until <see cref="Done"/> completes.</summary>
+internal sealed record ParkedCall(IServerStreamWriter<StreamFrame> ToAgent, TaskCompletionSource Done);
+
 internal sealed class ScriptedTunnelService(ScriptedControl control) : Tunnel.TunnelBase
 {
+    public override async Task Stream(IAsyncStreamReader<StreamFrame> requestStream, IServerStreamWriter<StreamFrame> responseStream, ServerCallContext context)
+    {
+        var parked = new ParkedCall(responseStream, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        await control.Parked.Writer.WriteAsync(parked);
+        try
+        {
+            await parked.Done.Task.WaitAsync(context.CancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // The agent reset the call.
+        }
+    }
+
     public override async Task Control(IAsyncStreamReader<AgentMessage> requestStream, IServerStreamWriter<RelayMessage> responseStream, ServerCallContext context)
     {
         var writing = Task.Run(async () =>
