@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
+using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
@@ -287,7 +288,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
             {
                 // The parked call died as it was paired: the public client must not be left waiting.
                 _counters.OnRefused(RefusalReason.AgentRefused);
-                ClientBridge.Reset(pending.Client);
+                SocketIo.Reset(pending.Client);
                 return;
             }
         }
@@ -331,7 +332,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
             if (orphan is not null)
             {
                 _counters.OnRefused(RefusalReason.AgentRefused);
-                ClientBridge.Reset(orphan.Client);
+                SocketIo.Reset(orphan.Client);
             }
 
             return null;

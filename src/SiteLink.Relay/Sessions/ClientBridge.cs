@@ -1,7 +1,7 @@
-using System.Buffers;
 using System.Net.Sockets;
 using Google.Protobuf;
 using Grpc.Core;
+using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 
 namespace SiteLink.Relay.Sessions;
@@ -76,7 +76,7 @@ internal static class ClientBridge
         }
         else
         {
-            Reset(client);
+            SocketIo.Reset(client);
         }
 
         return (outcome, agentStatus);
@@ -85,60 +85,45 @@ internal static class ClientBridge
     private static async Task<ClientBridgeOutcome> ClientToAgentAsync(Socket client, IServerStreamWriter<StreamFrame> toAgent, int maxFrameSize, Action<long> count, CancellationToken cancellationToken)
     {
         var size = Math.Min(BufferSize, maxFrameSize);
-        var wait = true;
+        var dataLikely = false;
         while (true)
         {
-            byte[]? buffer = null;
-            var read = 0;
+            byte[] buffer;
+            int read;
             try
             {
-                try
-                {
-                    if (wait)
-                    {
-                        // An idle connection holds no buffer: wait for data with a zero-byte read, then rent one.
-                        await client.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
-                    }
+                (buffer, read) = await SocketIo.ReceivePooledAsync(client, size, dataLikely, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return ClientBridgeOutcome.Completed;
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                return ClientBridgeOutcome.ClientFailed;
+            }
 
-                    buffer = ArrayPool<byte>.Shared.Rent(size);
-                    read = await client.ReceiveAsync(buffer.AsMemory(0, size), SocketFlags.None, cancellationToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
+            // A full read means more is probably waiting: skip the zero-byte wait next time.
+            dataLikely = read == size;
+            try
+            {
+                if (read == 0)
                 {
+                    await toAgent.WriteAsync(new StreamFrame { HalfClose = true }, cancellationToken).ConfigureAwait(false);
                     return ClientBridgeOutcome.Completed;
                 }
-                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-                {
-                    return ClientBridgeOutcome.ClientFailed;
-                }
 
-                // A full read means more is probably waiting: skip the zero-byte wait next time.
-                wait = read < size;
-                try
-                {
-                    if (read == 0)
-                    {
-                        await toAgent.WriteAsync(new StreamFrame { HalfClose = true }, cancellationToken).ConfigureAwait(false);
-                        return ClientBridgeOutcome.Completed;
-                    }
-
-                    // Serialised before WriteAsync completes, so the pooled buffer can be returned afterwards.
-                    await toAgent.WriteAsync(new StreamFrame { Data = UnsafeByteOperations.UnsafeWrap(buffer.AsMemory(0, read)) }, cancellationToken).ConfigureAwait(false);
-                    count(read);
-                }
-                catch (Exception ex) when (ex is OperationCanceledException or InvalidOperationException or IOException or RpcException)
-                {
-                    return cancellationToken.IsCancellationRequested ? ClientBridgeOutcome.Completed : ClientBridgeOutcome.AgentFailed;
-                }
+                // Serialised before WriteAsync completes, so the pooled buffer can be returned afterwards.
+                await toAgent.WriteAsync(new StreamFrame { Data = UnsafeByteOperations.UnsafeWrap(buffer.AsMemory(0, read)) }, cancellationToken).ConfigureAwait(false);
+                count(read);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or InvalidOperationException or IOException or RpcException)
+            {
+                return cancellationToken.IsCancellationRequested ? ClientBridgeOutcome.Completed : ClientBridgeOutcome.AgentFailed;
             }
             finally
             {
-                if (buffer is not null)
-                {
-                    // Another connection (maybe another tenant's) rents it next: clear what this one read into it.
-                    buffer.AsSpan(0, read).Clear();
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
+                SocketIo.Return(buffer, read);
             }
         }
     }
@@ -207,19 +192,5 @@ internal static class ClientBridge
         {
             // The client is already gone; the other direction reports it.
         }
-    }
-
-    /// <summary>Closes a socket with a reset so the client knows the connection failed rather than ended.</summary>
-    public static void Reset(Socket socket)
-    {
-        try
-        {
-            socket.LingerState = new LingerOption(true, 0);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-        }
-
-        socket.Dispose();
     }
 }

@@ -2,6 +2,7 @@ using System.Buffers.Text;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
+using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
@@ -145,7 +146,7 @@ internal sealed class ConnectionRouter
     {
         _counters.OnRefused(reason);
         RelayLog.ConnectionRefused(_logger, cloudEndpoint, clientAddress, message);
-        ClientBridge.Reset(client);
+        SocketIo.Reset(client);
     }
 
     private static string NewStreamId()

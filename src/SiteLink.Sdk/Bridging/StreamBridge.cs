@@ -1,5 +1,5 @@
-using System.Buffers;
 using System.Net.Sockets;
+using SiteLink.Internal;
 
 namespace SiteLink;
 
@@ -41,7 +41,7 @@ internal static class StreamBridge
         }
         else
         {
-            Reset(upstream);
+            SocketIo.Reset(upstream);
             tunnel.Abort();
         }
 
@@ -50,62 +50,47 @@ internal static class StreamBridge
 
     private static async Task<BridgeResult> UpstreamToTunnelAsync(Socket upstream, TunnelStream tunnel, CancellationToken cancellationToken)
     {
-        var wait = true;
+        var dataLikely = false;
         while (true)
         {
-            byte[]? buffer = null;
-            var read = 0;
+            byte[] buffer;
+            int read;
             try
             {
-                try
-                {
-                    if (wait)
-                    {
-                        // An idle connection holds no buffer: wait for data with a zero-byte read, then rent one.
-                        await upstream.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
-                    }
+                (buffer, read) = await SocketIo.ReceivePooledAsync(upstream, BufferSize, dataLikely, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return BridgeResult.Canceled;
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                return BridgeResult.UpstreamFailed;
+            }
 
-                    buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
-                    read = await upstream.ReceiveAsync(buffer.AsMemory(), SocketFlags.None, cancellationToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
+            // A full buffer means more is probably waiting: skip the zero-byte wait next time.
+            dataLikely = read == BufferSize;
+            try
+            {
+                if (read == 0)
                 {
-                    return BridgeResult.Canceled;
-                }
-                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-                {
-                    return BridgeResult.UpstreamFailed;
+                    await tunnel.CompleteWritesAsync(cancellationToken).ConfigureAwait(false);
+                    return BridgeResult.Completed;
                 }
 
-                // A full buffer means more is probably waiting: skip the zero-byte wait next time.
-                wait = read < buffer.Length;
-                try
-                {
-                    if (read == 0)
-                    {
-                        await tunnel.CompleteWritesAsync(cancellationToken).ConfigureAwait(false);
-                        return BridgeResult.Completed;
-                    }
-
-                    await tunnel.WriteAsync(buffer.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return BridgeResult.Canceled;
-                }
-                catch (Exception ex) when (ex is IOException or ObjectDisposedException)
-                {
-                    return BridgeResult.TunnelFailed;
-                }
+                await tunnel.WriteAsync(buffer.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return BridgeResult.Canceled;
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+            {
+                return BridgeResult.TunnelFailed;
             }
             finally
             {
-                if (buffer is not null)
-                {
-                    // Another connection (maybe another tenant's) rents it next: clear what this one read into it.
-                    buffer.AsSpan(0, read).Clear();
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
+                SocketIo.Return(buffer, read);
             }
         }
     }
@@ -148,20 +133,5 @@ internal static class StreamBridge
                 return BridgeResult.UpstreamFailed;
             }
         }
-    }
-
-    /// <summary>Closes a socket with a reset, so its peer knows the connection failed rather than ended.</summary>
-    internal static void Reset(Socket socket)
-    {
-        try
-        {
-            socket.LingerState = new LingerOption(true, 0);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            // Already closed.
-        }
-
-        socket.Dispose();
     }
 }
