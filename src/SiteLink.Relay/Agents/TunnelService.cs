@@ -18,10 +18,6 @@ namespace SiteLink.Relay.Agents;
 /// </summary>
 internal sealed class TunnelService : Tunnel.TunnelBase
 {
-    internal const uint ProtocolVersion = 1;
-    private const string StreamIdHeader = "sitelink-stream-id";
-    private const string SessionIdHeader = "sitelink-session-id";
-    private const string ParkedHeader = "sitelink-parked";
 
     private readonly RelayOptions _options;
     private readonly AuthTokenStore _tokens;
@@ -78,7 +74,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
                 SessionId = session.Id,
                 RelayId = _options.RelayId,
                 Region = _options.Region,
-                ProtocolVersion = ProtocolVersion,
+                ProtocolVersion = WireNames.ProtocolVersion,
                 Limits = new Limits
                 {
                     MaxBinds = (uint)_options.Limits.MaxBindsPerSession,
@@ -179,10 +175,10 @@ internal sealed class TunnelService : Tunnel.TunnelBase
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"the first control message must be Hello, not {first.KindCase}"));
         }
 
-        if (first.Hello.ProtocolVersion != ProtocolVersion)
+        if (first.Hello.ProtocolVersion != WireNames.ProtocolVersion)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition,
-                $"protocol version {first.Hello.ProtocolVersion.ToString(CultureInfo.InvariantCulture)} is not supported; this relay speaks version {ProtocolVersion.ToString(CultureInfo.InvariantCulture)}"));
+                $"protocol version {first.Hello.ProtocolVersion.ToString(CultureInfo.InvariantCulture)} is not supported; this relay speaks version {WireNames.ProtocolVersion.ToString(CultureInfo.InvariantCulture)}"));
         }
 
         return first.Hello;
@@ -257,16 +253,16 @@ internal sealed class TunnelService : Tunnel.TunnelBase
     public override async Task Stream(IAsyncStreamReader<StreamFrame> requestStream, IServerStreamWriter<StreamFrame> responseStream, ServerCallContext context)
     {
         var token = Authenticate(context);
-        var sessionId = context.RequestHeaders.GetValue(SessionIdHeader) ?? "";
+        var sessionId = context.RequestHeaders.GetValue(WireNames.SessionIdHeader) ?? "";
         if (!_registry.TryGetSession(sessionId, out var session) || session.Token.Name != token.Name)
         {
             _counters.OnUnknownStream();
-            RelayLog.UnknownStream(_logger, SessionRegistry.Truncate(sessionId), SessionRegistry.Truncate(context.RequestHeaders.GetValue(StreamIdHeader) ?? ""));
+            RelayLog.UnknownStream(_logger, SessionRegistry.Truncate(sessionId), SessionRegistry.Truncate(context.RequestHeaders.GetValue(WireNames.StreamIdHeader) ?? ""));
             throw new RpcException(new Status(StatusCode.NotFound, "unknown session for this authtoken"));
         }
 
         PendingStream pending;
-        if (context.RequestHeaders.GetValue(ParkedHeader) == "1")
+        if (context.RequestHeaders.GetValue(WireNames.ParkedHeader) == "1")
         {
             var paired = await WaitParkedAsync(session, context).ConfigureAwait(false);
             if (paired is null)
@@ -294,7 +290,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         }
         else
         {
-            var streamId = context.RequestHeaders.GetValue(StreamIdHeader) ?? "";
+            var streamId = context.RequestHeaders.GetValue(WireNames.StreamIdHeader) ?? "";
             pending = _router.Claim(session, streamId)
                 ?? throw new RpcException(new Status(StatusCode.NotFound, "unknown, expired or already used stream id"));
         }
@@ -378,7 +374,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
 
     private TokenIdentity Authenticate(ServerCallContext context)
     {
-        var identity = _tokens.Authenticate(context.RequestHeaders.GetValue("authorization"), out var failure);
+        var identity = _tokens.Authenticate(context.RequestHeaders.GetValue(WireNames.AuthorizationHeader), out var failure);
         if (identity is null)
         {
             RelayLog.AuthenticationFailed(_logger, context.Peer, failure);

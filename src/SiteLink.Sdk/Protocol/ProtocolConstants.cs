@@ -2,17 +2,9 @@ using System.Reflection;
 
 namespace SiteLink.Protocol;
 
-/// <summary>Names and numbers both ends of the wire agree on.</summary>
+/// <summary>The agent's own wire settings (the names both ends share are in <c>SiteLink.Internal.WireNames</c>).</summary>
 internal static class ProtocolConstants
 {
-    /// <summary>The wire protocol version of protos/sitelink/v1.</summary>
-    public const uint ProtocolVersion = 1;
-
-    public const string AuthorizationHeader = "authorization";
-    public const string StreamIdHeader = "sitelink-stream-id";
-    public const string SessionIdHeader = "sitelink-session-id";
-    public const string ParkedHeader = "sitelink-parked";
-
     /// <summary>Largest data frame the agent sends unless the relay announces a smaller limit.</summary>
     public const int DefaultMaxFrameSize = 64 * 1024;
 

@@ -2,6 +2,7 @@ using System.Net.Security;
 using System.Threading.Channels;
 using Grpc.Core;
 using Grpc.Net.Client;
+using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 
 namespace SiteLink.Protocol;
@@ -61,7 +62,7 @@ internal sealed class RelayConnection : IAsyncDisposable
             MaxSendMessageSize = ProtocolConstants.MaxMessageSize,
         });
 
-        var headers = new Metadata { { ProtocolConstants.AuthorizationHeader, "Bearer " + options.AuthToken } };
+        var headers = new Metadata { { WireNames.AuthorizationHeader, "Bearer " + options.AuthToken } };
         var connection = new RelayConnection(options, channel, headers);
         using var timeout = new CancellationTokenSource(options.ConnectTimeout, options.TimeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
@@ -69,7 +70,7 @@ internal sealed class RelayConnection : IAsyncDisposable
         {
             var hello = new Hello
             {
-                ProtocolVersion = ProtocolConstants.ProtocolVersion,
+                ProtocolVersion = WireNames.ProtocolVersion,
                 SdkVersion = ProtocolConstants.SdkVersion,
                 ClientId = clientId,
                 PreviousSessionId = previousSessionId ?? "",
@@ -154,8 +155,8 @@ internal sealed class RelayConnection : IAsyncDisposable
         var headers = new Metadata
         {
             _authHeaders[0],
-            { ProtocolConstants.StreamIdHeader, streamId },
-            { ProtocolConstants.SessionIdHeader, sessionId },
+            { WireNames.StreamIdHeader, streamId },
+            { WireNames.SessionIdHeader, sessionId },
         };
         var call = _client.Stream(headers, cancellationToken: cancellationToken);
         return WrapStream(call, onAbort, onReleased);
@@ -167,8 +168,8 @@ internal sealed class RelayConnection : IAsyncDisposable
         var headers = new Metadata
         {
             _authHeaders[0],
-            { ProtocolConstants.SessionIdHeader, sessionId },
-            { ProtocolConstants.ParkedHeader, "1" },
+            { WireNames.SessionIdHeader, sessionId },
+            { WireNames.ParkedHeader, "1" },
         };
         return _client.Stream(headers, cancellationToken: cancellationToken);
     }
