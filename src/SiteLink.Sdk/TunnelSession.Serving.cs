@@ -1,6 +1,7 @@
 using Grpc.Core;
 using SiteLink.Diagnostics;
 using SiteLink.Endpoints;
+using SiteLink.Internal;
 using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
 
@@ -52,7 +53,7 @@ public sealed partial class TunnelSession
     {
         while (!_stopping.IsCancellationRequested && run.TryReserveParked())
         {
-            AsyncDuplexStreamingCall<StreamFrame, StreamFrame> call;
+            AsyncDuplexStreamingCall<DataFrame, DataFrame> call;
             try
             {
                 call = run.Connection.OpenParked(run.SessionId, run.Connection.Lifetime);
@@ -67,7 +68,7 @@ public sealed partial class TunnelSession
         }
     }
 
-    private async Task WaitParkedAsync(ConnectionRun run, AsyncDuplexStreamingCall<StreamFrame, StreamFrame> call)
+    private async Task WaitParkedAsync(ConnectionRun run, AsyncDuplexStreamingCall<DataFrame, DataFrame> call)
     {
         OpenStream? open = null;
         try
@@ -94,7 +95,7 @@ public sealed partial class TunnelSession
         await ServeAsync(run, open, call).ConfigureAwait(false);
     }
 
-    private async Task ServeAsync(ConnectionRun run, OpenStream message, AsyncDuplexStreamingCall<StreamFrame, StreamFrame>? parkedCall = null)
+    private async Task ServeAsync(ConnectionRun run, OpenStream message, AsyncDuplexStreamingCall<DataFrame, DataFrame>? parkedCall = null)
     {
         // Leave the read loop at once; serving (connecting upstream, bridging) happens here.
         await Task.Yield();
@@ -177,7 +178,7 @@ public sealed partial class TunnelSession
     /// Refuses an offer over the control stream. A parked stream it came on is released once the relay, having read the
     /// refusal, ends it (or after StreamCloseTimeout): resetting it first could overtake the refusal.
     /// </summary>
-    private void Refuse(ConnectionRun run, OpenStream offer, AsyncDuplexStreamingCall<StreamFrame, StreamFrame>? parkedCall, StreamRefusal reason, string message)
+    private void Refuse(ConnectionRun run, OpenStream offer, AsyncDuplexStreamingCall<DataFrame, DataFrame>? parkedCall, StreamRefusal reason, string message)
     {
         run.Connection.Send(new AgentMessage { StreamRefused = new StreamRefused { StreamId = offer.StreamId, Reason = reason, Message = message } });
         if (parkedCall is not null)
@@ -186,13 +187,14 @@ public sealed partial class TunnelSession
         }
     }
 
-    private async Task ReleaseRefusedAsync(AsyncDuplexStreamingCall<StreamFrame, StreamFrame> call)
+    private async Task ReleaseRefusedAsync(AsyncDuplexStreamingCall<DataFrame, DataFrame> call)
     {
         using var timeout = new CancellationTokenSource(Options.StreamCloseTimeout, Options.TimeProvider);
         try
         {
             while (await call.ResponseStream.MoveNext(timeout.Token).ConfigureAwait(false))
             {
+                call.ResponseStream.Current.Release();
             }
         }
         catch (Exception ex) when (ex is RpcException or OperationCanceledException or IOException or InvalidOperationException)

@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
 using Microsoft.Extensions.Time.Testing;
+using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 
 namespace SiteLink.Sdk.Tests;
@@ -11,7 +12,8 @@ public sealed class TunnelStreamTests
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(10);
 
-    private sealed class FakeCall : IClientStreamWriter<StreamFrame>, IAsyncStreamReader<StreamFrame>, IDisposable
+    // Frames cross the real data-RPC marshaller both ways, checked against protobuf's own StreamFrame.
+    private sealed class FakeCall : IClientStreamWriter<DataFrame>, IAsyncStreamReader<DataFrame>, IDisposable
     {
         public Channel<StreamFrame> Incoming { get; } = Channel.CreateUnbounded<StreamFrame>();
 
@@ -23,14 +25,14 @@ public sealed class TunnelStreamTests
 
         public Exception? ReadFailure { get; set; }
 
-        public StreamFrame Current { get; private set; } = null!;
+        public DataFrame Current { get; private set; } = null!;
 
         public WriteOptions? WriteOptions { get; set; }
 
-        public Task WriteAsync(StreamFrame message)
+        public Task WriteAsync(DataFrame message)
         {
-            // Copy: the stream wraps the caller's buffer, which may be reused once WriteAsync completes.
-            Written.Add(new StreamFrame { Data = ByteString.CopyFrom(message.Data.Span), HalfClose = message.HalfClose });
+            // Serialised now: the stream wraps the caller's buffer, which may be reused once WriteAsync completes.
+            Written.Add(StreamFrame.Parser.ParseFrom(DataFrameWire.Serialize(message)));
             return Task.CompletedTask;
         }
 
@@ -52,7 +54,7 @@ public sealed class TunnelStreamTests
                 return false;
             }
 
-            Current = await Incoming.Reader.ReadAsync(cancellationToken);
+            Current = DataFrameWire.Deserialize((await Incoming.Reader.ReadAsync(cancellationToken)).ToByteArray());
             return true;
         }
 

@@ -14,9 +14,9 @@ namespace SiteLink.Relay.Agents;
 
 /// <summary>
 /// The gRPC service agents talk to: the Control stream of each session and the Stream call of each tunnelled
-/// connection. The authtoken is checked on every call.
+/// connection. The authtoken is checked on every call. Its methods are bound by <see cref="TunnelServiceMethods"/>.
 /// </summary>
-internal sealed class TunnelService : Tunnel.TunnelBase
+internal sealed class TunnelService
 {
 
     private readonly RelayOptions _options;
@@ -38,7 +38,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         _logger = logger;
     }
 
-    public override async Task Control(IAsyncStreamReader<AgentMessage> requestStream, IServerStreamWriter<RelayMessage> responseStream, ServerCallContext context)
+    public async Task Control(IAsyncStreamReader<AgentMessage> requestStream, IServerStreamWriter<RelayMessage> responseStream, ServerCallContext context)
     {
         var token = Authenticate(context);
         var hello = await ReadHelloAsync(requestStream, context).ConfigureAwait(false);
@@ -250,7 +250,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         }
     }
 
-    public override async Task Stream(IAsyncStreamReader<StreamFrame> requestStream, IServerStreamWriter<StreamFrame> responseStream, ServerCallContext context)
+    public async Task Stream(IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
     {
         var token = Authenticate(context);
         var sessionId = context.RequestHeaders.GetValue(WireNames.SessionIdHeader) ?? "";
@@ -275,7 +275,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
             session.PairedParked[pending.Id] = pending;
             try
             {
-                await responseStream.WriteAsync(new StreamFrame
+                await responseStream.WriteAsync(new DataFrame
                 {
                     Open = new OpenStream { StreamId = pending.Id, BindId = pending.BindId, EndpointName = pending.EndpointName, ClientAddress = pending.ClientAddress },
                 }, context.CancellationToken).ConfigureAwait(false);
@@ -335,7 +335,7 @@ internal sealed class TunnelService : Tunnel.TunnelBase
         }
     }
 
-    private async Task BridgeAsync(AgentSession session, PendingStream pending, IAsyncStreamReader<StreamFrame> requestStream, IServerStreamWriter<StreamFrame> responseStream, ServerCallContext context)
+    private async Task BridgeAsync(AgentSession session, PendingStream pending, IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
     {
         _counters.OnAccepted();
         session.OnStreamStarted();

@@ -1,9 +1,11 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using Grpc.AspNetCore.Server.Model;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using SiteLink.Relay.Agents;
 using SiteLink.Relay.CloudEndpoints;
 using SiteLink.Relay.Configuration;
@@ -38,6 +40,7 @@ public static class RelayApplication
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CloudEndpointHost>());
         // Drains before anything stops: cloud endpoints first, then agents, then (the host) Kestrel.
         builder.Services.AddHostedService<RelayShutdown>();
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IServiceMethodProvider<TunnelService>, TunnelServiceMethods>());
         builder.Services.AddGrpc(grpc =>
         {
             // A frame plus protobuf overhead; a larger message fails only the call that sent it.

@@ -30,8 +30,8 @@ internal static class ClientBridge
 
     public static async Task<(ClientBridgeOutcome Outcome, Status? AgentStatus)> RunAsync(
         Socket client,
-        IAsyncStreamReader<StreamFrame> fromAgent,
-        IServerStreamWriter<StreamFrame> toAgent,
+        IAsyncStreamReader<DataFrame> fromAgent,
+        IServerStreamWriter<DataFrame> toAgent,
         int maxFrameSize,
         Action<long> bytesFromClient,
         Action<long> bytesToClient,
@@ -82,7 +82,7 @@ internal static class ClientBridge
         return (outcome, agentStatus);
     }
 
-    private static async Task<ClientBridgeOutcome> ClientToAgentAsync(Socket client, IServerStreamWriter<StreamFrame> toAgent, int maxFrameSize, Action<long> count, CancellationToken cancellationToken)
+    private static async Task<ClientBridgeOutcome> ClientToAgentAsync(Socket client, IServerStreamWriter<DataFrame> toAgent, int maxFrameSize, Action<long> count, CancellationToken cancellationToken)
     {
         var size = Math.Min(BufferSize, maxFrameSize);
         var dataLikely = false;
@@ -109,12 +109,12 @@ internal static class ClientBridge
             {
                 if (read == 0)
                 {
-                    await toAgent.WriteAsync(new StreamFrame { HalfClose = true }, cancellationToken).ConfigureAwait(false);
+                    await toAgent.WriteAsync(new DataFrame { HalfClose = true }, cancellationToken).ConfigureAwait(false);
                     return ClientBridgeOutcome.Completed;
                 }
 
                 // Serialised before WriteAsync completes, so the pooled buffer can be returned afterwards.
-                await toAgent.WriteAsync(new StreamFrame { Data = UnsafeByteOperations.UnsafeWrap(buffer.AsMemory(0, read)) }, cancellationToken).ConfigureAwait(false);
+                await toAgent.WriteAsync(DataFrame.ForData(buffer.AsMemory(0, read)), cancellationToken).ConfigureAwait(false);
                 count(read);
             }
             catch (Exception ex) when (ex is OperationCanceledException or InvalidOperationException or IOException or RpcException)
@@ -128,7 +128,7 @@ internal static class ClientBridge
         }
     }
 
-    private static async Task<ClientBridgeOutcome> AgentToClientAsync(IAsyncStreamReader<StreamFrame> fromAgent, Socket client, Action<long> count, Action<Status> onAgentError, CancellationToken cancellationToken)
+    private static async Task<ClientBridgeOutcome> AgentToClientAsync(IAsyncStreamReader<DataFrame> fromAgent, Socket client, Action<long> count, Action<Status> onAgentError, CancellationToken cancellationToken)
     {
         var sendClosed = false;
         try
@@ -146,8 +146,10 @@ internal static class ClientBridge
 
                     try
                     {
-                        await client.SendAsync(frame.Data.Memory, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                        await client.SendAsync(frame.Data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
                         count(frame.Data.Length);
+                        // Only after a completed send: a failed one leaves the buffer to the collector, never to reuse.
+                        frame.Release();
                     }
                     catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
                     {

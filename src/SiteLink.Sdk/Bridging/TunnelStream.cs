@@ -1,6 +1,5 @@
-using Google.Protobuf;
 using Grpc.Core;
-using SiteLink.Protocol.V1;
+using SiteLink.Internal;
 
 namespace SiteLink;
 
@@ -12,8 +11,8 @@ namespace SiteLink;
 /// </summary>
 public sealed class TunnelStream : Stream
 {
-    private readonly IClientStreamWriter<StreamFrame> _writer;
-    private readonly IAsyncStreamReader<StreamFrame> _reader;
+    private readonly IClientStreamWriter<DataFrame> _writer;
+    private readonly IAsyncStreamReader<DataFrame> _reader;
     private readonly IDisposable _call;
     private readonly int _maxFrameSize;
     private readonly TimeSpan _closeTimeout;
@@ -23,6 +22,7 @@ public sealed class TunnelStream : Stream
     private int _released;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private ReadOnlyMemory<byte> _pending;
+    private DataFrame? _frame;
     private bool _readEof;
     private bool _remoteFinished;
     private bool _writesCompleted;
@@ -32,8 +32,8 @@ public sealed class TunnelStream : Stream
     private long _bytesWritten;
 
     internal TunnelStream(
-        IClientStreamWriter<StreamFrame> writer,
-        IAsyncStreamReader<StreamFrame> reader,
+        IClientStreamWriter<DataFrame> writer,
+        IAsyncStreamReader<DataFrame> reader,
         IDisposable call,
         int maxFrameSize,
         TimeSpan closeTimeout,
@@ -99,6 +99,10 @@ public sealed class TunnelStream : Stream
             var n = Math.Min(buffer.Length, _pending.Length);
             _pending.Span[..n].CopyTo(buffer.Span);
             _pending = _pending[n..];
+            if (_pending.IsEmpty)
+            {
+                ReleaseFrame();
+            }
             Interlocked.Add(ref _bytesRead, n);
             Telemetry?.OnReceived(n);
             return n;
@@ -111,7 +115,8 @@ public sealed class TunnelStream : Stream
 
     /// <summary>
     /// Returns the next bytes from the public client without copying them (empty at the end of the stream). The memory
-    /// stays valid after the next read; nothing is held while the connection is idle.
+    /// is a pooled buffer, valid until the next read: it goes back to the pool then, so nothing is held while the
+    /// connection is idle.
     /// </summary>
     internal async ValueTask<ReadOnlyMemory<byte>> ReadChunkAsync(CancellationToken cancellationToken)
     {
@@ -143,6 +148,8 @@ public sealed class TunnelStream : Stream
     /// <summary>Waits for the next frame with data; false at the end of the stream.</summary>
     private async ValueTask<bool> FetchFrameAsync(CancellationToken cancellationToken)
     {
+        // The previous frame's bytes were consumed (copied out, or sent by the caller of ReadChunkAsync).
+        ReleaseFrame();
         while (_pending.IsEmpty)
         {
             if (_readEof)
@@ -173,7 +180,8 @@ public sealed class TunnelStream : Stream
             }
 
             var frame = _reader.Current;
-            _pending = frame.Data.Memory;
+            _frame = frame;
+            _pending = frame.Data;
             if (frame.HalfClose)
             {
                 _readEof = true;
@@ -181,6 +189,13 @@ public sealed class TunnelStream : Stream
         }
 
         return true;
+    }
+
+    private void ReleaseFrame()
+    {
+        _pending = default;
+        _frame?.Release();
+        _frame = null;
     }
 
     /// <inheritdoc />
@@ -199,7 +214,7 @@ public sealed class TunnelStream : Stream
             {
                 var chunk = buffer[..Math.Min(buffer.Length, _maxFrameSize)];
                 // The frame is serialised before WriteAsync completes, so wrapping the caller's memory is safe.
-                await WriteFrameAsync(new StreamFrame { Data = UnsafeByteOperations.UnsafeWrap(chunk) }, cancellationToken).ConfigureAwait(false);
+                await WriteFrameAsync(DataFrame.ForData(chunk), cancellationToken).ConfigureAwait(false);
                 Interlocked.Add(ref _bytesWritten, chunk.Length);
                 Telemetry?.OnSent(chunk.Length);
                 buffer = buffer[chunk.Length..];
@@ -224,7 +239,7 @@ public sealed class TunnelStream : Stream
         {
             if (!_writesCompleted)
             {
-                await WriteFrameAsync(new StreamFrame { HalfClose = true }, cancellationToken).ConfigureAwait(false);
+                await WriteFrameAsync(new DataFrame { HalfClose = true }, cancellationToken).ConfigureAwait(false);
                 _writesCompleted = true;
             }
         }
@@ -234,7 +249,7 @@ public sealed class TunnelStream : Stream
         }
     }
 
-    private async ValueTask WriteFrameAsync(StreamFrame frame, CancellationToken cancellationToken)
+    private async ValueTask WriteFrameAsync(DataFrame frame, CancellationToken cancellationToken)
     {
         try
         {
@@ -296,8 +311,10 @@ public sealed class TunnelStream : Stream
             // Consume what the relay still sends until it ends the call, so the end is clean rather than a reset.
             if (!_remoteFinished && Interlocked.Exchange(ref _reading, 1) == 0)
             {
+                ReleaseFrame();
                 while (await _reader.MoveNext(timeout.Token).ConfigureAwait(false))
                 {
+                    _reader.Current.Release();
                 }
             }
 

@@ -1,5 +1,6 @@
 using Grpc.Core;
 using SiteLink.Diagnostics;
+using SiteLink.Internal;
 using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
 
@@ -11,7 +12,7 @@ namespace SiteLink.Endpoints;
 /// <param name="Info">What the application sees of it.</param>
 /// <param name="Telemetry">Its metrics and activity, ended when the connection is released or refused.</param>
 /// <param name="ParkedCall">The parked data stream the relay paired the connection with; null when it came as an OpenStream.</param>
-internal sealed record Offer(ConnectionRun Run, OpenStream Message, TunnelConnectionInfo Info, ConnectionTelemetry Telemetry, AsyncDuplexStreamingCall<StreamFrame, StreamFrame>? ParkedCall = null)
+internal sealed record Offer(ConnectionRun Run, OpenStream Message, TunnelConnectionInfo Info, ConnectionTelemetry Telemetry, AsyncDuplexStreamingCall<DataFrame, DataFrame>? ParkedCall = null)
 {
     public string StreamId => Message.StreamId;
 }

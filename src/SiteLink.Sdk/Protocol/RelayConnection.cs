@@ -16,6 +16,7 @@ internal sealed class RelayConnection : IAsyncDisposable
 {
     private readonly GrpcChannel _channel;
     private readonly Tunnel.TunnelClient _client;
+    private readonly CallInvoker _invoker;
     private readonly AsyncDuplexStreamingCall<AgentMessage, RelayMessage> _control;
     private readonly Channel<AgentMessage> _outbox = Channel.CreateUnbounded<AgentMessage>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _lifetime = new();
@@ -29,7 +30,8 @@ internal sealed class RelayConnection : IAsyncDisposable
         _options = options;
         _channel = channel;
         _authHeaders = authHeaders;
-        _client = new Tunnel.TunnelClient(channel);
+        _invoker = channel.CreateCallInvoker();
+        _client = new Tunnel.TunnelClient(_invoker);
         _control = _client.Control(authHeaders, cancellationToken: _lifetime.Token);
     }
 
@@ -158,12 +160,12 @@ internal sealed class RelayConnection : IAsyncDisposable
             { WireNames.StreamIdHeader, streamId },
             { WireNames.SessionIdHeader, sessionId },
         };
-        var call = _client.Stream(headers, cancellationToken: cancellationToken);
+        var call = _invoker.AsyncDuplexStreamingCall(DataFrame.StreamMethod, null, new CallOptions(headers, cancellationToken: cancellationToken));
         return WrapStream(call, onAbort, onReleased);
     }
 
     /// <summary>Opens a data stream that waits at the relay until it is given a connection (see Limits.max_parked_streams).</summary>
-    public AsyncDuplexStreamingCall<StreamFrame, StreamFrame> OpenParked(string sessionId, CancellationToken cancellationToken)
+    public AsyncDuplexStreamingCall<DataFrame, DataFrame> OpenParked(string sessionId, CancellationToken cancellationToken)
     {
         var headers = new Metadata
         {
@@ -171,11 +173,11 @@ internal sealed class RelayConnection : IAsyncDisposable
             { WireNames.SessionIdHeader, sessionId },
             { WireNames.ParkedHeader, "1" },
         };
-        return _client.Stream(headers, cancellationToken: cancellationToken);
+        return _invoker.AsyncDuplexStreamingCall(DataFrame.StreamMethod, null, new CallOptions(headers, cancellationToken: cancellationToken));
     }
 
     /// <summary>The byte stream over a data call.</summary>
-    public TunnelStream WrapStream(AsyncDuplexStreamingCall<StreamFrame, StreamFrame> call, Action? onAbort, Action onReleased) =>
+    public TunnelStream WrapStream(AsyncDuplexStreamingCall<DataFrame, DataFrame> call, Action? onAbort, Action onReleased) =>
         new(call.RequestStream, call.ResponseStream, call, MaxFrameSize, _options.StreamCloseTimeout, _options.TimeProvider, onAbort, onReleased);
 
     private async Task WriteLoopAsync()

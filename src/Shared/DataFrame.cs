@@ -1,0 +1,257 @@
+using System.Buffers;
+using Google.Protobuf;
+using Grpc.Core;
+using SiteLink.Protocol.V1;
+
+namespace SiteLink.Internal;
+
+/// <summary>
+/// One message of the data RPC (Tunnel/Stream), byte-for-byte the wire format of sitelink.v1.StreamFrame, without
+/// protobuf's per-message copy into a fresh array: received data lands in a buffer rented from the shared pool, which
+/// the reader hands back with <see cref="Release"/> once the bytes are on their way; sent data is the caller's memory,
+/// copied once, straight into the transport's buffer.
+/// </summary>
+internal sealed class DataFrame
+{
+    private byte[]? _rented;
+
+    /// <summary>Bytes of the tunnelled connection (field 1).</summary>
+    public ReadOnlyMemory<byte> Data { get; private set; }
+
+    /// <summary>The sender closed its sending direction (field 2).</summary>
+    public bool HalfClose { get; set; }
+
+    /// <summary>The connection a parked stream now carries (field 3; relay to agent, first frame only).</summary>
+    public OpenStream? Open { get; set; }
+
+    /// <summary>A frame carrying <paramref name="data"/>; the memory must stay untouched until the write completed.</summary>
+    public static DataFrame ForData(ReadOnlyMemory<byte> data) => new() { Data = data };
+
+    /// <summary>Returns the received data's buffer to the pool. <see cref="Data"/> is empty afterwards; only the reader calls it.</summary>
+    public void Release()
+    {
+        var rented = _rented;
+        if (rented is not null)
+        {
+            _rented = null;
+            Data = default;
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    private void SetData(ref SequenceReader<byte> reader, int length)
+    {
+        // A repeated field 1 replaces the earlier one, as protobuf's parser does.
+        Release();
+        if (length == 0)
+        {
+            return;
+        }
+
+        var rented = ArrayPool<byte>.Shared.Rent(length);
+        reader.TryCopyTo(rented.AsSpan(0, length));
+        reader.Advance(length);
+        _rented = rented;
+        Data = rented.AsMemory(0, length);
+    }
+
+    /// <summary>The marshaller of the data RPC, for both directions.</summary>
+    public static Marshaller<DataFrame> Marshaller { get; } = new(Serialize, Deserialize);
+
+    /// <summary>The data RPC, sitelink.v1.Tunnel/Stream, with <see cref="Marshaller"/> for both directions.</summary>
+    public static Method<DataFrame, DataFrame> StreamMethod { get; } =
+        new(MethodType.DuplexStreaming, "sitelink.v1.Tunnel", "Stream", Marshaller, Marshaller);
+
+    private const byte DataTag = (1 << 3) | 2;
+    private const byte HalfCloseTag = (2 << 3) | 0;
+    private const byte OpenTag = (3 << 3) | 2;
+
+    private static void Serialize(DataFrame frame, SerializationContext context)
+    {
+        var data = frame.Data.Span;
+        var openSize = frame.Open?.CalculateSize() ?? 0;
+        var size = 0;
+        if (!data.IsEmpty)
+        {
+            size += 1 + CodedOutputStream.ComputeLengthSize(data.Length) + data.Length;
+        }
+
+        if (frame.HalfClose)
+        {
+            size += 2;
+        }
+
+        if (frame.Open is not null)
+        {
+            size += 1 + CodedOutputStream.ComputeLengthSize(openSize) + openSize;
+        }
+
+        context.SetPayloadLength(size);
+        var writer = context.GetBufferWriter();
+        if (!data.IsEmpty)
+        {
+            WriteHeader(writer, DataTag, data.Length);
+            while (!data.IsEmpty)
+            {
+                var span = writer.GetSpan();
+                var n = Math.Min(span.Length, data.Length);
+                data[..n].CopyTo(span);
+                writer.Advance(n);
+                data = data[n..];
+            }
+        }
+
+        if (frame.HalfClose)
+        {
+            var span = writer.GetSpan(2);
+            span[0] = HalfCloseTag;
+            span[1] = 1;
+            writer.Advance(2);
+        }
+
+        if (frame.Open is { } open)
+        {
+            WriteHeader(writer, OpenTag, openSize);
+            open.WriteTo(writer);
+        }
+
+        context.Complete();
+    }
+
+    private static void WriteHeader(IBufferWriter<byte> writer, byte tag, int length)
+    {
+        var span = writer.GetSpan(6);
+        span[0] = tag;
+        var n = 1;
+        var value = (uint)length;
+        while (value >= 0x80)
+        {
+            span[n++] = (byte)(value | 0x80);
+            value >>= 7;
+        }
+
+        span[n++] = (byte)value;
+        writer.Advance(n);
+    }
+
+    private static DataFrame Deserialize(DeserializationContext context)
+    {
+        var payload = context.PayloadAsReadOnlySequence();
+        var reader = new SequenceReader<byte>(payload);
+        var frame = new DataFrame();
+        try
+        {
+            while (!reader.End)
+            {
+                var tag = ReadVarint(ref reader);
+                var field = tag >> 3;
+                var wireType = (int)(tag & 7);
+                if (field == 0)
+                {
+                    throw Malformed("a field number is 0");
+                }
+
+                switch ((field, wireType))
+                {
+                    case (1, 2):
+                        frame.SetData(ref reader, ReadLength(ref reader));
+                        break;
+                    case (2, 0):
+                        frame.HalfClose = ReadVarint(ref reader) != 0;
+                        break;
+                    case (3, 2):
+                        var length = ReadLength(ref reader);
+                        var message = OpenStream.Parser.ParseFrom(payload.Slice(reader.Position, length));
+                        reader.Advance(length);
+                        // Repeated occurrences of a message field merge, as protobuf's parser does.
+                        if (frame.Open is null)
+                        {
+                            frame.Open = message;
+                        }
+                        else
+                        {
+                            frame.Open.MergeFrom(message);
+                        }
+
+                        break;
+                    default:
+                        SkipField(ref reader, field, wireType);
+                        break;
+                }
+            }
+        }
+        catch
+        {
+            frame.Release();
+            throw;
+        }
+
+        return frame;
+    }
+
+    private static ulong ReadVarint(ref SequenceReader<byte> reader)
+    {
+        ulong value = 0;
+        for (var shift = 0; shift < 64; shift += 7)
+        {
+            if (!reader.TryRead(out var b))
+            {
+                throw Malformed("a varint runs past the end of the message");
+            }
+
+            value |= (ulong)(b & 0x7F) << shift;
+            if (b < 0x80)
+            {
+                return value;
+            }
+        }
+
+        throw Malformed("a varint is longer than 10 bytes");
+    }
+
+    private static int ReadLength(ref SequenceReader<byte> reader)
+    {
+        var length = ReadVarint(ref reader);
+        if (length > (ulong)reader.Remaining)
+        {
+            throw Malformed("a length-delimited field runs past the end of the message");
+        }
+
+        return (int)length;
+    }
+
+    private static void SkipField(ref SequenceReader<byte> reader, ulong field, int wireType)
+    {
+        // Fields of later protocol versions are skipped, as protobuf does.
+        switch (wireType)
+        {
+            case 0:
+                ReadVarint(ref reader);
+                break;
+            case 1:
+                Skip(ref reader, 8);
+                break;
+            case 2:
+                reader.Advance(ReadLength(ref reader));
+                break;
+            case 5:
+                Skip(ref reader, 4);
+                break;
+            default:
+                throw Malformed($"field {field} has the unsupported wire type {wireType}");
+        }
+    }
+
+    private static void Skip(ref SequenceReader<byte> reader, int count)
+    {
+        if (reader.Remaining < count)
+        {
+            throw Malformed("a fixed-size field runs past the end of the message");
+        }
+
+        reader.Advance(count);
+    }
+
+    private static InvalidDataException Malformed(string reason) =>
+        new($"Malformed sitelink.v1.StreamFrame: {reason}.");
+}
