@@ -252,6 +252,7 @@ internal sealed class DataFrame
         reader.Advance(count);
     }
 
-    private static InvalidDataException Malformed(string reason) =>
+    // An IOException, as protobuf's own parse errors are: readers treat it as the connection failing.
+    private static IOException Malformed(string reason) =>
         new($"Malformed sitelink.v1.StreamFrame: {reason}.");
 }

@@ -216,38 +216,74 @@ public sealed class ErrorHandlingTests
     public async Task OversizedFrame_FailsOnlyThatConnection()
     {
         await using var relay = await TestRelay.StartAsync(["raw", "echo"], o => o.Limits.MaxFrameSize = 16 * 1024);
+
+        var status = await MisbehaveOnDataStreamAsync(relay, (raw, sessionId, streamId) =>
+        {
+            var stream = raw.OpenStream(sessionId, streamId);
+            return (stream, stream.RequestStream.WriteAsync(new StreamFrame { Data = Google.Protobuf.ByteString.CopyFrom(new byte[64 * 1024]) }), stream.ResponseStream);
+        });
+
+        Assert.That(status, Is.EqualTo(StatusCode.ResourceExhausted));
+    }
+
+    [TestCase(new byte[] { 0x0A, 0x05, 1, 2 }, TestName = "MalformedDataFrame_LengthPastEnd_FailsOnlyThatConnection")]
+    [TestCase(new byte[] { 0x0B, 0x0C }, TestName = "MalformedDataFrame_GroupWireType_FailsOnlyThatConnection")]
+    public async Task MalformedDataFrame_FailsOnlyThatConnection(byte[] frame)
+    {
+        await using var relay = await TestRelay.StartAsync(["raw", "echo"]);
+
+        var status = await MisbehaveOnDataStreamAsync(relay, (raw, sessionId, streamId) =>
+        {
+            var stream = raw.OpenRawStream(sessionId, streamId);
+            return (stream, stream.RequestStream.WriteAsync(frame), stream.ResponseStream);
+        });
+
+        Assert.That(status, Is.Not.EqualTo(StatusCode.OK));
+    }
+
+    /// <summary>
+    /// A raw agent takes a public connection and breaks the data protocol on its stream; the relay must fail that call
+    /// (its status is returned), close the public client, end the bridge, and go on serving a well-behaved agent.
+    /// </summary>
+    private static async Task<StatusCode> MisbehaveOnDataStreamAsync<T>(
+        TestRelay relay, Func<RawAgent, string, string, (IDisposable Call, Task Write, IAsyncStreamReader<T> Responses)> misbehave)
+    {
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
         await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
         using var raw = new RawAgent(relay);
         var (control, welcome) = await raw.HandshakeAsync();
+        StatusCode status;
         using (control)
         {
             await RawAgent.BindAsync(control, "raw");
             using var client = await relay.ConnectClientAsync("raw");
             var offer = (await RawAgent.NextAsync(control, RelayMessage.KindOneofCase.OpenStream)).OpenStream;
-            using var stream = raw.OpenStream(welcome.SessionId, offer.StreamId);
-
-            try
+            var (call, write, responses) = misbehave(raw, welcome.SessionId, offer.StreamId);
+            using (call)
             {
-                await stream.RequestStream.WriteAsync(new StreamFrame { Data = Google.Protobuf.ByteString.CopyFrom(new byte[64 * 1024]) }).DefaultTimeout();
+                try
+                {
+                    await write.DefaultTimeout();
+                }
+                catch (RpcException)
+                {
+                    // The relay may end the call before the write completes; its status is checked below.
+                }
+
+                var error = Assert.ThrowsAsync<RpcException>(() => responses.MoveNext(CancellationToken.None).DefaultTimeout());
+                status = error!.StatusCode;
+                Assert.Multiple(async () =>
+                {
+                    Assert.That(await client.WaitForCloseAsync().DefaultTimeout(), Is.True, "the public client is not left hanging");
+                    Assert.That(() => relay.Server.Counters.ActiveConnections, Is.Zero.After(5000, 20), "the bridge ended");
+                });
             }
-            catch (RpcException)
-            {
-                // The relay may reject the call before the write completes; its status is checked below.
-            }
-
-            var error = Assert.ThrowsAsync<RpcException>(() => stream.ResponseStream.MoveNext().DefaultTimeout());
-
-            Assert.Multiple(async () =>
-            {
-                Assert.That(error!.StatusCode, Is.EqualTo(StatusCode.ResourceExhausted));
-                Assert.That(await client.WaitForCloseAsync().DefaultTimeout(), Is.True, "the public client is not left hanging");
-            });
         }
 
         // The SDK chunks its writes to the limit the relay announced, so its large transfers still work.
         await AssertEchoesAsync(relay, "echo");
+        return status;
     }
 
     [Test]

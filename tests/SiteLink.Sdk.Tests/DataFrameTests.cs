@@ -95,7 +95,7 @@ public sealed class DataFrameTests
     [TestCase(new byte[] { 0x4D, 1, 2 }, "fixed-size field runs past the end")]
     public void Deserialize_MalformedFrame_ThrowsExplainedError(byte[] bytes, string reason)
     {
-        var ex = Assert.Throws<InvalidDataException>(() => DataFrameWire.Deserialize(bytes));
+        var ex = Assert.Throws<IOException>(() => DataFrameWire.Deserialize(bytes));
         Assert.That(ex!.Message, Does.Contain("StreamFrame").And.Contain(reason));
     }
 

@@ -42,41 +42,50 @@ internal static class ClientBridge
         Status? agentStatus = null;
         var download = AgentToClientAsync(fromAgent, client, bytesToClient, status => agentStatus = status, linked.Token);
 
-        var first = await Task.WhenAny(upload, download).ConfigureAwait(false);
         ClientBridgeOutcome outcome;
-        if (first == download)
+        try
         {
-            outcome = await download.ConfigureAwait(false);
-            // The agent is finished (or failed): stop reading from the client either way.
-            await linked.CancelAsync().ConfigureAwait(false);
-            var uploadOutcome = await upload.ConfigureAwait(false);
-            if (outcome == ClientBridgeOutcome.Completed && uploadOutcome == ClientBridgeOutcome.ClientFailed)
+            var first = await Task.WhenAny(upload, download).ConfigureAwait(false);
+            if (first == download)
             {
-                outcome = ClientBridgeOutcome.ClientFailed;
-            }
-        }
-        else
-        {
-            outcome = await upload.ConfigureAwait(false);
-            if (outcome == ClientBridgeOutcome.Completed)
-            {
-                // The client half-closed; the agent may still answer.
                 outcome = await download.ConfigureAwait(false);
+                // The agent is finished (or failed): stop reading from the client either way.
+                await linked.CancelAsync().ConfigureAwait(false);
+                var uploadOutcome = await upload.ConfigureAwait(false);
+                if (outcome == ClientBridgeOutcome.Completed && uploadOutcome == ClientBridgeOutcome.ClientFailed)
+                {
+                    outcome = ClientBridgeOutcome.ClientFailed;
+                }
             }
             else
             {
-                await linked.CancelAsync().ConfigureAwait(false);
-                await download.ConfigureAwait(false);
+                outcome = await upload.ConfigureAwait(false);
+                if (outcome == ClientBridgeOutcome.Completed)
+                {
+                    // The client half-closed; the agent may still answer.
+                    outcome = await download.ConfigureAwait(false);
+                }
+                else
+                {
+                    await linked.CancelAsync().ConfigureAwait(false);
+                    await download.ConfigureAwait(false);
+                }
+            }
+
+            if (outcome == ClientBridgeOutcome.Completed)
+            {
+                client.Dispose();
+            }
+            else
+            {
+                SocketIo.Reset(client);
             }
         }
-
-        if (outcome == ClientBridgeOutcome.Completed)
+        catch
         {
-            client.Dispose();
-        }
-        else
-        {
+            // Whatever failed unexpectedly, the public client is not left open: the reset also ends the other direction.
             SocketIo.Reset(client);
+            throw;
         }
 
         return (outcome, agentStatus);

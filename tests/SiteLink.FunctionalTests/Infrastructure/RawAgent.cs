@@ -73,5 +73,16 @@ internal sealed class RawAgent : IDisposable
         return Client.Stream(headers);
     }
 
+    /// <summary>The data RPC with the message bytes as they are, to send what no well-behaved agent would.</summary>
+    public AsyncDuplexStreamingCall<byte[], byte[]> OpenRawStream(string sessionId, string streamId)
+    {
+        var headers = Headers();
+        headers.Add("sitelink-session-id", sessionId);
+        headers.Add("sitelink-stream-id", streamId);
+        var bytes = Marshallers.Create(b => b, b => b);
+        var method = new Method<byte[], byte[]>(MethodType.DuplexStreaming, "sitelink.v1.Tunnel", "Stream", bytes, bytes);
+        return _channel.CreateCallInvoker().AsyncDuplexStreamingCall(method, null, new CallOptions(headers));
+    }
+
     public void Dispose() => _channel.Dispose();
 }
