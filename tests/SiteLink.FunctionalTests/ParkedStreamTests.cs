@@ -1,4 +1,6 @@
 using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using SiteLink.FunctionalTests.Infrastructure;
 
 namespace SiteLink.FunctionalTests;
@@ -66,5 +68,16 @@ public sealed class ParkedStreamTests
             Assert.That(closed, Is.True);
             Assert.That(relay.Server.Counters.ConnectionsPairedParked, Is.EqualTo(1), "it came on a parked stream");
         });
+    }
+
+    [Test]
+    public async Task RelayHostingDiagnostics_AreOff_SoDataStreamsCarryNoRequestActivityOrScope()
+    {
+        // ASP.NET Core creates an Activity and a log scope per request when this category is enabled at any level;
+        // a data stream is a request that lives as long as its tunnelled connection.
+        await using var relay = await TestRelay.StartAsync([]);
+        var logger = relay.Server.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Microsoft.AspNetCore.Hosting.Diagnostics");
+
+        Assert.That(logger.IsEnabled(LogLevel.Critical), Is.False);
     }
 }

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using SiteLink.Relay.Agents;
 using SiteLink.Relay.CloudEndpoints;
 using SiteLink.Relay.Configuration;
@@ -32,6 +33,10 @@ public static class RelayApplication
 
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(TimeProvider.System);
+        // Hosting's per-request diagnostics mean an Activity and a log scope for every data stream (one per tunnelled
+        // connection, for its whole life) to log a "request started/finished" pair no relay operator reads; the relay
+        // logs connections itself. Listeners of the Microsoft.AspNetCore activity source still get their activities.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Services.AddSingleton(new AuthTokenStore(options.Tokens));
         builder.Services.AddSingleton<RelayCounters>();
         builder.Services.AddSingleton<SessionRegistry>();
