@@ -67,7 +67,7 @@ public sealed partial class TunnelSession
         var welcome = connection.Welcome;
         var run = new ConnectionRun(connection, Options, Dispatch, _logger, rtt => _telemetry.HeartbeatRoundTrip.Record(rtt.TotalSeconds))
         {
-            ParkedTarget = (int)Math.Min((uint)Options.ParkedStreams, welcome.Limits?.MaxParkedStreams ?? 0),
+            Parking = new ParkingPolicy((int)Math.Min((uint)Options.ParkedStreams, welcome.Limits?.MaxParkedStreams ?? 0)),
         };
         SessionId = welcome.SessionId;
         Relay = new RelayInfo(welcome.RelayId, welcome.Region, Options.RelayUrl!);

@@ -29,6 +29,9 @@ public sealed partial class TunnelSession
 
                 break;
             case RelayMessage.KindOneofCase.OpenStream:
+                // No parked stream was there for it: park more, so the next burst is paired at once.
+                run.Parking.Grow();
+                EnsureParked(run);
                 _ = ServeAsync(run, message.OpenStream);
                 break;
             case RelayMessage.KindOneofCase.Heartbeat:

@@ -75,9 +75,11 @@ public sealed class TunnelSessionOptions
 
     /// <summary>
     /// How many idle data streams the agent keeps parked at the relay so that a new connection is paired at once,
-    /// without the OpenStream round trip (the relay may allow fewer). 0 turns parking off. Default: 8.
+    /// without the OpenStream round trip (the relay may allow fewer; the reference relay allows 32). Enough for the
+    /// connections that arrive at once: beyond them, the rest take the OpenStream round trip. 0 turns parking off.
+    /// Default: 32.
     /// </summary>
-    public int ParkedStreams { get; set; } = 8;
+    public int ParkedStreams { get; set; } = 32;
 
     /// <summary>How many accepted connections a listener endpoint holds before new ones are refused. Default: 128.</summary>
     public int ListenerBacklog { get; set; } = 128;

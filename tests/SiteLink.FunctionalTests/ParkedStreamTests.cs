@@ -71,6 +71,30 @@ public sealed class ParkedStreamTests
     }
 
     [Test]
+    public async Task Burst_EveryConnectionIsCarried_AndMissesGrowTheParkedStreamsWithinTheLimit()
+    {
+        await using var relay = await TestRelay.StartAsync(["echo"], o => o.Limits.MaxParkedStreamsPerSession = 24);
+        await using var upstream = TestUpstream.Echo();
+        var session = await relay.ConnectAgentAsync();
+        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams == 8, "a fresh connection parks 8 streams");
+
+        // 40 connections at once: more than are parked, so some take the OpenStream round trip.
+        var payloads = Enumerable.Range(0, 40).Select(i => SocketTestExtensions.RandomBytes(20_000 + i)).ToArray();
+        var echoed = await Task.WhenAll(payloads.Select(p => EchoAsync(relay, p))).DefaultTimeout();
+        var misses = relay.Server.Counters.ConnectionsAccepted - relay.Server.Counters.ConnectionsPairedParked;
+
+        Assert.That(echoed, Is.EqualTo(payloads));
+        if (misses > 0)
+        {
+            await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams > 8, $"{misses} misses grow the parked streams");
+        }
+
+        Assert.That(relay.Server.ParkedStreams, Is.LessThanOrEqualTo(24), "never beyond the relay's limit");
+        TestContext.Out.WriteLine($"misses {misses}, parked after the burst {relay.Server.ParkedStreams}");
+    }
+
+    [Test]
     public async Task RelayHostingDiagnostics_AreOff_SoDataStreamsCarryNoRequestActivityOrScope()
     {
         // ASP.NET Core creates an Activity and a log scope per request when this category is enabled at any level;

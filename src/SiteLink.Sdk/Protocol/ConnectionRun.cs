@@ -58,8 +58,8 @@ internal sealed class ConnectionRun : IAsyncDisposable
 
     private int _parked;
 
-    /// <summary>How many data streams to keep parked at the relay: the agent's wish, bounded by the relay's limit.</summary>
-    public int ParkedTarget { get; init; }
+    /// <summary>How many data streams to keep parked at the relay (grows with bursts, up to the agent's and relay's limit).</summary>
+    public required ParkingPolicy Parking { get; init; }
 
     /// <summary>Data streams parked at the relay now.</summary>
     public int Parked => Volatile.Read(ref _parked);
@@ -67,7 +67,7 @@ internal sealed class ConnectionRun : IAsyncDisposable
     /// <summary>Reserves a place for one more parked stream; false when the target is reached or the run is over.</summary>
     public bool TryReserveParked()
     {
-        if (HasEnded || Interlocked.Increment(ref _parked) > ParkedTarget)
+        if (HasEnded || Interlocked.Increment(ref _parked) > Parking.Target)
         {
             Interlocked.Decrement(ref _parked);
             return false;
