@@ -27,7 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--quick" in sys.argv
 DURATION = 1 if QUICK else 5
-RUNS = 1 if QUICK else 3
+RUNS = 1 if QUICK else 5
 IDLE_CONNECTIONS = 300 if QUICK else 10000
 WAN_ONE_WAY_MS = 10
 
@@ -290,8 +290,15 @@ def wrk(port, connections, close, threads=2):
     return {"rps": rps, "p50": to_ms(*p50.groups()), "p99": to_ms(*p99.groups()), "errors": failed}
 
 
-def repeat(measure):
-    return [measure() for _ in range(RUNS)]
+def interleaved(paths, measure, title):
+    """RUNS measurements of every path, round-robin (path A, B, C, A, B, C, ...): on a shared machine whose speed
+    drifts, each path sees the same conditions, so the ratios between paths stay fair."""
+    results = {path: [] for path in paths}
+    for run in range(RUNS):
+        for path, ports in paths.items():
+            log(f"-- {title}: {path} (run {run + 1}/{RUNS})")
+            results[path].append(measure(ports))
+    return results
 
 
 def cell(values, fmt):
@@ -319,28 +326,16 @@ def main():
     names = list(paths)
     rows = []  # (scenario, unit, higher_is_better, {path: [values]})
 
-    def scenario(title, unit, higher_is_better, measure, only=None):
-        results = {}
-        for path in names:
-            if only and path not in only:
-                continue
-            log(f"-- {title}: {path}")
-            results[path] = repeat(lambda: measure(paths[path]))
-        rows.append((title, unit, higher_is_better, results))
+    def scenario(title, unit, higher_is_better, measure):
+        rows.append((title, unit, higher_is_better, interleaved(paths, measure, title)))
 
     scenario("one connection, upload (iperf3)", "Gbit/s", True, lambda p: iperf(p["iperf"]))
     scenario("one connection, download (iperf3 -R)", "Gbit/s", True, lambda p: iperf(p["iperf"], reverse=True))
     scenario("64 connections (iperf3 -P 64)", "Gbit/s", True, lambda p: iperf(p["iperf"], parallel=64))
 
-    keepalive = {path: [] for path in names}
-    fresh = {path: [] for path in names}
-    errors = {}
-    for path in names:
-        log(f"-- HTTP keep-alive and new connection per request: {path}")
-        for _ in range(RUNS):
-            keepalive[path].append(wrk(paths[path]["http"], 50, close=False))
-            fresh[path].append(wrk(paths[path]["http"], 20, close=True))
-        errors[path] = sum(r["errors"] for r in keepalive[path] + fresh[path])
+    keepalive = interleaved(paths, lambda p: wrk(p["http"], 50, close=False), "HTTP keep-alive")
+    fresh = interleaved(paths, lambda p: wrk(p["http"], 20, close=True), "HTTP new connection per request")
+    errors = {path: sum(r["errors"] for r in keepalive[path] + fresh[path]) for path in names}
     rows.append(("keep-alive HTTP, wrk c=50: requests/s", "req/s", True, {p: [r["rps"] for r in keepalive[p]] for p in names}))
     rows.append(("keep-alive HTTP, wrk c=50: p50", "ms", False, {p: [r["p50"] for r in keepalive[p]] for p in names}))
     rows.append(("keep-alive HTTP, wrk c=50: p99", "ms", False, {p: [r["p99"] for r in keepalive[p]] for p in names}))
@@ -358,11 +353,7 @@ def main():
         ("WAN 20 ms: one connection, download", "Gbit/s", True, lambda p: iperf(p["iperf"], reverse=True)),
         ("WAN 20 ms: new connection + request, p50 (wrk c=1)", "ms", False, lambda p: wrk(p["http"], 1, close=True, threads=1)["p50"]),
     ]:
-        results = {}
-        for path, ports in wan_paths.items():
-            log(f"-- {title}: {path}")
-            results[path] = repeat(lambda: measure(ports))
-        wan_rows.append((title, unit, better, results))
+        wan_rows.append((title, unit, better, interleaved(wan_paths, measure, title)))
 
     log(f"-- idle: {IDLE_CONNECTIONS} connections through sitelink")
     idle = subprocess.run(["dotnet", HELPER, "idle", str(sitelink["echo"]), str(IDLE_CONNECTIONS), "5", str(relay_pid), str(agent_pid)],
@@ -399,7 +390,7 @@ def render(names, rows, wan_rows, errors, count, ok, relay_before, relay_after, 
         f"# SiteLink benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         f"Mode: {'quick (smoke test; numbers not meaningful)' if QUICK else 'full'}; {DURATION} s per measurement; "
-        f"median of {RUNS} run(s) with (min–max); {os.cpu_count()} cores; took {elapsed:.0f} s. "
+        f"median of {RUNS} run(s), taken round-robin across the paths, with (min–max); {os.cpu_count()} cores; took {elapsed:.0f} s. "
         "Ratios are sitelink against the path named, oriented so that above 1.00× means sitelink is better.",
         "",
         "| scenario | unit | " + " | ".join(names) + " | vs ssh -R | vs haproxy 2-hop |",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SiteLink benchmark harness: one command, from a fresh clone.
-#   bench/run.sh          full run (about 10 minutes): every scenario, every path, median of 3 runs
+#   bench/run.sh          full run (about 12 minutes): every scenario, every path, median of 5 runs taken round-robin
 #   bench/run.sh --quick  a small version of each scenario (about 1-2 minutes), as CI's smoke test
 # Installs what it needs from Debian packages if missing, starts every process itself on loopback with ports it
 # picks, stops everything when done, and writes bench/results/latest.md (quick.md for --quick; also printed).
