@@ -290,6 +290,26 @@ def wrk(port, connections, close, threads=2):
     return {"rps": rps, "p50": to_ms(*p50.groups()), "p99": to_ms(*p99.groups()), "errors": failed}
 
 
+def link_round_trip_ms(echo_port, samples=50):
+    """Median round trip of the harness's delay line itself: its nominal 20 ms plus its own timer slop, the honest
+    yardstick for "no more than one agent-relay round trip above direct"."""
+    port = free_port()
+    start("link-probe", ["dotnet", HELPER, "delay-proxy", str(port), str(echo_port), str(WAN_ONE_WAY_MS)])
+    wait_port(port)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as probe:
+        probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        probe.sendall(b"x")
+        probe.recv(1)
+        times = []
+        for _ in range(samples):
+            began = time.perf_counter()
+            probe.sendall(b"x")
+            if probe.recv(1) != b"x":
+                raise RuntimeError("the delay line did not echo")
+            times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
+
+
 def interleaved(paths, measure, title):
     """RUNS measurements of every path, round-robin (path A, B, C, A, B, C, ...): on a shared machine whose speed
     drifts, each path sees the same conditions, so the ratios between paths stay fair."""
@@ -355,6 +375,9 @@ def main():
     ]:
         wan_rows.append((title, unit, better, interleaved(wan_paths, measure, title)))
 
+    log("-- the delay line's own round trip (1-byte ping-pong through it to the echo server)")
+    link_rtt = link_round_trip_ms(upstreams["echo"])
+
     log(f"-- idle: {IDLE_CONNECTIONS} connections through sitelink")
     idle = subprocess.run(["dotnet", HELPER, "idle", str(sitelink["echo"]), str(IDLE_CONNECTIONS), "5", str(relay_pid), str(agent_pid)],
                           capture_output=True, text=True, timeout=900)
@@ -364,7 +387,7 @@ def main():
     count, ok, relay_before, relay_after, agent_before, agent_after = map(int, match.groups())
     per_connection = ((relay_after - relay_before) + (agent_after - agent_before)) / count
 
-    table = render(names, rows, wan_rows, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, time.time() - started)
+    table = render(names, rows, wan_rows, link_rtt, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, time.time() - started)
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
     # A quick run is a smoke test: it must not replace the committed results of a full run.
     with open(os.path.join(ROOT, "bench/results", "quick.md" if QUICK else "latest.md"), "w") as f:
@@ -373,7 +396,7 @@ def main():
     return 0 if ok == count else 1
 
 
-def render(names, rows, wan_rows, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, elapsed):
+def render(names, rows, wan_rows, link_rtt, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, elapsed):
     def fmt(unit):
         return {"Gbit/s": lambda v: f"{v:.2f}", "req/s": lambda v: f"{v / 1000:.1f}k", "conn/s": lambda v: f"{v / 1000:.2f}k",
                 "ms": lambda v: f"{v:.2f}"}[unit]
@@ -404,6 +427,10 @@ def render(names, rows, wan_rows, errors, count, ok, relay_before, relay_after, 
     for title, unit, better, results in wan_rows:
         lines.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in ["direct", "sitelink", "ssh -R"])
                      + f" | {ratio(results, better, 'ssh -R')} |")
+    latency = next(r for t, _, _, r in wan_rows if "new connection" in t)
+    above = statistics.median(latency["sitelink"]) - statistics.median(latency["direct"])
+    lines += ["", f"New connection over the WAN: sitelink is {above:.2f} ms above direct. One round trip of the delay line, measured "
+              f"by a 1-byte ping-pong through it, is {link_rtt:.2f} ms (nominal {2 * WAN_ONE_WAY_MS} ms; the rest is its own timer slop)."]
     lines += ["",
               f"Idle connections through one sitelink session: {count} opened, {ok} carried a byte both ways afterwards. "
               f"RSS relay {relay_before / 1024:.0f} → {relay_after / 1024:.0f} MiB, agent {agent_before / 1024:.0f} → {agent_after / 1024:.0f} MiB: "
