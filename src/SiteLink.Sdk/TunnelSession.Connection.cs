@@ -32,6 +32,22 @@ public sealed partial class TunnelSession
 
     private async Task RunInBackgroundAsync()
     {
+        if (await ConnectThroughPipelineAsync("Connecting").ConfigureAwait(false) is not { } run)
+        {
+            return;
+        }
+
+        SetState(TunnelSessionState.Connected, $"connected to relay {Relay.RelayId}", null);
+        await RebindAllAsync(run, isRebind: false).ConfigureAwait(false);
+        await SuperviseAsync(run).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Connects through the retry pipeline. Null when the session is stopping (nothing is left open) or when a
+    /// permanent error ended the attempts (the session is then Faulted with it).
+    /// </summary>
+    private async Task<ConnectionRun?> ConnectThroughPipelineAsync(string what)
+    {
         ConnectionRun run;
         try
         {
@@ -39,24 +55,22 @@ public sealed partial class TunnelSession
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {
-            return;
+            return null;
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            var fault = ex as TunnelException ?? new TunnelConnectionException($"Connecting failed: {ex.Message}", ex, isTransient: false);
+            var fault = ex as TunnelException ?? new TunnelConnectionException($"{what} failed: {ex.Message}", ex, isTransient: false);
             SetState(TunnelSessionState.Faulted, fault.Message, fault);
-            return;
+            return null;
         }
 
         if (_stopping.IsCancellationRequested)
         {
             await run.DisposeAsync().ConfigureAwait(false);
-            return;
+            return null;
         }
 
-        SetState(TunnelSessionState.Connected, $"connected to relay {Relay.RelayId}", null);
-        await RebindAllAsync(run, isRebind: false).ConfigureAwait(false);
-        await SuperviseAsync(run).ConfigureAwait(false);
+        return run;
     }
 
     /// <summary>One attempt: connect, handshake, start the read loop and heartbeats. Throws a typed exception.</summary>
@@ -114,26 +128,12 @@ public sealed partial class TunnelSession
                 await run.DisposeAsync().ConfigureAwait(false);
             }
 
-            try
+            if (await ConnectThroughPipelineAsync("Reconnecting").ConfigureAwait(false) is not { } next)
             {
-                run = await _reconnect.ExecuteAsync(async ct => await ConnectOnceAsync(ct).ConfigureAwait(false), _stopping.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                var fault = ex as TunnelException ?? new TunnelConnectionException($"Reconnecting failed: {ex.Message}", ex, isTransient: false);
-                SetState(TunnelSessionState.Faulted, fault.Message, fault);
                 return;
             }
 
-            if (_stopping.IsCancellationRequested)
-            {
-                await run.DisposeAsync().ConfigureAwait(false);
-                return;
-            }
+            run = next;
 
             SetState(TunnelSessionState.Connected, $"reconnected to relay {Relay.RelayId}", null);
             _telemetry.Reconnects.Add(1);
