@@ -60,7 +60,7 @@ internal sealed class DataFrame
 
     /// <summary>The data RPC, sitelink.v1.Tunnel/Stream, with <see cref="Marshaller"/> for both directions.</summary>
     public static Method<DataFrame, DataFrame> StreamMethod { get; } =
-        new(MethodType.DuplexStreaming, "sitelink.v1.Tunnel", "Stream", Marshaller, Marshaller);
+        new(MethodType.DuplexStreaming, WireNames.ServiceName, "Stream", Marshaller, Marshaller);
 
     private const byte DataTag = (1 << 3) | 2;
     private const byte HalfCloseTag = (2 << 3) | 0;

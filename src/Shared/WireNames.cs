@@ -9,6 +9,9 @@ internal static class WireNames
     /// <summary>The wire protocol version of protos/sitelink/v1.</summary>
     public const uint ProtocolVersion = 1;
 
+    /// <summary>The gRPC service of protos/sitelink/v1 (its Control and Stream methods).</summary>
+    public const string ServiceName = "sitelink.v1.Tunnel";
+
     /// <summary>Carries "Bearer &lt;authtoken&gt;" on every call.</summary>
     public const string AuthorizationHeader = "authorization";
 

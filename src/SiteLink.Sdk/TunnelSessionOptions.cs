@@ -74,10 +74,10 @@ public sealed class TunnelSessionOptions
     public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// How many idle data streams the agent keeps parked at the relay so that a new connection is paired at once,
-    /// without the OpenStream round trip (the relay may allow fewer; the reference relay allows 32). Enough for the
-    /// connections that arrive at once: beyond them, the rest take the OpenStream round trip. 0 turns parking off.
-    /// Default: 32.
+    /// The most idle data streams the agent keeps parked at the relay so that a new connection is paired at once,
+    /// without the OpenStream round trip (the relay may allow fewer; the reference relay allows 32). The agent parks 8
+    /// at first and doubles that, up to this number, whenever a connection arrives with none parked. 0 turns parking
+    /// off. Default: 32.
     /// </summary>
     public int ParkedStreams { get; set; } = 32;
 

@@ -13,7 +13,7 @@ namespace SiteLink.Relay.Agents;
 internal sealed class TunnelServiceMethods : IServiceMethodProvider<TunnelService>
 {
     internal static readonly Method<AgentMessage, RelayMessage> ControlMethod = new(
-        MethodType.DuplexStreaming, "sitelink.v1.Tunnel", "Control", ProtobufMarshaller(AgentMessage.Parser), ProtobufMarshaller(RelayMessage.Parser));
+        MethodType.DuplexStreaming, WireNames.ServiceName, "Control", ProtobufMarshaller(AgentMessage.Parser), ProtobufMarshaller(RelayMessage.Parser));
 
     public void OnServiceMethodDiscovery(ServiceMethodProviderContext<TunnelService> context)
     {

@@ -80,7 +80,7 @@ internal sealed class RawAgent : IDisposable
         headers.Add("sitelink-session-id", sessionId);
         headers.Add("sitelink-stream-id", streamId);
         var bytes = Marshallers.Create(b => b, b => b);
-        var method = new Method<byte[], byte[]>(MethodType.DuplexStreaming, "sitelink.v1.Tunnel", "Stream", bytes, bytes);
+        var method = new Method<byte[], byte[]>(MethodType.DuplexStreaming, Tunnel.Descriptor.FullName, "Stream", bytes, bytes);
         return _channel.CreateCallInvoker().AsyncDuplexStreamingCall(method, null, new CallOptions(headers));
     }
 
