@@ -22,8 +22,9 @@ public sealed class DataFrameTests
     {
         var data = RandomNumberGenerator.GetBytes(size);
         var open = new OpenStream { StreamId = "s1", BindId = "b1", EndpointName = "db", ClientAddress = "203.0.113.7:5000" };
-        var frame = new DataFrame { HalfClose = true, Open = open };
-        frame = CopyWith(frame, data);
+        var frame = DataFrame.ForData(data);
+        frame.HalfClose = true;
+        frame.Open = open;
 
         var context = new DataFrameWire.SegmentedSerializationContext(segmentSize: 1000);
         DataFrame.Marshaller.ContextualSerializer(frame, context);
@@ -111,13 +112,5 @@ public sealed class DataFrameTests
         received.Release();
         received.Release();
         Assert.That(received.Data.IsEmpty, Is.True);
-    }
-
-    private static DataFrame CopyWith(DataFrame frame, byte[] data)
-    {
-        var copy = DataFrame.ForData(data);
-        copy.HalfClose = frame.HalfClose;
-        copy.Open = frame.Open;
-        return copy;
     }
 }
