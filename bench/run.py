@@ -442,6 +442,8 @@ def render(names, rows, wan_rows, link_rtt, errors, count, ok, relay_before, rel
 
 
 if __name__ == "__main__":
+    # Ctrl-C or a kill of the harness still stops every process it started (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         code = main()
     except Exception as error:  # report, then still stop every process
