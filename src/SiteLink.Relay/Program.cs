@@ -1,14 +1,16 @@
+using Microsoft.AspNetCore.Connections;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Hosting;
 using SiteLink.Relay.Security;
 
 // The standalone relay: configuration from appsettings.json, an optional --config file, environment variables
-// (SITELINK_ prefix, e.g. SITELINK_Relay__AgentListen) and the command line.
+// (SITELINK_ prefix, e.g. SITELINK_Relay__AgentListen) and the command line. The JSON files are watched: a change to
+// Relay:Tokens applies at once (sessions of removed or changed tokens end); other settings need a restart.
 var builder = WebApplication.CreateBuilder(args);
 var configFile = builder.Configuration["config"];
 if (configFile is not null)
 {
-    builder.Configuration.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: false);
+    builder.Configuration.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: true);
 }
 
 builder.Configuration.AddEnvironmentVariables("SITELINK_");
@@ -26,10 +28,25 @@ catch (RelayConfigurationException ex)
     Console.Error.WriteLine(ex.Message);
     return 2;
 }
+catch (RelayStartException ex)
+{
+    Console.Error.WriteLine($"SiteLink relay cannot start: {ex.Message}");
+    return 3;
+}
 
 var app = builder.Build();
 RelayApplication.MapRelay(app);
-await app.StartAsync();
+try
+{
+    await app.StartAsync();
+}
+catch (Exception ex) when (ex is RelayStartException or IOException or AddressInUseException)
+{
+    // One line naming what could not start and where (e.g. "address already in use"), not a stack trace.
+    Console.Error.WriteLine($"SiteLink relay cannot start: {ex.Message}");
+    await app.DisposeAsync();
+    return 3;
+}
 
 var agentUrl = RelayApplication.AgentUrl(app, certificate is not null);
 Console.WriteLine($"SiteLink relay '{options.RelayId}' listening for agents on {agentUrl}");

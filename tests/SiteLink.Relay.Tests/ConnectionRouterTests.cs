@@ -81,7 +81,7 @@ internal sealed class ConnectionRouterTests
         var (router, _, _, _, session, endpoint) = Create();
         var (accepted, client) = await ConnectPairAsync();
 
-        router.Offer(endpoint, accepted);
+        router.Offer(new PublicConnection(accepted, endpoint));
 
         Assert.That(session.Outgoing.TryRead(out var message), Is.True);
         Assert.Multiple(() =>
@@ -99,7 +99,7 @@ internal sealed class ConnectionRouterTests
     {
         var (router, _, counters, time, session, endpoint) = Create();
         var (accepted, client) = await ConnectPairAsync();
-        router.Offer(endpoint, accepted);
+        router.Offer(new PublicConnection(accepted, endpoint));
 
         time.Advance(TimeSpan.FromSeconds(9.9));
         var pendingBefore = session.Pending.Count;
@@ -119,7 +119,7 @@ internal sealed class ConnectionRouterTests
     {
         var (router, _, counters, time, session, endpoint) = Create();
         var (accepted, _) = await ConnectPairAsync();
-        router.Offer(endpoint, accepted);
+        router.Offer(new PublicConnection(accepted, endpoint));
         session.Outgoing.TryRead(out var message);
         var id = message!.OpenStream.StreamId;
 
@@ -133,7 +133,7 @@ internal sealed class ConnectionRouterTests
             Assert.That(second, Is.Null);
             Assert.That(counters.UnknownStreamRequests, Is.EqualTo(1));
             Assert.That(counters.Refused(RefusalReason.PairingTimeout), Is.Zero, "a claimed stream never expires");
-            Assert.That(first!.Client.Connected, Is.True);
+            Assert.That(first!.Client.Socket.Connected, Is.True);
         });
     }
 
@@ -143,11 +143,11 @@ internal sealed class ConnectionRouterTests
         var (router, _, counters, _, session, endpoint) = Create();
         for (var i = 0; i < 2; i++)
         {
-            router.Offer(endpoint, (await ConnectPairAsync()).Accepted);
+            router.Offer(new PublicConnection((await ConnectPairAsync()).Accepted, endpoint));
         }
 
         var (accepted, client) = await ConnectPairAsync();
-        router.Offer(endpoint, accepted);
+        router.Offer(new PublicConnection(accepted, endpoint));
 
         Assert.Multiple(async () =>
         {
@@ -163,8 +163,8 @@ internal sealed class ConnectionRouterTests
         var (router, registry, counters, _, session, endpoint) = Create();
         var (refusedSocket, refusedClient) = await ConnectPairAsync();
         var (orphanSocket, orphanClient) = await ConnectPairAsync();
-        router.Offer(endpoint, refusedSocket);
-        router.Offer(endpoint, orphanSocket);
+        router.Offer(new PublicConnection(refusedSocket, endpoint));
+        router.Offer(new PublicConnection(orphanSocket, endpoint));
         session.Outgoing.TryRead(out var first);
 
         router.OnRefusedByAgent(session, new StreamRefused { StreamId = first!.OpenStream.StreamId, Reason = StreamRefusal.UpstreamUnavailable });
@@ -185,7 +185,7 @@ internal sealed class ConnectionRouterTests
         var (router, _, counters, _, _, _) = Create();
         var (accepted, client) = await ConnectPairAsync();
 
-        router.Offer(new CloudEndpointOptions { Name = "x", Tenant = "acme", Endpoint = "unbound" }, accepted);
+        router.Offer(new PublicConnection(accepted, new CloudEndpointOptions { Name = "x", Tenant = "acme", Endpoint = "unbound" }));
 
         Assert.Multiple(async () =>
         {

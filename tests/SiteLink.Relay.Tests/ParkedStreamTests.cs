@@ -10,7 +10,7 @@ internal sealed class ParkedStreamTests
     private static AgentSession Session() => new("s1", new TokenIdentity("t", "tenant", new EndpointAcl(["*"])), "c", "p", "1");
 
     private static PendingStream Pending(AgentSession session) =>
-        new("stream", session, "b1", "db", "public-db", new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+        new("stream", session, "b1", new PublicConnection(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp), new() { Name = "public-db", Endpoint = "db" }));
 
     [Test]
     public async Task TryPair_GivesTheConnectionToTheWaitingStream_Once()

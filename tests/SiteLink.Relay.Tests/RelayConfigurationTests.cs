@@ -40,6 +40,7 @@ public sealed class RelayConfigurationTests
                 ["Relay:Tokens:0:Tenant"] = "x",
                 ["Relay:Tokens:0:Allow:0"] = "*",
                 ["Relay:Limits:MaxFrameSize"] = "32768",
+                ["Relay:Tls:AllowDevelopmentCertificateOnNetwork"] = "true",
             })
             .Build();
 
@@ -50,6 +51,7 @@ public sealed class RelayConfigurationTests
             Assert.That(options.AgentListen, Is.EqualTo("0.0.0.0:443"));
             Assert.That(options.Tokens.Single().Sha256, Is.EqualTo(new string('a', 64)));
             Assert.That(options.Limits.MaxFrameSize, Is.EqualTo(32768));
+            Assert.That(options.Tls.AllowDevelopmentCertificateOnNetwork, Is.True);
             Assert.That(RelayOptionsValidator.Validate(options), Is.Empty);
         });
     }

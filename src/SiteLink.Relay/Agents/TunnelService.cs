@@ -1,7 +1,10 @@
 using System.Buffers.Text;
 using System.Globalization;
+using System.Net;
 using System.Security.Cryptography;
+using Grpc.AspNetCore.Server;
 using Grpc.Core;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using SiteLink.Internal;
 using SiteLink.Protocol.V1;
@@ -18,31 +21,61 @@ namespace SiteLink.Relay.Agents;
 /// </summary>
 internal sealed class TunnelService
 {
-
     private readonly RelayOptions _options;
     private readonly AuthTokenStore _tokens;
     private readonly SessionRegistry _registry;
     private readonly ConnectionRouter _router;
+    private readonly AgentConnections _connections;
     private readonly RelayCounters _counters;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
+    private readonly AuthFailureLog _authFailures;
 
-    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, RelayCounters counters, TimeProvider timeProvider, ILogger<TunnelService> logger)
+    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, AgentConnections connections, RelayCounters counters, TimeProvider timeProvider, AuthFailureLog authFailures, ILogger<TunnelService> logger)
     {
         _options = options;
         _tokens = tokens;
         _registry = registry;
         _router = router;
+        _connections = connections;
         _counters = counters;
         _timeProvider = timeProvider;
+        _authFailures = authFailures;
         _logger = logger;
     }
 
     public async Task Control(IAsyncStreamReader<AgentMessage> requestStream, IServerStreamWriter<RelayMessage> responseStream, ServerCallContext context)
     {
+        var http = context.GetHttpContext();
         var token = Authenticate(context);
-        var hello = await ReadHelloAsync(requestStream, context).ConfigureAwait(false);
-        var session = new AgentSession(NewId("s_"), token, Truncate(hello.ClientId), context.Peer, Truncate(hello.SdkVersion));
+        var address = ClientAddress.KeyOf(http.Connection.RemoteIpAddress ?? IPAddress.None);
+        if (_registry.TryBeginHandshake(token.Name, address) is { } busy)
+        {
+            RelayLog.SessionRefused(_logger, token.Name, busy);
+            throw new RpcException(new Status(StatusCode.Unavailable, busy));
+        }
+
+        Hello hello;
+        try
+        {
+            hello = await ReadHelloAsync(requestStream, context).ConfigureAwait(false);
+        }
+        finally
+        {
+            _registry.EndHandshake(token.Name, address);
+        }
+
+        var limits = _options.Limits;
+        var session = new AgentSession(
+            NewId("s_"),
+            token,
+            SafeText.Clean(hello.ClientId, SafeText.MaxIdLength),
+            context.Peer,
+            SafeText.Clean(hello.SdkVersion, SafeText.MaxIdLength),
+            http.Connection.Id,
+            limits.MaxControlQueueMessages,
+            limits.MaxControlQueueBytes,
+            _counters);
         if (_registry.IsDraining)
         {
             throw new RpcException(new Status(StatusCode.Unavailable, "the relay is shutting down; try again or another relay"));
@@ -55,9 +88,8 @@ internal sealed class TunnelService
             && previous.Token.Name == token.Name
             && previous.ClientId == session.ClientId)
         {
-            _counters.OnSessionTakenOver();
             RelayLog.SessionTakenOver(_logger, previous.Id, session.Id);
-            EndSession(previous);
+            EndSession(previous, SessionEnd.TakenOver(session.Id));
         }
 
         if (_registry.TryAdd(session) is { } refusal)
@@ -66,6 +98,7 @@ internal sealed class TunnelService
             throw new RpcException(new Status(StatusCode.ResourceExhausted, refusal));
         }
 
+        MarkProductive(http);
         RelayLog.SessionStarted(_logger, session.Id, token.Name, token.Tenant, context.Peer, session.ClientId, session.SdkVersion);
         session.Send(new RelayMessage
         {
@@ -77,11 +110,11 @@ internal sealed class TunnelService
                 ProtocolVersion = WireNames.ProtocolVersion,
                 Limits = new Limits
                 {
-                    MaxBinds = (uint)_options.Limits.MaxBindsPerSession,
-                    MaxConcurrentStreams = (uint)_options.Limits.MaxConcurrentStreamsPerSession,
-                    MaxPendingStreams = (uint)_options.Limits.MaxPendingStreamsPerSession,
-                    MaxFrameSize = (uint)_options.Limits.MaxFrameSize,
-                    MaxParkedStreams = (uint)_options.Limits.MaxParkedStreamsPerSession,
+                    MaxBinds = (uint)limits.MaxBindsPerSession,
+                    MaxConcurrentStreams = (uint)limits.MaxConcurrentStreamsPerSession,
+                    MaxPendingStreams = (uint)limits.MaxPendingStreamsPerSession,
+                    MaxFrameSize = (uint)limits.MaxFrameSize,
+                    MaxParkedStreams = (uint)limits.MaxParkedStreamsPerSession,
                 },
             },
         });
@@ -93,9 +126,8 @@ internal sealed class TunnelService
         using var silenceTimer = _timeProvider.CreateTimer(
             _ =>
             {
-                _counters.OnSessionTimedOut();
                 RelayLog.SessionSilent(_logger, session.Id, silence);
-                EndSession(session);
+                EndSession(session, SessionEnd.Silent(silence));
             },
             null,
             silence,
@@ -105,12 +137,21 @@ internal sealed class TunnelService
             while (await requestStream.MoveNext(ending.Token).ConfigureAwait(false))
             {
                 silenceTimer.Change(silence, Timeout.InfiniteTimeSpan);
-                Handle(session, requestStream.Current);
+                var message = requestStream.Current;
+                if (ReferenceEquals(message, TunnelServiceMethods.MalformedControlMessage))
+                {
+                    _counters.OnProtocolError();
+                    RelayLog.ProtocolError(_logger, session.Id, "a control message could not be parsed; ending the session");
+                    session.End(SessionEnd.ProtocolViolation("a control message could not be parsed as sitelink.v1.AgentMessage"));
+                    break;
+                }
+
+                Handle(session, message);
             }
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
         {
-            reason = ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : "the connection was lost";
+            reason = ex is RpcException rpc ? $"{rpc.StatusCode}: {SafeText.Clean(rpc.Status.Detail)}" : "the connection was lost";
         }
 #pragma warning disable CA1031 // A bug handling one message must end this session cleanly (and say why), not fault the call silently.
         catch (Exception ex)
@@ -121,17 +162,35 @@ internal sealed class TunnelService
         }
         finally
         {
-            EndSession(session);
+            EndSession(session, null);
             await writer.ConfigureAwait(false);
-            RelayLog.SessionEnded(_logger, session.Id, reason);
+        }
+
+        var end = session.Ending;
+        RelayLog.SessionEnded(_logger, session.Id, end?.Reason ?? reason);
+        if (end is null)
+        {
+            return;
+        }
+
+        if (end.Abort)
+        {
+            // The agent does not read (or is gone): a status it would never read is not worth queueing; reset the call.
+            http.Abort();
+            return;
+        }
+
+        if (!context.CancellationToken.IsCancellationRequested)
+        {
+            throw new RpcException(end.Status);
         }
     }
 
     /// <summary>Removes a session and its routes at once, closes what it was offered, and ends its calls.</summary>
-    private void EndSession(AgentSession session)
+    private void EndSession(AgentSession session, SessionEnd? ending)
     {
+        session.End(ending);
         var offers = _registry.Remove(session);
-        session.End();
         _router.OnSessionEnded(offers);
     }
 
@@ -161,18 +220,23 @@ internal sealed class TunnelService
         }
         catch (OperationCanceledException) when (timeout.IsCancellationRequested)
         {
-            throw new RpcException(new Status(StatusCode.DeadlineExceeded, $"no Hello within {_options.Limits.HelloTimeout}"));
+            throw Refuse(context, StatusCode.DeadlineExceeded, $"no Hello within {_options.Limits.HelloTimeout}");
         }
 
         if (!received)
         {
-            throw new RpcException(new Status(StatusCode.InvalidArgument, "the control stream ended before Hello"));
+            throw Refuse(context, StatusCode.InvalidArgument, "the control stream ended before Hello");
         }
 
         var first = requestStream.Current;
+        if (ReferenceEquals(first, TunnelServiceMethods.MalformedControlMessage))
+        {
+            throw Refuse(context, StatusCode.InvalidArgument, "the first control message could not be parsed as sitelink.v1.AgentMessage");
+        }
+
         if (first.KindCase != AgentMessage.KindOneofCase.Hello)
         {
-            throw new RpcException(new Status(StatusCode.InvalidArgument, $"the first control message must be Hello, not {first.KindCase}"));
+            throw Refuse(context, StatusCode.InvalidArgument, $"the first control message must be Hello, not {first.KindCase}");
         }
 
         if (first.Hello.ProtocolVersion != WireNames.ProtocolVersion)
@@ -182,6 +246,14 @@ internal sealed class TunnelService
         }
 
         return first.Hello;
+    }
+
+    /// <summary>A handshake that broke the protocol: one warning line, counted, and a status that says what was wrong.</summary>
+    private RpcException Refuse(ServerCallContext context, StatusCode code, string detail)
+    {
+        _counters.OnProtocolError();
+        RelayLog.HandshakeRefused(_logger, context.Peer, detail);
+        return new RpcException(new Status(code, detail));
     }
 
     private void Handle(AgentSession session, AgentMessage message)
@@ -196,19 +268,22 @@ internal sealed class TunnelService
                 }
                 else
                 {
-                    RelayLog.BindRefused(_logger, session.Id, SessionRegistry.Truncate(message.Bind.Name), result.Status.ToString(), result.Message);
+                    RelayLog.BindRefused(_logger, session.Id, SafeText.Clean(message.Bind.Name, SafeText.MaxIdLength), result.Status.ToString(), result.Message);
                 }
 
                 session.Send(new RelayMessage { BindResult = result });
                 break;
             case AgentMessage.KindOneofCase.Unbind:
-                var name = _registry.Unbind(session, message.Unbind.BindId);
+                var bindId = message.Unbind.BindId;
+                var name = _registry.Unbind(session, bindId);
                 if (name is not null)
                 {
                     RelayLog.Unbound(_logger, session.Id, name);
                 }
 
-                session.Send(new RelayMessage { UnbindResult = new UnbindResult { BindId = message.Unbind.BindId, Found = name is not null } });
+                // Bind ids are at most 64 characters (Bind refuses longer ones), so a longer one is unknown: it is
+                // answered without being echoed.
+                session.Send(new RelayMessage { UnbindResult = new UnbindResult { BindId = bindId.Length <= SafeText.MaxIdLength ? bindId : "", Found = name is not null } });
                 break;
             case AgentMessage.KindOneofCase.Heartbeat:
                 session.Send(new RelayMessage { HeartbeatAck = new HeartbeatAck { Sequence = message.Heartbeat.Sequence } });
@@ -224,6 +299,7 @@ internal sealed class TunnelService
                 break;
             default:
                 var detail = message.KindCase == AgentMessage.KindOneofCase.Hello ? "Hello sent twice" : "a message this relay does not understand";
+                _counters.OnProtocolError();
                 RelayLog.ProtocolError(_logger, session.Id, detail);
                 session.Send(new RelayMessage { Error = new Error { Code = ErrorCode.Protocol, Message = detail } });
                 break;
@@ -237,6 +313,7 @@ internal sealed class TunnelService
             await foreach (var message in session.Outgoing.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
                 await responseStream.WriteAsync(message, cancellationToken).ConfigureAwait(false);
+                session.OnSent(message);
             }
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
@@ -252,25 +329,37 @@ internal sealed class TunnelService
 
     public async Task Stream(IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
     {
+        var http = context.GetHttpContext();
         var token = Authenticate(context);
         var sessionId = context.RequestHeaders.GetValue(WireNames.SessionIdHeader) ?? "";
         if (!_registry.TryGetSession(sessionId, out var session) || session.Token.Name != token.Name)
         {
             _counters.OnUnknownStream();
-            RelayLog.UnknownStream(_logger, SessionRegistry.Truncate(sessionId), SessionRegistry.Truncate(context.RequestHeaders.GetValue(WireNames.StreamIdHeader) ?? ""));
+            RelayLog.UnknownStream(_logger, SafeText.Clean(sessionId, SafeText.MaxIdLength), SafeText.Clean(context.RequestHeaders.GetValue(WireNames.StreamIdHeader), SafeText.MaxIdLength));
             throw new RpcException(new Status(StatusCode.NotFound, "unknown session for this authtoken"));
         }
 
+        if (session.ConnectionId.Length > 0 && session.ConnectionId != http.Connection.Id)
+        {
+            // A session's streams share its one HTTP/2 connection, whose flow-control windows bound what the session
+            // can make the relay buffer; streams on other connections would multiply that.
+            _counters.OnUnknownStream();
+            RelayLog.UnknownStream(_logger, session.Id, "(a stream on another connection than the session's)");
+            throw new RpcException(new Status(StatusCode.NotFound, "a session's data streams must use the connection of its control stream"));
+        }
+
         PendingStream pending;
+        IAsyncStreamReader<DataFrame> reader = requestStream;
         if (context.RequestHeaders.GetValue(WireNames.ParkedHeader) == "1")
         {
-            var paired = await WaitParkedAsync(session, context).ConfigureAwait(false);
+            var paired = await WaitParkedAsync(session, requestStream, context).ConfigureAwait(false);
             if (paired is null)
             {
                 return;
             }
 
-            pending = paired;
+            (pending, reader) = paired.Value;
+            MarkProductive(http);
             pending.Refusal = new CancellationTokenSource();
             session.PairedParked[pending.Id] = pending;
             try
@@ -283,8 +372,11 @@ internal sealed class TunnelService
             catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
             {
                 // The parked call died as it was paired: the public client must not be left waiting.
+                session.PairedParked.TryRemove(pending.Id, out _);
+                pending.Refusal.Dispose();
+                (reader as PrefetchedReader)?.Dispose();
                 _counters.OnRefused(RefusalReason.AgentRefused);
-                SocketIo.Reset(pending.Client);
+                pending.Client.Reset();
                 return;
             }
         }
@@ -293,46 +385,84 @@ internal sealed class TunnelService
             var streamId = context.RequestHeaders.GetValue(WireNames.StreamIdHeader) ?? "";
             pending = _router.Claim(session, streamId)
                 ?? throw new RpcException(new Status(StatusCode.NotFound, "unknown, expired or already used stream id"));
+            MarkProductive(http);
         }
 
         try
         {
-            await BridgeAsync(session, pending, requestStream, responseStream, context).ConfigureAwait(false);
+            await BridgeAsync(session, pending, reader, responseStream, context).ConfigureAwait(false);
         }
         finally
         {
             session.PairedParked.TryRemove(pending.Id, out _);
             pending.Refusal?.Dispose();
+            (reader as PrefetchedReader)?.Dispose();
         }
     }
 
-    /// <summary>Holds a parked stream until a public connection is paired with it; null when it never is.</summary>
-    private async Task<PendingStream?> WaitParkedAsync(AgentSession session, ServerCallContext context)
+    /// <summary>
+    /// Holds a parked stream until a public connection is paired with it; null when it never is (the call ended, the
+    /// session released it, or its lifetime ran out). Reads the call meanwhile: an agent has nothing to send before
+    /// its stream is paired, so data there ends the call (it could otherwise fill the stream's receive window, and
+    /// the relay's memory, on every parked stream). The read in flight is handed to the bridge with the pairing.
+    /// </summary>
+    private async Task<(PendingStream Pending, IAsyncStreamReader<DataFrame> Reader)?> WaitParkedAsync(AgentSession session, IAsyncStreamReader<DataFrame> requestStream, ServerCallContext context)
     {
         var parked = session.TryPark(_options.Limits.MaxParkedStreamsPerSession)
             ?? throw new RpcException(new Status(StatusCode.ResourceExhausted, "the session parks the maximum number of streams (MaxParkedStreamsPerSession)"));
-        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
+        using var lifetime = new CancellationTokenSource(_options.Limits.ParkedStreamLifetime, _timeProvider);
+        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime, lifetime.Token);
+        var reader = new PrefetchedReader(requestStream, context.CancellationToken);
+        var pairing = parked.Pairing.WaitAsync(waiting.Token);
         try
         {
-            return await parked.Pairing.WaitAsync(waiting.Token).ConfigureAwait(false);
+            await Task.WhenAny(pairing, reader.Prefetch).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
-            if (parked.TryEnd())
-            {
-                return null;
-            }
-
-            // Paired at the very moment the call ended: the connection is ours to close.
-            var orphan = await parked.Pairing.ConfigureAwait(false);
-            if (orphan is not null)
-            {
-                _counters.OnRefused(RefusalReason.AgentRefused);
-                SocketIo.Reset(orphan.Client);
-            }
-
-            return null;
+            // Inspected below.
         }
+
+        if (pairing.IsCompletedSuccessfully && pairing.Result is { } pending)
+        {
+            return (pending, reader);
+        }
+
+        if (!session.TryUnpark(parked))
+        {
+            // Paired at the very moment the wait ended: the connection is ours to carry (or to fail with the call).
+            if (await parked.Pairing.ConfigureAwait(false) is { } orphan)
+            {
+                return (orphan, reader);
+            }
+        }
+
+        reader.Dispose();
+        bool sentData;
+        try
+        {
+            sentData = reader.Prefetch.IsCompleted && await reader.Prefetch.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        {
+            sentData = false;
+        }
+
+        if (sentData)
+        {
+            requestStream.Current.Release();
+            _counters.OnProtocolError();
+            RelayLog.ProtocolError(_logger, session.Id, "data on a parked stream before it was paired; ending that stream");
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "a parked stream carries nothing until the relay pairs it with a connection"));
+        }
+
+        if (!context.CancellationToken.IsCancellationRequested)
+        {
+            // Released by the relay (session ending, lifetime): a normal end, not a wasted call.
+            MarkProductive(context.GetHttpContext());
+        }
+
+        return null;
     }
 
     private async Task BridgeAsync(AgentSession session, PendingStream pending, IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
@@ -352,6 +482,7 @@ internal sealed class TunnelService
                 _options.Limits.MaxFrameSize,
                 n => { bytesIn += n; _counters.OnBytesFromClient(n); },
                 n => { bytesOut += n; _counters.OnBytesToClient(n); },
+                _timeProvider,
                 lifetime.Token).ConfigureAwait(false);
         }
         finally
@@ -365,6 +496,9 @@ internal sealed class TunnelService
         {
             case ClientBridgeOutcome.ClientFailed:
                 throw new RpcException(new Status(StatusCode.Aborted, "the public client's connection failed"));
+            case ClientBridgeOutcome.IdleTimeout:
+                _counters.OnIdleTimeout();
+                throw new RpcException(new Status(StatusCode.DeadlineExceeded, $"the connection carried nothing for {pending.Client.Endpoint.IdleTimeout} (the cloud endpoint's IdleTimeout)"));
             case ClientBridgeOutcome.AgentFailed when !context.CancellationToken.IsCancellationRequested:
                 throw new RpcException(agentStatus is { StatusCode: not StatusCode.Cancelled } status
                     ? status
@@ -374,17 +508,25 @@ internal sealed class TunnelService
 
     private TokenIdentity Authenticate(ServerCallContext context)
     {
+        var http = context.GetHttpContext();
         var identity = _tokens.Authenticate(context.RequestHeaders.GetValue(WireNames.AuthorizationHeader), out var failure);
         if (identity is null)
         {
-            RelayLog.AuthenticationFailed(_logger, context.Peer, failure);
+            _authFailures.Record(context.Peer, failure);
             throw new RpcException(new Status(StatusCode.Unauthenticated, failure));
         }
 
+        _connections.Find(http)?.OnAuthenticated();
         return identity;
     }
 
-    private static string Truncate(string value) => SessionRegistry.Truncate(value);
+    private static void MarkProductive(HttpContext http)
+    {
+        if (http.Features.Get<CallAccounting>() is { } accounting)
+        {
+            accounting.Productive = true;
+        }
+    }
 
     private static string NewId(string prefix)
     {

@@ -12,8 +12,30 @@ namespace SiteLink.Relay.Agents;
 /// </summary>
 internal sealed class TunnelServiceMethods : IServiceMethodProvider<TunnelService>
 {
+    /// <summary>
+    /// What the Control marshaller yields for bytes that are not an AgentMessage, so the service can answer with a
+    /// clear status instead of gRPC failing the call as an internal error. Compared by reference; never sent anywhere.
+    /// </summary>
+    internal static readonly AgentMessage MalformedControlMessage = new();
+
     internal static readonly Method<AgentMessage, RelayMessage> ControlMethod = new(
-        MethodType.DuplexStreaming, WireNames.ServiceName, "Control", ProtobufMarshaller(AgentMessage.Parser), ProtobufMarshaller(RelayMessage.Parser));
+        MethodType.DuplexStreaming,
+        WireNames.ServiceName,
+        "Control",
+        new Marshaller<AgentMessage>(
+            (message, context) => Serialize(message, context),
+            context =>
+            {
+                try
+                {
+                    return AgentMessage.Parser.ParseFrom(context.PayloadAsReadOnlySequence());
+                }
+                catch (InvalidProtocolBufferException)
+                {
+                    return MalformedControlMessage;
+                }
+            }),
+        ProtobufMarshaller(RelayMessage.Parser));
 
     public void OnServiceMethodDiscovery(ServiceMethodProviderContext<TunnelService> context)
     {
@@ -23,12 +45,13 @@ internal sealed class TunnelServiceMethods : IServiceMethodProvider<TunnelServic
 
     private static Marshaller<T> ProtobufMarshaller<T>(MessageParser<T> parser)
         where T : IMessage<T> =>
-        new(
-            (message, context) =>
-            {
-                context.SetPayloadLength(message.CalculateSize());
-                message.WriteTo(context.GetBufferWriter());
-                context.Complete();
-            },
-            context => parser.ParseFrom(context.PayloadAsReadOnlySequence()));
+        new(Serialize, context => parser.ParseFrom(context.PayloadAsReadOnlySequence()));
+
+    private static void Serialize<T>(T message, SerializationContext context)
+        where T : IMessage<T>
+    {
+        context.SetPayloadLength(message.CalculateSize());
+        message.WriteTo(context.GetBufferWriter());
+        context.Complete();
+    }
 }

@@ -3,11 +3,16 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Hosting;
+using SiteLink.Relay.Security;
 using SiteLink.Relay.Sessions;
 
 namespace SiteLink.Relay.CloudEndpoints;
 
-/// <summary>A TCP cloud endpoint: a listening socket whose connections are routed to an internal endpoint.</summary>
+/// <summary>
+/// A TCP cloud endpoint: a listening socket whose connections are routed to an internal endpoint, within the
+/// endpoint's caps on connections in all and per client address.
+/// </summary>
 internal sealed class TcpCloudEndpoint : IAsyncDisposable
 {
     private readonly CloudEndpointOptions _options;
@@ -15,7 +20,10 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Socket _listener;
     private readonly CancellationTokenSource _stopping = new();
+    private readonly Dictionary<IPAddress, int> _perAddress = [];
+    private readonly Lock _gate = new();
     private Task _acceptLoop = Task.CompletedTask;
+    private int _connections;
     private int _disposed;
 
     public TcpCloudEndpoint(CloudEndpointOptions options, ConnectionRouter router, ILogger logger)
@@ -30,7 +38,16 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
             _listener.DualMode = true;
         }
 
-        _listener.Bind(endPoint);
+        try
+        {
+            _listener.Bind(endPoint);
+        }
+        catch (SocketException ex)
+        {
+            _listener.Dispose();
+            throw new RelayStartException($"Cloud endpoint '{options.Name}' cannot listen on {endPoint}: {ex.Message}", ex);
+        }
+
         LocalEndPoint = (IPEndPoint)_listener.LocalEndPoint!;
     }
 
@@ -38,6 +55,9 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
 
     /// <summary>The address actually bound (the real port when the configuration said 0).</summary>
     public IPEndPoint LocalEndPoint { get; }
+
+    /// <summary>Public connections open on this endpoint now.</summary>
+    public int Connections => Volatile.Read(ref _connections);
 
     public void Start()
     {
@@ -48,12 +68,14 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
 
     private async Task AcceptLoopAsync(CancellationToken cancellationToken)
     {
+        var failures = 0;
         while (!cancellationToken.IsCancellationRequested)
         {
             Socket client;
             try
             {
                 client = await _listener.AcceptAsync(cancellationToken).ConfigureAwait(false);
+                failures = 0;
             }
             catch (OperationCanceledException)
             {
@@ -63,20 +85,76 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
             {
                 return;
             }
-            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset or SocketError.TooManyOpenSockets)
+            catch (SocketException ex)
             {
-                // One failed accept (client gone, or out of descriptors for a moment) must not stop the endpoint.
-                RelayLog.AcceptFailed(_logger, _options.Name, ex);
-                if (ex.SocketErrorCode == SocketError.TooManyOpenSockets)
+                // No accept error stops the endpoint: a client that vanished before accept, a moment without file
+                // descriptors or buffers. Logged, and retried after a pause that grows while the errors go on.
+                RelayLog.AcceptFailed(_logger, _options.Name, $"{ex.SocketErrorCode}: {ex.Message}");
+                failures++;
+                try
                 {
-                    await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(1000, 10 * failures)), cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
                 }
 
                 continue;
             }
 
-            client.NoDelay = true;
-            _router.Offer(_options, client);
+            Admit(client);
+        }
+    }
+
+    private void Admit(Socket socket)
+    {
+        var address = ClientAddress.KeyOf(socket.RemoteEndPoint);
+        RefusalReason? refusal = null;
+        lock (_gate)
+        {
+            _perAddress.TryGetValue(address, out var fromAddress);
+            if (_connections >= _options.MaxConnections)
+            {
+                refusal = RefusalReason.EndpointLimit;
+            }
+            else if (fromAddress >= _options.MaxConnectionsPerClientIp)
+            {
+                refusal = RefusalReason.ClientIpLimit;
+            }
+            else
+            {
+                _perAddress[address] = fromAddress + 1;
+                _connections++;
+            }
+        }
+
+        if (refusal is { } reason)
+        {
+            _router.Refuse(new PublicConnection(socket, _options), reason, reason == RefusalReason.EndpointLimit
+                ? $"the endpoint carries {_options.MaxConnections} connections (limit MaxConnections)"
+                : $"{address} has {_options.MaxConnectionsPerClientIp} connections open here (limit MaxConnectionsPerClientIp)");
+            return;
+        }
+
+        socket.NoDelay = true;
+        _router.Offer(new PublicConnection(socket, _options, () => Release(address)));
+    }
+
+    private void Release(IPAddress address)
+    {
+        lock (_gate)
+        {
+            _connections--;
+            var count = _perAddress[address] - 1;
+            if (count == 0)
+            {
+                _perAddress.Remove(address);
+            }
+            else
+            {
+                _perAddress[address] = count;
+            }
         }
     }
 

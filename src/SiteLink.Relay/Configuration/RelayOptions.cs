@@ -12,8 +12,11 @@ public sealed class RelayOptions
     /// <summary>The region or point of presence reported to agents. Default: empty.</summary>
     public string Region { get; set; } = "";
 
-    /// <summary>Where agents connect, as <c>ip:port</c>. Port 0 picks a free port. Default: <c>0.0.0.0:8443</c>.</summary>
-    public string AgentListen { get; set; } = "0.0.0.0:8443";
+    /// <summary>
+    /// Where agents connect, as <c>ip:port</c>. Port 0 picks a free port. Default: <c>127.0.0.1:8443</c> (loopback: a
+    /// relay is reachable from the network only when its configuration says so, e.g. <c>0.0.0.0:443</c>).
+    /// </summary>
+    public string AgentListen { get; set; } = "127.0.0.1:8443";
 
     /// <summary>TLS for the agent port.</summary>
     public RelayTlsOptions Tls { get; set; } = new();
@@ -32,6 +35,48 @@ public sealed class RelayOptions
     /// (and cloud endpoints stopped accepting). Default: 30 seconds.
     /// </summary>
     public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// A copy to keep for the relay's lifetime: tokens by their SHA-256 only, no certificate password. The secrets
+    /// themselves are needed once, at start, and are not kept in memory after it.
+    /// </summary>
+    internal RelayOptions WithoutSecrets()
+    {
+        var copy = new RelayOptions
+        {
+            RelayId = RelayId,
+            Region = Region,
+            AgentListen = AgentListen,
+            Tls = new RelayTlsOptions
+            {
+                Disabled = Tls.Disabled,
+                CertificatePath = Tls.CertificatePath,
+                KeyPath = Tls.KeyPath,
+                DevelopmentCertificatePath = Tls.DevelopmentCertificatePath,
+                AllowDevelopmentCertificateOnNetwork = Tls.AllowDevelopmentCertificateOnNetwork,
+                AllowPlaintextOnNetwork = Tls.AllowPlaintextOnNetwork,
+            },
+            Limits = Limits,
+            DrainTimeout = DrainTimeout,
+        };
+        foreach (var token in Tokens)
+        {
+            var hashed = new AuthTokenOptions { Name = token.Name, Sha256 = Security.AuthTokenStore.SecretHashOf(token), Tenant = token.Tenant };
+            foreach (var pattern in token.Allow)
+            {
+                hashed.Allow.Add(pattern);
+            }
+
+            copy.Tokens.Add(hashed);
+        }
+
+        foreach (var endpoint in CloudEndpoints)
+        {
+            copy.CloudEndpoints.Add(endpoint);
+        }
+
+        return copy;
+    }
 }
 
 /// <summary>TLS settings of the agent port.</summary>
@@ -53,10 +98,24 @@ public sealed class RelayTlsOptions
     public string? CertificatePassword { get; set; }
 
     /// <summary>
-    /// Where the generated development certificate is kept, so its fingerprint stays the same across restarts.
-    /// Default: none, meaning a new certificate every start.
+    /// Where the generated development certificate is kept, so its fingerprint stays the same across restarts. The file
+    /// is created readable by its owner only (and refused when group or others may read it); it is encrypted with
+    /// <see cref="CertificatePassword"/> when one is given. Default: none, meaning a new certificate every start.
     /// </summary>
     public string? DevelopmentCertificatePath { get; set; }
+
+    /// <summary>
+    /// Serve the generated development certificate on an address other than loopback. Agents can still trust it
+    /// safely by pinning its SHA-256, but nothing else does; the relay logs a warning at start. Default:
+    /// <see langword="false"/>: without <see cref="CertificatePath"/> the relay listens on loopback only.
+    /// </summary>
+    public bool AllowDevelopmentCertificateOnNetwork { get; set; }
+
+    /// <summary>
+    /// With <see cref="Disabled"/>, serve plain HTTP/2 on an address other than loopback: authtokens and every
+    /// tunnelled byte cross the network unencrypted. The relay logs a warning at start. Default: <see langword="false"/>.
+    /// </summary>
+    public bool AllowPlaintextOnNetwork { get; set; }
 }
 
 /// <summary>An authtoken: who presents it (tenant) and which internal endpoint names it may bind.</summary>
@@ -95,22 +154,84 @@ public sealed class CloudEndpointOptions
 
     /// <summary>The internal endpoint name an agent of <see cref="Tenant"/> binds. Required.</summary>
     public string Endpoint { get; set; } = "";
+
+    /// <summary>Public connections this endpoint carries at once; more are refused (reset) and counted. Default: 1024.</summary>
+    public int MaxConnections { get; set; } = 1024;
+
+    /// <summary>
+    /// Public connections one client address carries at once on this endpoint (IPv6 clients are counted per /64, the
+    /// block one host usually holds). More are refused (reset) and counted. Default: 256.
+    /// </summary>
+    public int MaxConnectionsPerClientIp { get; set; } = 256;
+
+    /// <summary>
+    /// A tunnelled connection that carries no byte in either direction for this long is closed (the public client gets
+    /// a FIN, the agent's stream ends with <c>DEADLINE_EXCEEDED</c>). <see cref="Timeout.InfiniteTimeSpan"/> turns it
+    /// off. Default: 10 minutes.
+    /// </summary>
+    public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(10);
 }
 
-/// <summary>Limits with their defaults. Each refusal says which limit was hit.</summary>
+/// <summary>
+/// Limits with their defaults. Each refusal says which limit was hit; docs/architecture.md gives the worst-case memory
+/// they allow per session, per token and per unauthenticated connection.
+/// </summary>
 public sealed class RelayLimits
 {
-    /// <summary>Concurrent sessions one token may hold. Default: 16.</summary>
+    /// <summary>
+    /// Concurrent sessions one token may hold. The same number of the token's control streams may be waiting for their
+    /// Hello besides. Default: 16.
+    /// </summary>
     public int MaxSessionsPerToken { get; set; } = 16;
 
     /// <summary>Endpoints one session may bind. Default: 256.</summary>
     public int MaxBindsPerSession { get; set; } = 256;
 
-    /// <summary>Tunnelled connections one session may carry at once. Default: 16384.</summary>
-    public int MaxConcurrentStreamsPerSession { get; set; } = 16384;
+    /// <summary>Tunnelled connections one session may carry at once. Default: 1024.</summary>
+    public int MaxConcurrentStreamsPerSession { get; set; } = 1024;
 
-    /// <summary>Connections offered to a session that it has not yet opened or refused. Default: 1024.</summary>
-    public int MaxPendingStreamsPerSession { get; set; } = 1024;
+    /// <summary>Connections offered to a session that it has not yet opened or refused. Default: 256.</summary>
+    public int MaxPendingStreamsPerSession { get; set; } = 256;
+
+    /// <summary>
+    /// Control messages queued for one agent and not yet taken by its connection (an agent that stops reading fills
+    /// it). A session whose queue is full is ended. Default: 4096.
+    /// </summary>
+    public int MaxControlQueueMessages { get; set; } = 4096;
+
+    /// <summary>The same queue's limit in bytes. Default: 1 MiB.</summary>
+    public int MaxControlQueueBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>
+    /// How long a parked data stream may wait for a connection before the relay releases it (the agent parks a new one).
+    /// Default: 5 minutes.
+    /// </summary>
+    public TimeSpan ParkedStreamLifetime { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>HTTP/2 connections the agent port holds at once, from anyone. Default: 20000.</summary>
+    public int MaxAgentConnections { get; set; } = 20000;
+
+    /// <summary>
+    /// HTTP/2 connections one client address holds on the agent port at once (IPv6 per /64); more are closed at once.
+    /// Default: 128.
+    /// </summary>
+    public int MaxAgentConnectionsPerIp { get; set; } = 128;
+
+    /// <summary>Control streams from one client address that have authenticated but not yet said Hello. Default: 32.</summary>
+    public int MaxPendingHellosPerIp { get; set; } = 32;
+
+    /// <summary>
+    /// How long a new agent-port connection may take (TLS handshake included) to make its first authenticated call;
+    /// then it is closed. Default: 10 seconds.
+    /// </summary>
+    public TimeSpan PreAuthenticationTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Calls one agent-port connection may waste in a burst — failed authentication, refused or unknown calls, streams
+    /// the client resets before they did anything (HTTP/2 rapid reset) — before the connection is closed. The budget
+    /// refills at a tenth of this per second. Default: 200.
+    /// </summary>
+    public int MaxFailedCallsPerConnection { get; set; } = 200;
 
     /// <summary>
     /// Idle Stream calls one session may park at the relay, so that a new public connection is paired at once instead

@@ -17,13 +17,18 @@ public static class RelayOptionsValidator
             errors.Add("Relay:RelayId must not be empty.");
         }
 
-        if (!TryParseEndPoint(options.AgentListen, out _))
+        var onLoopback = true;
+        if (!TryParseEndPoint(options.AgentListen, out var agentListen))
         {
             errors.Add($"Relay:AgentListen '{options.AgentListen}' is not an ip:port address.");
         }
+        else
+        {
+            onLoopback = IPAddress.IsLoopback(agentListen.Address);
+        }
 
-        ValidateTls(options.Tls, errors);
-        ValidateTokens(options.Tokens, errors);
+        ValidateTls(options.Tls, onLoopback, options.AgentListen, errors);
+        ValidateTokens(options.Tokens, onLoopback, errors);
         ValidateCloudEndpoints(options, errors);
         ValidateLimits(options.Limits, errors);
         if (options.DrainTimeout < TimeSpan.Zero)
@@ -67,11 +72,36 @@ public static class RelayOptionsValidator
         return true;
     }
 
-    private static void ValidateTls(RelayTlsOptions tls, List<string> errors)
+    /// <summary>Weak plaintext tokens of <paramref name="tokens"/> and why (accepted on loopback only, with a warning).</summary>
+    public static IEnumerable<(string Name, string Why)> WeakTokens(IEnumerable<AuthTokenOptions> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        foreach (var token in tokens)
+        {
+            if (token.Token is { Length: >= MinimumTokenLength } secret && TokenStrength.Weakness(secret) is { } why)
+            {
+                yield return (token.Name, why);
+            }
+        }
+    }
+
+    private const int MinimumTokenLength = 16;
+
+    private static void ValidateTls(RelayTlsOptions tls, bool onLoopback, string agentListen, List<string> errors)
     {
         if (tls.Disabled && tls.CertificatePath is not null)
         {
             errors.Add("Relay:Tls: CertificatePath is set but Disabled is true; choose one.");
+        }
+
+        if (!onLoopback && tls.Disabled && !tls.AllowPlaintextOnNetwork)
+        {
+            errors.Add($"Relay:Tls:Disabled serves agents without TLS, so authtokens would cross the network in clear text, and Relay:AgentListen '{agentListen}' is not a loopback address. Configure Relay:Tls:CertificatePath, listen on 127.0.0.1, or set Relay:Tls:AllowPlaintextOnNetwork to do it anyway.");
+        }
+
+        if (!onLoopback && !tls.Disabled && tls.CertificatePath is null && !tls.AllowDevelopmentCertificateOnNetwork)
+        {
+            errors.Add($"Relay:AgentListen '{agentListen}' is not a loopback address but no certificate is configured: set Relay:Tls:CertificatePath (PKCS#12, or PEM with KeyPath), or set Relay:Tls:AllowDevelopmentCertificateOnNetwork to serve the generated self-signed certificate (agents must then pin its SHA-256).");
         }
 
         if (tls.CertificatePath is not null && !File.Exists(tls.CertificatePath))
@@ -85,7 +115,8 @@ public static class RelayOptionsValidator
         }
     }
 
-    private static void ValidateTokens(IList<AuthTokenOptions> tokens, List<string> errors)
+    /// <summary>Checks the token list alone (also used when it is reloaded while the relay runs).</summary>
+    internal static void ValidateTokens(IList<AuthTokenOptions> tokens, bool onLoopback, List<string> errors)
     {
         if (tokens.Count == 0)
         {
@@ -118,9 +149,13 @@ public static class RelayOptionsValidator
             {
                 errors.Add($"{where}:Sha256 of {label} must be 64 hexadecimal digits.");
             }
-            else if (hasSecret && token.Token!.Length < 16)
+            else if (hasSecret && token.Token!.Length < MinimumTokenLength)
             {
                 errors.Add($"{where}:Token of {label} is too short (at least 16 characters).");
+            }
+            else if (hasSecret && !onLoopback && TokenStrength.Weakness(token.Token!) is { } weakness)
+            {
+                errors.Add($"{where}:Token of {label} is weak: {weakness}. Agent-port addresses other than loopback need random tokens (e.g. 'openssl rand -base64 32'), or Sha256 of one.");
             }
             else
             {
@@ -195,6 +230,21 @@ public static class RelayOptionsValidator
             {
                 errors.Add($"{where}:Endpoint '{endpoint.Endpoint}' is not a valid internal endpoint name.");
             }
+
+            if (endpoint.MaxConnections < 1)
+            {
+                errors.Add($"{where}:MaxConnections must be at least 1 (was {endpoint.MaxConnections.ToString(CultureInfo.InvariantCulture)}).");
+            }
+
+            if (endpoint.MaxConnectionsPerClientIp < 1)
+            {
+                errors.Add($"{where}:MaxConnectionsPerClientIp must be at least 1 (was {endpoint.MaxConnectionsPerClientIp.ToString(CultureInfo.InvariantCulture)}).");
+            }
+
+            if (endpoint.IdleTimeout <= TimeSpan.Zero && endpoint.IdleTimeout != Timeout.InfiniteTimeSpan)
+            {
+                errors.Add($"{where}:IdleTimeout must be positive, or -00:00:00.001 (infinite) to turn it off.");
+            }
         }
     }
 
@@ -212,6 +262,30 @@ public static class RelayOptionsValidator
         Positive(nameof(limits.MaxBindsPerSession), limits.MaxBindsPerSession);
         Positive(nameof(limits.MaxConcurrentStreamsPerSession), limits.MaxConcurrentStreamsPerSession);
         Positive(nameof(limits.MaxPendingStreamsPerSession), limits.MaxPendingStreamsPerSession);
+        Positive(nameof(limits.MaxControlQueueMessages), limits.MaxControlQueueMessages);
+        Positive(nameof(limits.MaxAgentConnections), limits.MaxAgentConnections);
+        Positive(nameof(limits.MaxAgentConnectionsPerIp), limits.MaxAgentConnectionsPerIp);
+        Positive(nameof(limits.MaxPendingHellosPerIp), limits.MaxPendingHellosPerIp);
+        Positive(nameof(limits.MaxFailedCallsPerConnection), limits.MaxFailedCallsPerConnection);
+        if (limits.MaxControlQueueBytes < 64 * 1024)
+        {
+            errors.Add($"Relay:Limits:MaxControlQueueBytes must be at least 65536 (was {limits.MaxControlQueueBytes.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (limits.ParkedStreamLifetime <= TimeSpan.Zero)
+        {
+            errors.Add("Relay:Limits:ParkedStreamLifetime must be positive.");
+        }
+
+        if (limits.PreAuthenticationTimeout <= TimeSpan.Zero)
+        {
+            errors.Add("Relay:Limits:PreAuthenticationTimeout must be positive.");
+        }
+
+        if ((long)limits.MaxConcurrentStreamsPerSession + limits.MaxPendingStreamsPerSession + limits.MaxParkedStreamsPerSession > 100_000)
+        {
+            errors.Add("Relay:Limits: MaxConcurrentStreamsPerSession + MaxPendingStreamsPerSession + MaxParkedStreamsPerSession must not exceed 100000 (the HTTP/2 streams one agent connection may open).");
+        }
         if (limits.MaxParkedStreamsPerSession < 0)
         {
             errors.Add("Relay:Limits:MaxParkedStreamsPerSession must not be negative.");

@@ -19,6 +19,12 @@ public enum RefusalReason
 
     /// <summary>The serving session ended before the agent opened the stream.</summary>
     SessionEnded,
+
+    /// <summary>The cloud endpoint carries its <c>MaxConnections</c>.</summary>
+    EndpointLimit,
+
+    /// <summary>The client's address carries the cloud endpoint's <c>MaxConnectionsPerClientIp</c>.</summary>
+    ClientIpLimit,
 }
 
 /// <summary>
@@ -47,6 +53,16 @@ public sealed class RelayCounters
     private long _sessionsTimedOut;
     private long _sessionsTakenOver;
     private long _pairedParked;
+    private long _authenticationFailures;
+    private long _protocolErrors;
+    private long _idleTimeouts;
+    private long _controlQueuePeakBytes;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _agentConnectionEvents = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _sessionEndReasons = new(StringComparer.Ordinal);
+    private readonly Counter<long> _authFailures;
+    private readonly Counter<long> _agentConnectionRefusals;
+    private readonly Counter<long> _agentConnectionClosures;
+    private readonly Counter<long> _idleClosures;
 
     /// <summary>Creates the counters and their instruments on a meter from <paramref name="meterFactory"/> (or a process-wide meter).</summary>
     public RelayCounters(IMeterFactory? meterFactory = null)
@@ -60,7 +76,35 @@ public sealed class RelayCounters
         _activeConnections = meter.CreateUpDownCounter<long>("sitelink.relay.connection.active", "{connection}", "Public connections being bridged.");
         _refusals = meter.CreateCounter<long>("sitelink.relay.connection.refusals", "{connection}", "Public connections refused, by sitelink.reason.");
         _bytes = meter.CreateCounter<long>("sitelink.relay.io", "By", "Bytes bridged; network.io.direction receive = from public clients.");
+        _authFailures = meter.CreateCounter<long>("sitelink.relay.auth.failures", "{call}", "Agent-port calls refused for a missing, unknown or revoked authtoken.");
+        _agentConnectionRefusals = meter.CreateCounter<long>("sitelink.relay.agent_connection.refusals", "{connection}", "Agent-port connections closed at accept, by sitelink.reason (connection limits).");
+        _agentConnectionClosures = meter.CreateCounter<long>("sitelink.relay.agent_connection.closures", "{connection}", "Agent-port connections the relay closed, by sitelink.reason (pre_authentication_timeout, failed_calls).");
+        _idleClosures = meter.CreateCounter<long>("sitelink.relay.connection.idle_timeouts", "{connection}", "Tunnelled connections closed after carrying nothing for the cloud endpoint's IdleTimeout.");
     }
+
+    /// <summary>Agent-port calls refused for a missing, unknown or revoked authtoken.</summary>
+    public long AuthenticationFailures => Interlocked.Read(ref _authenticationFailures);
+
+    /// <summary>Malformed or out-of-place control messages and calls received from agents.</summary>
+    public long ProtocolErrors => Interlocked.Read(ref _protocolErrors);
+
+    /// <summary>Tunnelled connections closed because nothing moved for the cloud endpoint's IdleTimeout.</summary>
+    public long IdleTimeouts => Interlocked.Read(ref _idleTimeouts);
+
+    /// <summary>The most bytes of control messages ever queued for one agent at once.</summary>
+    public long ControlQueuePeakBytes => Interlocked.Read(ref _controlQueuePeakBytes);
+
+    /// <summary>
+    /// Agent-port connections refused at accept or closed by the relay for <paramref name="reason"/>: <c>connection_limit</c>,
+    /// <c>address_limit</c>, <c>pre_authentication_timeout</c>, <c>failed_calls</c>.
+    /// </summary>
+    public long AgentConnectionEvents(string reason) => _agentConnectionEvents.TryGetValue(reason, out var count) ? count : 0;
+
+    /// <summary>
+    /// Sessions the relay ended for <paramref name="reason"/>: <c>queue_full</c>, <c>timed_out</c>, <c>taken_over</c>,
+    /// <c>revoked</c>, <c>protocol_error</c>, <c>draining</c>.
+    /// </summary>
+    public long SessionsEnded(string reason) => _sessionEndReasons.TryGetValue(reason, out var count) ? count : 0;
 
     /// <summary>Public connections paired with an agent stream.</summary>
     public long ConnectionsAccepted => Interlocked.Read(ref _accepted);
@@ -142,20 +186,68 @@ public sealed class RelayCounters
         RefusalReason.AgentRefused => "agent_refused",
         RefusalReason.PairingTimeout => "pairing_timeout",
         RefusalReason.SessionEnded => "session_ended",
+        RefusalReason.EndpointLimit => "endpoint_limit",
+        RefusalReason.ClientIpLimit => "client_ip_limit",
         _ => "other",
     };
 
     internal void OnUnknownStream() => Interlocked.Increment(ref _unknownStreamRequests);
 
-    internal void OnSessionTimedOut()
+    /// <summary>The relay ended a session; <paramref name="reason"/> is one of those <see cref="SessionsEnded"/> lists.</summary>
+    internal void OnSessionEndedBy(string reason)
     {
-        Interlocked.Increment(ref _sessionsTimedOut);
-        _sessionEnds.Add(1, new KeyValuePair<string, object?>("sitelink.reason", "timed_out"));
+        switch (reason)
+        {
+            case "timed_out":
+                Interlocked.Increment(ref _sessionsTimedOut);
+                break;
+            case "taken_over":
+                Interlocked.Increment(ref _sessionsTakenOver);
+                break;
+        }
+
+        _sessionEndReasons.AddOrUpdate(reason, 1, (_, count) => count + 1);
+        _sessionEnds.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));
     }
 
-    internal void OnSessionTakenOver()
+    internal void OnAuthenticationFailed()
     {
-        Interlocked.Increment(ref _sessionsTakenOver);
-        _sessionEnds.Add(1, new KeyValuePair<string, object?>("sitelink.reason", "taken_over"));
+        Interlocked.Increment(ref _authenticationFailures);
+        _authFailures.Add(1);
+    }
+
+    internal void OnProtocolError() => Interlocked.Increment(ref _protocolErrors);
+
+    internal void OnIdleTimeout()
+    {
+        Interlocked.Increment(ref _idleTimeouts);
+        _idleClosures.Add(1);
+    }
+
+    internal void OnControlQueued(long bytes)
+    {
+        var peak = Interlocked.Read(ref _controlQueuePeakBytes);
+        while (bytes > peak)
+        {
+            var seen = Interlocked.CompareExchange(ref _controlQueuePeakBytes, bytes, peak);
+            if (seen == peak)
+            {
+                return;
+            }
+
+            peak = seen;
+        }
+    }
+
+    internal void OnAgentConnectionRefused(string reason)
+    {
+        _agentConnectionEvents.AddOrUpdate(reason, 1, (_, count) => count + 1);
+        _agentConnectionRefusals.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));
+    }
+
+    internal void OnAgentConnectionClosed(string reason)
+    {
+        _agentConnectionEvents.AddOrUpdate(reason, 1, (_, count) => count + 1);
+        _agentConnectionClosures.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));
     }
 }

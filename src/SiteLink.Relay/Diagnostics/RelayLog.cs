@@ -14,8 +14,23 @@ internal static partial class RelayLog
     [LoggerMessage(3, LogLevel.Information, "TLS certificate SHA-256 (pin this in agents): {Sha256}")]
     public static partial void CertificateFingerprint(ILogger logger, string sha256);
 
-    [LoggerMessage(10, LogLevel.Warning, "Refused call from {Peer}: {Reason}.")]
-    public static partial void AuthenticationFailed(ILogger logger, string peer, string reason);
+    [LoggerMessage(4, LogLevel.Information, "Agent port TLS certificate: {Certificate}.")]
+    public static partial void CertificateServed(ILogger logger, string certificate);
+
+    [LoggerMessage(5, LogLevel.Warning, "UNSAFE: {What} on {Address}, which is not a loopback address, because {Setting} is set. {Consequence}")]
+    public static partial void UnsafeOnNetwork(ILogger logger, string what, string address, string setting, string consequence);
+
+    [LoggerMessage(6, LogLevel.Warning, "Token '{TokenName}' is weak ({Why}); accepted only because the agent port is on loopback. Generate one with: openssl rand -base64 32")]
+    public static partial void WeakToken(ILogger logger, string tokenName, string why);
+
+    [LoggerMessage(7, LogLevel.Information, "Authtokens reloaded from configuration: {Count} token(s); {Ended} session(s) of removed or changed tokens ended.")]
+    public static partial void TokensReloaded(ILogger logger, int count, int ended);
+
+    [LoggerMessage(8, LogLevel.Error, "The changed authtoken configuration is invalid and was not applied; the relay keeps the tokens it had. {Problems}")]
+    public static partial void TokensReloadRejected(ILogger logger, string problems);
+
+    [LoggerMessage(10, LogLevel.Warning, "Refused call from {Peer}: {Reason}. ({Suppressed} more refused since the last such message.)")]
+    public static partial void AuthenticationFailed(ILogger logger, string peer, string reason, long suppressed);
 
     [LoggerMessage(11, LogLevel.Information, "Session {SessionId} started for token '{TokenName}' (tenant {Tenant}) from {Peer}, agent {ClientId} SDK {SdkVersion}.")]
     public static partial void SessionStarted(ILogger logger, string sessionId, string tokenName, string tenant, string peer, string clientId, string sdkVersion);
@@ -47,8 +62,17 @@ internal static partial class RelayLog
     [LoggerMessage(22, LogLevel.Information, "Session {SessionId} unbound '{Endpoint}'.")]
     public static partial void Unbound(ILogger logger, string sessionId, string endpoint);
 
-    [LoggerMessage(30, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}': refused connection from {Client}: {Reason}.")]
-    public static partial void ConnectionRefused(ILogger logger, string cloudEndpoint, string client, string reason);
+    [LoggerMessage(18, LogLevel.Warning, "Agent port: refused the connection of {Peer}: {Reason}. ({Suppressed} more refused since the last such message.)")]
+    public static partial void AgentConnectionRefused(ILogger logger, string peer, string reason, long suppressed);
+
+    [LoggerMessage(19, LogLevel.Warning, "Agent port: closed the connection of {Peer}: {Reason}. ({Suppressed} more closed since the last such message.)")]
+    public static partial void AgentConnectionClosed(ILogger logger, string peer, string reason, long suppressed);
+
+    [LoggerMessage(23, LogLevel.Warning, "Refused control stream from {Peer}: {Reason}.")]
+    public static partial void HandshakeRefused(ILogger logger, string peer, string reason);
+
+    [LoggerMessage(30, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}': refused connection from {Client}: {Reason}. ({Suppressed} more refused since the last such message.)")]
+    public static partial void ConnectionRefused(ILogger logger, string cloudEndpoint, string client, string reason, long suppressed);
 
     [LoggerMessage(31, LogLevel.Debug, "Cloud endpoint '{CloudEndpoint}': connection {StreamId} from {Client} offered to session {SessionId}.")]
     public static partial void ConnectionOffered(ILogger logger, string cloudEndpoint, string streamId, string client, string sessionId);
@@ -62,6 +86,6 @@ internal static partial class RelayLog
     [LoggerMessage(34, LogLevel.Warning, "Session {SessionId}: protocol error: {Detail}.")]
     public static partial void ProtocolError(ILogger logger, string sessionId, string detail);
 
-    [LoggerMessage(35, LogLevel.Error, "Cloud endpoint '{CloudEndpoint}': accept loop failed.")]
-    public static partial void AcceptFailed(ILogger logger, string cloudEndpoint, Exception exception);
+    [LoggerMessage(35, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}': accepting a connection failed ({Error}); still accepting.")]
+    public static partial void AcceptFailed(ILogger logger, string cloudEndpoint, string error);
 }

@@ -30,15 +30,25 @@ public static class RelayApplication
         RelayOptionsValidator.ThrowIfInvalid(options);
         var certificate = RelayCertificate.Load(options.Tls);
         var agentEndPoint = RelayOptionsValidator.ParseEndPoint(options.AgentListen);
+        var weakTokens = RelayOptionsValidator.WeakTokens(options.Tokens).ToArray();
+        var limits = options.Limits;
 
+        // Secrets are used here, once: the relay keeps hashes only.
+        var tokens = new AuthTokenStore(options.Tokens);
+        options = options.WithoutSecrets();
         builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(new RelayStartupFacts(certificate, weakTokens));
+        builder.Services.AddHostedService<RelayStartupReport>();
         builder.Services.AddSingleton(TimeProvider.System);
         // Hosting's per-request diagnostics mean an Activity and a log scope for every data stream (one per tunnelled
         // connection, for its whole life) to log a "request started/finished" pair no relay operator reads; the relay
         // logs connections itself. Listeners of the Microsoft.AspNetCore activity source still get their activities.
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
-        builder.Services.AddSingleton(new AuthTokenStore(options.Tokens));
+        builder.Services.AddSingleton(tokens);
+        builder.Services.AddHostedService<TokenReloader>();
         builder.Services.AddSingleton<RelayCounters>();
+        builder.Services.AddSingleton<AgentConnections>();
+        builder.Services.AddSingleton<AuthFailureLog>();
         builder.Services.AddSingleton<SessionRegistry>();
         builder.Services.AddSingleton<ConnectionRouter>();
         builder.Services.AddSingleton<CloudEndpointHost>();
@@ -57,22 +67,39 @@ public static class RelayApplication
         {
             kestrel.AddServerHeader = false;
             var http2 = kestrel.Limits.Http2;
-            // Every tunnelled connection of a session is a stream on the agent's one HTTP/2 connection.
-            http2.MaxStreamsPerConnection = options.Limits.MaxConcurrentStreamsPerSession + options.Limits.MaxPendingStreamsPerSession
-                + options.Limits.MaxParkedStreamsPerSession + 16;
+            // Every tunnelled connection of a session is a stream on the agent's one HTTP/2 connection (the relay
+            // refuses a session's streams on any other): the control stream, the parked streams, the connections being
+            // opened and those being carried, and a margin. A client that opens more gets REFUSED_STREAM.
+            http2.MaxStreamsPerConnection = StreamsPerConnection(limits);
             // Kestrel's receive windows do not grow: they cap what one agent can send per round trip (8 MiB per stream,
-            // 32 MiB per connection is ~3 Gbit/s per stream at a 20 ms round trip). Memory is committed only while a
-            // bridge falls behind, and the connection window bounds the total per agent.
-            http2.InitialStreamWindowSize = 8 * 1024 * 1024;
-            http2.InitialConnectionWindowSize = 32 * 1024 * 1024;
+            // 32 MiB per connection is ~3 Gbit/s per stream at a 20 ms round trip). They also cap what an agent can
+            // make the relay hold unread: at most the connection window per agent connection (docs/architecture.md).
+            http2.InitialStreamWindowSize = StreamWindow;
+            http2.InitialConnectionWindowSize = ConnectionWindow;
             // Larger frames from the agent: fewer frame headers and reads per byte.
             http2.MaxFrameSize = 64 * 1024;
+            // Pings find connections whose peer vanished without a FIN (a dead NAT, a pulled cable) even when no stream
+            // is open to notice it.
+            http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+            http2.KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
+            // Headers of agent calls are small; a peer has no reason to send large ones.
+            kestrel.Limits.MaxRequestHeadersTotalSize = 8 * 1024;
+            http2.MaxRequestHeaderFieldSize = 8 * 1024;
+            // A connection with no stream open closes after this (an agent always has its control stream).
+            kestrel.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(30);
             kestrel.Listen(agentEndPoint, listen =>
             {
                 listen.Protocols = HttpProtocols.Http2;
+                // First, before TLS: connection caps, and the pre-authentication deadline covers the handshake too.
+                var connections = listen.ApplicationServices.GetRequiredService<AgentConnections>();
+                listen.Use(next => context => connections.OnConnectionAsync(context, next));
                 if (certificate is not null)
                 {
-                    listen.UseHttps(certificate);
+                    listen.UseHttps(https =>
+                    {
+                        https.ServerCertificate = certificate;
+                        https.HandshakeTimeout = limits.PreAuthenticationTimeout;
+                    });
                 }
             });
         });
@@ -80,10 +107,22 @@ public static class RelayApplication
         return certificate;
     }
 
+    /// <summary>Kestrel's receive window per data stream on the agent port.</summary>
+    internal const int StreamWindow = 8 * 1024 * 1024;
+
+    /// <summary>Kestrel's receive window per agent connection: the most unread data one agent connection can leave at the relay.</summary>
+    internal const int ConnectionWindow = 32 * 1024 * 1024;
+
+    /// <summary>The HTTP/2 streams one agent connection may have open at once.</summary>
+    internal static int StreamsPerConnection(RelayLimits limits) =>
+        1 + limits.MaxConcurrentStreamsPerSession + limits.MaxPendingStreamsPerSession + limits.MaxParkedStreamsPerSession + 16;
+
     /// <summary>Maps the agent service onto the built application.</summary>
     public static void MapRelay(WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
+        var connections = app.Services.GetRequiredService<AgentConnections>();
+        app.Use((context, next) => connections.OnRequestAsync(context, next));
         app.MapGrpcService<TunnelService>();
     }
 

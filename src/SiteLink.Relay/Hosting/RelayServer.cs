@@ -58,7 +58,7 @@ public sealed class RelayServer : IAsyncDisposable
         {
             if (string.Equals(session.Token.Name, name, StringComparison.OrdinalIgnoreCase))
             {
-                session.End();
+                session.End(Sessions.SessionEnd.Revoked);
             }
         }
     }

@@ -79,7 +79,7 @@ internal sealed class RelayShutdown : IHostedLifecycleService
 
         foreach (var session in _registry.Sessions.ToArray())
         {
-            session.End();
+            session.End(SessionEnd.Draining);
         }
     }
 }

@@ -13,22 +13,61 @@ public sealed record TokenIdentity(string Name, string Tenant, EndpointAcl Acl);
 
 /// <summary>
 /// Looks up authtokens by the SHA-256 of the secret, so only hashes are kept in memory and the comparison does not
-/// depend on how much of a guessed secret is right.
+/// depend on how much of a guessed secret is right. The token list can be replaced while the relay runs.
 /// </summary>
 public sealed class AuthTokenStore
 {
     private const string BearerPrefix = "Bearer ";
-    private readonly FrozenDictionary<string, TokenIdentity> _byHash;
+    private const int MaxAuthorizationLength = 1024;
     private readonly HashSet<string> _revoked = new(StringComparer.OrdinalIgnoreCase);
     private readonly Lock _gate = new();
+    private volatile Snapshot _snapshot;
 
     /// <summary>Creates the store from configured tokens (assumed validated).</summary>
     public AuthTokenStore(IEnumerable<AuthTokenOptions> tokens)
     {
-        _byHash = tokens.ToFrozenDictionary(
-            t => SecretHashOf(t),
-            t => new TokenIdentity(t.Name, t.Tenant.ToLowerInvariant(), new EndpointAcl(t.Allow)),
-            StringComparer.Ordinal);
+        _snapshot = new Snapshot(tokens);
+    }
+
+    /// <summary>
+    /// Replaces the token list (assumed validated). Returns the names of tokens that were removed or whose secret,
+    /// tenant or allowed names changed: their sessions must end, so the agents reconnect under the new rules.
+    /// </summary>
+    public IReadOnlySet<string> Replace(IEnumerable<AuthTokenOptions> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        var next = new Snapshot(tokens);
+        lock (_gate)
+        {
+            var previous = _snapshot;
+            _snapshot = next;
+            var changed = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            foreach (var (name, (hash, identity)) in previous.ByName)
+            {
+                if (!next.ByName.TryGetValue(name, out var now)
+                    || now.Hash != hash
+                    || now.Identity.Tenant != identity.Tenant
+                    || !now.Identity.Acl.Patterns.SequenceEqual(identity.Acl.Patterns))
+                {
+                    changed.Add(name);
+                }
+            }
+
+            return changed;
+        }
+    }
+
+    /// <summary>Whether <paramref name="tokens"/> describe exactly the tokens held now.</summary>
+    public bool Holds(IEnumerable<AuthTokenOptions> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        var next = new Snapshot(tokens);
+        var now = _snapshot;
+        return next.ByName.Count == now.ByName.Count && next.ByName.All(pair =>
+            now.ByName.TryGetValue(pair.Key, out var held)
+            && held.Hash == pair.Value.Hash
+            && held.Identity.Tenant == pair.Value.Identity.Tenant
+            && held.Identity.Acl.Patterns.SequenceEqual(pair.Value.Identity.Acl.Patterns));
     }
 
     /// <summary>
@@ -49,8 +88,14 @@ public sealed class AuthTokenStore
             return null;
         }
 
+        if (authorization.Length > MaxAuthorizationLength)
+        {
+            failure = "the authtoken is not valid";
+            return null;
+        }
+
         var hash = HashToHex(authorization[BearerPrefix.Length..].Trim());
-        if (!_byHash.TryGetValue(hash, out var identity))
+        if (!_snapshot.ByHash.TryGetValue(hash, out var identity))
         {
             failure = "the authtoken is not valid";
             return null;
@@ -98,5 +143,19 @@ public sealed class AuthTokenStore
     }
 
     /// <summary>How many tokens are configured.</summary>
-    public int Count => _byHash.Count;
+    public int Count => _snapshot.ByHash.Count;
+
+    private sealed class Snapshot
+    {
+        public Snapshot(IEnumerable<AuthTokenOptions> tokens)
+        {
+            var entries = tokens.Select(t => (Hash: SecretHashOf(t), Identity: new TokenIdentity(t.Name, t.Tenant.ToLowerInvariant(), new EndpointAcl(t.Allow)))).ToArray();
+            ByHash = entries.ToFrozenDictionary(e => e.Hash, e => e.Identity, StringComparer.Ordinal);
+            ByName = entries.ToFrozenDictionary(e => e.Identity.Name, e => (e.Hash, e.Identity), StringComparer.OrdinalIgnoreCase);
+        }
+
+        public FrozenDictionary<string, TokenIdentity> ByHash { get; }
+
+        public FrozenDictionary<string, (string Hash, TokenIdentity Identity)> ByName { get; }
+    }
 }

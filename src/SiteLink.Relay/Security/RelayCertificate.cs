@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Hosting;
 
 namespace SiteLink.Relay.Security;
 
@@ -36,13 +37,25 @@ public static class RelayCertificate
         {
             if (File.Exists(kept))
             {
-                var existing = X509CertificateLoader.LoadPkcs12FromFile(kept, null);
+                CheckPrivate(kept);
+                X509Certificate2 existing;
+                try
+                {
+                    existing = X509CertificateLoader.LoadPkcs12FromFile(kept, tls.CertificatePassword);
+                }
+                catch (CryptographicException ex)
+                {
+                    throw new RelayStartException(
+                        $"The development certificate '{kept}' cannot be read ({ex.Message}); check Relay:Tls:CertificatePassword, or delete the file for a new certificate.", ex);
+                }
+
                 if (existing.NotAfter.ToUniversalTime() > DateTime.UtcNow.AddDays(7))
                 {
                     return existing;
                 }
 
                 existing.Dispose();
+                File.Delete(kept);
             }
 
             var created = CreateDevelopmentCertificate();
@@ -52,17 +65,64 @@ public static class RelayCertificate
                 Directory.CreateDirectory(directory);
             }
 
-            File.WriteAllBytes(kept, created.Export(X509ContentType.Pkcs12));
-            if (!OperatingSystem.IsWindows())
-            {
-                File.SetUnixFileMode(kept, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            }
-
+            WritePrivate(kept, Export(created, tls.CertificatePassword));
             return created;
         }
 
         return CreateDevelopmentCertificate();
     }
+
+    /// <summary>A line for the log saying which certificate the agent port serves.</summary>
+    public static string Describe(X509Certificate2 certificate, RelayTlsOptions tls)
+    {
+        ArgumentNullException.ThrowIfNull(certificate);
+        ArgumentNullException.ThrowIfNull(tls);
+        var source = tls.CertificatePath is { } path
+            ? $"'{certificate.Subject}' from {path}"
+            : tls.DevelopmentCertificatePath is { } kept
+                ? $"the self-signed development certificate kept in {kept} (agents must pin it)"
+                : "a self-signed development certificate generated at start (agents must pin it; it changes every start)";
+        return $"{source}, valid until {certificate.NotAfter.ToUniversalTime():yyyy-MM-dd}, SHA-256 {Sha256Of(certificate)}";
+    }
+
+    /// <summary>
+    /// The kept development certificate holds a private key: like an ssh host key, only its owner may read it. A file
+    /// that group or others can read or write is refused (it may have been copied or replaced), as ssh does.
+    /// </summary>
+    private static void CheckPrivate(string path)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return;
+        }
+
+        var mode = File.GetUnixFileMode(path);
+        const UnixFileMode Others = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
+            | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
+        if ((mode & Others) != 0)
+        {
+            throw new RelayStartException(
+                $"The development certificate '{path}' holds a private key but its permissions ({Convert.ToString((int)mode, 8)}) let other users read or change it; run 'chmod 600 {path}', or delete it for a new certificate.");
+        }
+    }
+
+    /// <summary>Creates the file readable and writable by its owner only from the first byte (no window with wider permissions).</summary>
+    private static void WritePrivate(string path, byte[] content)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        using var file = new FileStream(path, options);
+        file.Write(content);
+    }
+
+    private static byte[] Export(X509Certificate2 certificate, string? password) =>
+        string.IsNullOrEmpty(password)
+            ? certificate.Export(X509ContentType.Pkcs12)
+            : certificate.ExportPkcs12(new PbeParameters(PbeEncryptionAlgorithm.Aes256Cbc, HashAlgorithmName.SHA256, 100_000), password);
 
     /// <summary>
     /// A self-signed ECDSA P-256 server certificate for localhost, 127.0.0.1, ::1 and this machine's name, valid for a

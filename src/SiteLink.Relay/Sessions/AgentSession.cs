@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
+using Grpc.Core;
 using SiteLink.Protocol.V1;
+using SiteLink.Relay.Diagnostics;
 using SiteLink.Relay.Security;
 
 namespace SiteLink.Relay.Sessions;
@@ -11,21 +13,40 @@ namespace SiteLink.Relay.Sessions;
 #pragma warning disable CA1001
 internal sealed class AgentSession
 {
-    private readonly Channel<RelayMessage> _outbox = Channel.CreateUnbounded<RelayMessage>(new UnboundedChannelOptions { SingleReader = true });
+    /// <summary>The control queue's limits when none are given (the relay's defaults).</summary>
+    public const int DefaultQueueMessages = 4096;
+
+    /// <inheritdoc cref="DefaultQueueMessages"/>
+    public const int DefaultQueueBytes = 1024 * 1024;
+
+    private readonly Channel<RelayMessage> _outbox;
     private readonly CancellationTokenSource _lifetime = new();
 #pragma warning restore CA1001
-    private readonly ConcurrentQueue<ParkedStream> _parked = new();
-    private int _parkedCount;
+    private readonly int _maxQueueBytes;
+    private readonly RelayCounters? _counters;
+    private readonly LinkedList<ParkedStream> _parked = new();
+    private readonly Lock _parkGate = new();
+    private long _queuedBytes;
     private int _activeStreams;
     private int _goodbye;
+    private SessionEnd? _end;
 
-    public AgentSession(string id, TokenIdentity token, string clientId, string peer, string sdkVersion)
+    public AgentSession(string id, TokenIdentity token, string clientId, string peer, string sdkVersion, string connectionId = "", int maxQueueMessages = DefaultQueueMessages, int maxQueueBytes = DefaultQueueBytes, RelayCounters? counters = null)
     {
         Id = id;
         Token = token;
         ClientId = clientId;
         Peer = peer;
         SdkVersion = sdkVersion;
+        ConnectionId = connectionId;
+        _maxQueueBytes = maxQueueBytes;
+        _counters = counters;
+        // Bounded in messages here and in bytes by Send: an agent that stops reading cannot grow the relay's memory.
+        _outbox = Channel.CreateBounded<RelayMessage>(new BoundedChannelOptions(maxQueueMessages)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
     }
 
     public string Id { get; }
@@ -38,6 +59,9 @@ internal sealed class AgentSession
 
     public string SdkVersion { get; }
 
+    /// <summary>The HTTP/2 connection the control stream came on; the session's data streams must come on it too.</summary>
+    public string ConnectionId { get; }
+
     /// <summary>Bind id → endpoint name (lower case). Guarded by the registry's lock.</summary>
     public Dictionary<string, string> Binds { get; } = new(StringComparer.Ordinal);
 
@@ -49,7 +73,22 @@ internal sealed class AgentSession
     public int ActiveStreams => Volatile.Read(ref _activeStreams);
 
     /// <summary>Streams the agent has parked here and that wait for a connection.</summary>
-    public int ParkedCount => Volatile.Read(ref _parkedCount);
+    public int ParkedCount
+    {
+        get
+        {
+            lock (_parkGate)
+            {
+                return _parked.Count;
+            }
+        }
+    }
+
+    /// <summary>Bytes of control messages queued for the agent and not yet written to its connection.</summary>
+    public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+
+    /// <summary>Control messages queued for the agent and not yet written to its connection.</summary>
+    public int QueuedMessages => _outbox.Reader.Count;
 
     /// <summary>The agent said Goodbye: it is draining and gets no new connections.</summary>
     public bool IsLeaving => Volatile.Read(ref _goodbye) != 0;
@@ -57,9 +96,36 @@ internal sealed class AgentSession
     /// <summary>Signalled when the session ends; every bridge of the session is linked to it.</summary>
     public CancellationToken Lifetime => _lifetime.Token;
 
+    /// <summary>Why the relay ended the session (null while it lives, or when the agent ended it).</summary>
+    public SessionEnd? Ending => Volatile.Read(ref _end);
+
     public ChannelReader<RelayMessage> Outgoing => _outbox.Reader;
 
-    public bool Send(RelayMessage message) => _outbox.Writer.TryWrite(message);
+    /// <summary>
+    /// Queues a message for the agent. When the queue is full (the agent does not read its control stream) the session
+    /// is ended with <see cref="SessionEnd.QueueFull"/> and false returned; false too once the session ended.
+    /// </summary>
+    public bool Send(RelayMessage message)
+    {
+        var size = message.CalculateSize();
+        var queued = Interlocked.Add(ref _queuedBytes, size);
+        if (queued > _maxQueueBytes || !_outbox.Writer.TryWrite(message))
+        {
+            Interlocked.Add(ref _queuedBytes, -size);
+            if (!Lifetime.IsCancellationRequested)
+            {
+                End(SessionEnd.QueueFull(QueuedMessages, QueuedBytes));
+            }
+
+            return false;
+        }
+
+        _counters?.OnControlQueued(queued);
+        return true;
+    }
+
+    /// <summary>Called by the writer once a message is on its way.</summary>
+    public void OnSent(RelayMessage message) => Interlocked.Add(ref _queuedBytes, -message.CalculateSize());
 
     public void MarkLeaving()
     {
@@ -70,37 +136,72 @@ internal sealed class AgentSession
     /// <summary>Parks an idle stream unless the session already has <paramref name="max"/>; null when refused.</summary>
     public ParkedStream? TryPark(int max)
     {
-        if (IsLeaving || Lifetime.IsCancellationRequested || Interlocked.Increment(ref _parkedCount) > max)
+        lock (_parkGate)
         {
-            Interlocked.Decrement(ref _parkedCount);
-            return null;
-        }
+            if (IsLeaving || Lifetime.IsCancellationRequested || _parked.Count >= max)
+            {
+                return null;
+            }
 
-        var parked = new ParkedStream();
-        _parked.Enqueue(parked);
-        return parked;
+            var parked = new ParkedStream();
+            parked.Node = _parked.AddLast(parked);
+            return parked;
+        }
     }
 
     /// <summary>Pairs a connection with a parked stream, if one is waiting.</summary>
     public bool TryPairParked(PendingStream pending)
     {
-        while (_parked.TryDequeue(out var parked))
+        lock (_parkGate)
         {
-            Interlocked.Decrement(ref _parkedCount);
-            if (parked.TryPair(pending))
+            while (_parked.First is { } node)
             {
-                return true;
+                _parked.RemoveFirst();
+                node.Value.Node = null;
+                if (node.Value.TryPair(pending))
+                {
+                    return true;
+                }
             }
         }
 
         return false;
     }
 
+    /// <summary>
+    /// A parked stream's call ended while it waited (reset by the agent, or its lifetime ran out): it no longer counts
+    /// towards the limit. False when it was paired meanwhile (the caller then owns that connection).
+    /// </summary>
+    public bool TryUnpark(ParkedStream parked)
+    {
+        lock (_parkGate)
+        {
+            if (parked.Node is { } node)
+            {
+                _parked.Remove(node);
+                parked.Node = null;
+            }
+        }
+
+        return parked.TryEnd();
+    }
+
     private void ReleaseParked()
     {
-        while (_parked.TryDequeue(out var parked))
+        ParkedStream[] released;
+        lock (_parkGate)
         {
-            Interlocked.Decrement(ref _parkedCount);
+            released = [.. _parked];
+            foreach (var parked in released)
+            {
+                parked.Node = null;
+            }
+
+            _parked.Clear();
+        }
+
+        foreach (var parked in released)
+        {
             parked.Release();
         }
     }
@@ -109,8 +210,17 @@ internal sealed class AgentSession
 
     public void OnStreamEnded() => Interlocked.Decrement(ref _activeStreams);
 
-    public void End()
+    /// <summary>
+    /// Ends the session. The first <paramref name="ending"/> given is kept (and counted); null means the agent ended it
+    /// or it ends because its connection did.
+    /// </summary>
+    public void End(SessionEnd? ending = null)
     {
+        if (ending is not null && !Lifetime.IsCancellationRequested && Interlocked.CompareExchange(ref _end, ending, null) is null)
+        {
+            _counters?.OnSessionEndedBy(ending.Kind);
+        }
+
         _outbox.Writer.TryComplete();
         ReleaseParked();
         try
@@ -121,4 +231,33 @@ internal sealed class AgentSession
         {
         }
     }
+}
+
+/// <summary>Why the relay ended a session, and the status its control call ends with.</summary>
+/// <param name="Reason">For the log: what happened.</param>
+/// <param name="Status">For the agent: the call's final status.</param>
+/// <param name="Kind">How it is counted (<see cref="RelayCounters.SessionsEnded"/>).</param>
+/// <param name="Abort">Reset the control call instead of ending it with a status (the agent does not read, or is gone).</param>
+internal sealed record SessionEnd(string Reason, Status Status, string Kind, bool Abort = false)
+{
+    public static SessionEnd QueueFull(int messages, long bytes) => new(
+        $"the agent does not read its control stream ({messages} messages, {bytes} bytes queued; limits MaxControlQueueMessages, MaxControlQueueBytes)",
+        new Status(StatusCode.Aborted, "the agent did not read its control stream and the relay's queue for it is full"),
+        "queue_full",
+        Abort: true);
+
+    public static SessionEnd Silent(TimeSpan silence) => new(
+        $"nothing received for {silence}", new Status(StatusCode.DeadlineExceeded, $"nothing received from the agent for {silence}"), "timed_out", Abort: true);
+
+    public static SessionEnd TakenOver(string newSessionId) => new(
+        $"replaced by session {newSessionId} of the same agent", new Status(StatusCode.Aborted, "replaced by a newer session of the same agent"), "taken_over");
+
+    public static readonly SessionEnd Revoked = new(
+        "its authtoken was revoked or changed", new Status(StatusCode.Unauthenticated, "the authtoken was revoked"), "revoked");
+
+    public static readonly SessionEnd Draining = new(
+        "the relay is stopping", new Status(StatusCode.Unavailable, "the relay is shutting down"), "draining");
+
+    public static SessionEnd ProtocolViolation(string detail) => new(
+        $"protocol violation: {detail}", new Status(StatusCode.InvalidArgument, detail), "protocol_error");
 }

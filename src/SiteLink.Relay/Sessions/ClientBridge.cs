@@ -17,6 +17,9 @@ internal enum ClientBridgeOutcome
 
     /// <summary>The agent aborted the stream, or the session ended.</summary>
     AgentFailed,
+
+    /// <summary>Nothing moved either way for the cloud endpoint's idle timeout: the client got a FIN, the agent an error.</summary>
+    IdleTimeout,
 }
 
 /// <summary>
@@ -29,18 +32,31 @@ internal static class ClientBridge
     private const int BufferSize = 64 * 1024;
 
     public static async Task<(ClientBridgeOutcome Outcome, Status? AgentStatus)> RunAsync(
-        Socket client,
+        PublicConnection connection,
         IAsyncStreamReader<DataFrame> fromAgent,
         IServerStreamWriter<DataFrame> toAgent,
         int maxFrameSize,
         Action<long> bytesFromClient,
         Action<long> bytesToClient,
+        TimeProvider timeProvider,
         CancellationToken cancellationToken)
     {
+        var client = connection.Socket;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var upload = ClientToAgentAsync(client, toAgent, maxFrameSize, bytesFromClient, linked.Token);
+        using var idle = new IdleWatch(connection.Endpoint.IdleTimeout, timeProvider, () =>
+        {
+            try
+            {
+                linked.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The bridge ended meanwhile.
+            }
+        });
+        var upload = ClientToAgentAsync(client, toAgent, maxFrameSize, n => { idle.Touch(); bytesFromClient(n); }, linked.Token);
         Status? agentStatus = null;
-        var download = AgentToClientAsync(fromAgent, client, bytesToClient, status => agentStatus = status, linked.Token);
+        var download = AgentToClientAsync(fromAgent, client, n => { idle.Touch(); bytesToClient(n); }, status => agentStatus = status, linked.Token);
 
         ClientBridgeOutcome outcome;
         try
@@ -72,19 +88,24 @@ internal static class ClientBridge
                 }
             }
 
-            if (outcome == ClientBridgeOutcome.Completed)
+            if (idle.HasFired && !cancellationToken.IsCancellationRequested)
             {
-                client.Dispose();
+                outcome = ClientBridgeOutcome.IdleTimeout;
+            }
+
+            if (outcome is ClientBridgeOutcome.Completed or ClientBridgeOutcome.IdleTimeout)
+            {
+                connection.Close();
             }
             else
             {
-                SocketIo.Reset(client);
+                connection.Reset();
             }
         }
         catch
         {
             // Whatever failed unexpectedly, the public client is not left open: the reset also ends the other direction.
-            SocketIo.Reset(client);
+            connection.Reset();
             throw;
         }
 

@@ -1,5 +1,4 @@
 using System.Buffers.Text;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using SiteLink.Internal;
@@ -20,6 +19,7 @@ internal sealed class ConnectionRouter
     private readonly RelayCounters _counters;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
+    private readonly LogSampler _refusalLog;
 
     public ConnectionRouter(SessionRegistry registry, RelayOptions options, RelayCounters counters, TimeProvider timeProvider, ILogger<ConnectionRouter> logger)
     {
@@ -28,36 +28,38 @@ internal sealed class ConnectionRouter
         _counters = counters;
         _timeProvider = timeProvider;
         _logger = logger;
+        // Public clients cause refusals at will: every one is counted, one a second is logged.
+        _refusalLog = new LogSampler(timeProvider, TimeSpan.FromSeconds(1));
     }
 
-    /// <summary>Offers a newly accepted public connection to the agent serving <paramref name="endpoint"/>. Takes ownership of the socket.</summary>
-    public void Offer(CloudEndpointOptions endpoint, Socket client)
+    /// <summary>Offers a newly accepted public connection to the agent serving its endpoint. Takes ownership of it.</summary>
+    public void Offer(PublicConnection client)
     {
-        var clientAddress = client.RemoteEndPoint?.ToString() ?? "unknown";
+        var endpoint = client.Endpoint;
         if (!_registry.TryRoute(endpoint.Tenant, endpoint.Endpoint, out var session, out var bindId))
         {
-            Refuse(endpoint.Name, client, clientAddress, RefusalReason.NoAgent, $"no agent serves '{endpoint.Endpoint}'");
+            Refuse(client, RefusalReason.NoAgent, $"no agent serves '{endpoint.Endpoint}'");
             return;
         }
 
         if (session.ActiveStreams >= _limits.MaxConcurrentStreamsPerSession)
         {
-            Refuse(endpoint.Name, client, clientAddress, RefusalReason.StreamLimit, $"session {session.Id} is at MaxConcurrentStreamsPerSession");
+            Refuse(client, RefusalReason.StreamLimit, $"session {session.Id} is at MaxConcurrentStreamsPerSession");
             return;
         }
 
         if (session.Pending.Count >= _limits.MaxPendingStreamsPerSession)
         {
-            Refuse(endpoint.Name, client, clientAddress, RefusalReason.StreamLimit, $"session {session.Id} is at MaxPendingStreamsPerSession");
+            Refuse(client, RefusalReason.StreamLimit, $"session {session.Id} is at MaxPendingStreamsPerSession");
             return;
         }
 
-        var pending = new PendingStream(NewStreamId(), session, bindId, endpoint.Endpoint, endpoint.Name, client);
+        var pending = new PendingStream(NewStreamId(), session, bindId, client);
         if (session.TryPairParked(pending))
         {
             // A parked stream carries it from here: no OpenStream round trip, no expiry to watch.
             _counters.OnPairedParked();
-            RelayLog.ConnectionOffered(_logger, endpoint.Name, pending.Id, clientAddress, session.Id);
+            RelayLog.ConnectionOffered(_logger, endpoint.Name, pending.Id, client.Address, session.Id);
             return;
         }
 
@@ -70,7 +72,7 @@ internal sealed class ConnectionRouter
                 StreamId = pending.Id,
                 BindId = bindId,
                 EndpointName = endpoint.Endpoint,
-                ClientAddress = clientAddress,
+                ClientAddress = client.Address,
             },
         });
         if (!offered)
@@ -79,7 +81,7 @@ internal sealed class ConnectionRouter
             return;
         }
 
-        RelayLog.ConnectionOffered(_logger, endpoint.Name, pending.Id, clientAddress, session.Id);
+        RelayLog.ConnectionOffered(_logger, endpoint.Name, pending.Id, client.Address, session.Id);
     }
 
     private static void OnExpired(object? state)
@@ -93,13 +95,13 @@ internal sealed class ConnectionRouter
     {
         if (session.Pending.TryGetValue(refused.StreamId, out var pending))
         {
-            Withdraw(pending, RefusalReason.AgentRefused, $"the agent refused it: {refused.Reason}: {SessionRegistry.Truncate(refused.Message)}");
+            Withdraw(pending, RefusalReason.AgentRefused, $"the agent refused it: {refused.Reason}: {SafeText.Clean(refused.Message)}");
         }
         else if (session.PairedParked.TryRemove(refused.StreamId, out var paired))
         {
             // Ending the bridge resets the client and ends the parked call, which the agent is waiting for.
             _counters.OnRefused(RefusalReason.AgentRefused);
-            RelayLog.ConnectionRefused(_logger, paired.CloudEndpoint, paired.ClientAddress, $"the agent refused it: {refused.Reason}: {SessionRegistry.Truncate(refused.Message)}");
+            LogRefusal(paired.Client, $"the agent refused it: {refused.Reason}: {SafeText.Clean(refused.Message)}");
             try
             {
                 paired.Refusal?.Cancel();
@@ -129,7 +131,7 @@ internal sealed class ConnectionRouter
         }
 
         _counters.OnUnknownStream();
-        RelayLog.UnknownStream(_logger, session.Id, SessionRegistry.Truncate(streamId));
+        RelayLog.UnknownStream(_logger, session.Id, SafeText.Clean(streamId, SafeText.MaxIdLength));
         return null;
     }
 
@@ -138,15 +140,24 @@ internal sealed class ConnectionRouter
         pending.Session.Pending.TryRemove(pending.Id, out _);
         if (pending.TryClaim())
         {
-            Refuse(pending.CloudEndpoint, pending.Client, pending.ClientAddress, reason, message);
+            Refuse(pending.Client, reason, message);
         }
     }
 
-    private void Refuse(string cloudEndpoint, Socket client, string clientAddress, RefusalReason reason, string message)
+    /// <summary>Resets a public connection nobody will serve, counted by <paramref name="reason"/>.</summary>
+    public void Refuse(PublicConnection client, RefusalReason reason, string message)
     {
         _counters.OnRefused(reason);
-        RelayLog.ConnectionRefused(_logger, cloudEndpoint, clientAddress, message);
-        SocketIo.Reset(client);
+        LogRefusal(client, message);
+        client.Reset();
+    }
+
+    private void LogRefusal(PublicConnection client, string message)
+    {
+        if (_refusalLog.ShouldLog(out var suppressed))
+        {
+            RelayLog.ConnectionRefused(_logger, client.Endpoint.Name, client.Address, message, suppressed);
+        }
     }
 
     private static string NewStreamId()

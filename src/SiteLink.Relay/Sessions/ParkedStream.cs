@@ -12,6 +12,9 @@ internal sealed class ParkedStream
     private readonly TaskCompletionSource<PendingStream?> _pairing = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state;
 
+    /// <summary>Its place in the session's queue of parked streams, while it is there. Guarded by the session's lock.</summary>
+    internal LinkedListNode<ParkedStream>? Node { get; set; }
+
     /// <summary>Completes with the connection to carry, or null when the session released the stream.</summary>
     public Task<PendingStream?> Pairing => _pairing.Task;
 

@@ -1,25 +1,20 @@
-using System.Net.Sockets;
-
 namespace SiteLink.Relay.Sessions;
 
 /// <summary>
 /// A public connection offered to an agent and waiting for the agent's Stream call. Claimed at most once: by the
-/// agent's stream, by the agent's refusal, by its expiry, or by the end of the session; whoever claims it owns the socket.
+/// agent's stream, by the agent's refusal, by its expiry, or by the end of the session; whoever claims it owns the
+/// connection.
 /// </summary>
 internal sealed class PendingStream
 {
     private int _claimed;
 
-    public PendingStream(string id, AgentSession session, string bindId, string endpointName, string cloudEndpoint, Socket client)
+    public PendingStream(string id, AgentSession session, string bindId, PublicConnection client)
     {
         Id = id;
         Session = session;
         BindId = bindId;
-        EndpointName = endpointName;
-        CloudEndpoint = cloudEndpoint;
         Client = client;
-        // Read once, now: the socket may be closed (and RemoteEndPoint throw) by the time anyone logs it.
-        ClientAddress = client.RemoteEndPoint?.ToString() ?? "unknown";
     }
 
     public string Id { get; }
@@ -28,13 +23,15 @@ internal sealed class PendingStream
 
     public string BindId { get; }
 
-    public string EndpointName { get; }
+    /// <summary>The internal endpoint name the connection is for.</summary>
+    public string EndpointName => Client.Endpoint.Endpoint;
 
-    public string CloudEndpoint { get; }
+    /// <summary>The cloud endpoint it came to.</summary>
+    public string CloudEndpoint => Client.Endpoint.Name;
 
-    public Socket Client { get; }
+    public PublicConnection Client { get; }
 
-    public string ClientAddress { get; }
+    public string ClientAddress => Client.Address;
 
     public ITimer? Expiry { get; set; }
 

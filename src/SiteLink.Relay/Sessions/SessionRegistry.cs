@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using System.Net;
+using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
@@ -17,6 +19,8 @@ internal sealed class SessionRegistry
     private readonly ConcurrentDictionary<string, AgentSession> _sessions = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Tenant, string Name), (AgentSession Session, string BindId)> _routes = [];
     private readonly Dictionary<string, int> _sessionsPerToken = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Dictionary<string, int> _handshakesPerToken = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Dictionary<IPAddress, int> _handshakesPerAddress = [];
     private readonly Lock _gate = new();
     private bool _draining;
 
@@ -51,6 +55,69 @@ internal sealed class SessionRegistry
             {
                 return _draining;
             }
+        }
+    }
+
+    /// <summary>
+    /// Counts a control stream that authenticated and now waits for its Hello, unless its token already has
+    /// <c>MaxSessionsPerToken</c> such streams or its client address <c>MaxPendingHellosPerIp</c>; returns the refusal
+    /// otherwise. Every successful call is paired with <see cref="EndHandshake"/>.
+    /// </summary>
+    public string? TryBeginHandshake(string tokenName, IPAddress address)
+    {
+        lock (_gate)
+        {
+            _handshakesPerToken.TryGetValue(tokenName, out var perToken);
+            if (perToken >= _limits.MaxSessionsPerToken)
+            {
+                return $"token '{tokenName}' already has {perToken.ToString(CultureInfo.InvariantCulture)} control streams waiting for Hello (limit MaxSessionsPerToken); try again";
+            }
+
+            _handshakesPerAddress.TryGetValue(address, out var perAddress);
+            if (perAddress >= _limits.MaxPendingHellosPerIp)
+            {
+                return $"{address} already has {perAddress.ToString(CultureInfo.InvariantCulture)} control streams waiting for Hello (limit MaxPendingHellosPerIp); try again";
+            }
+
+            _handshakesPerToken[tokenName] = perToken + 1;
+            _handshakesPerAddress[address] = perAddress + 1;
+            return null;
+        }
+    }
+
+    /// <summary>The control stream counted by <see cref="TryBeginHandshake"/> said Hello, or ended.</summary>
+    public void EndHandshake(string tokenName, IPAddress address)
+    {
+        lock (_gate)
+        {
+            Decrement(_handshakesPerToken, tokenName);
+            Decrement(_handshakesPerAddress, address);
+        }
+    }
+
+    /// <summary>Control streams waiting for their Hello now.</summary>
+    public int PendingHandshakes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _handshakesPerToken.Values.Sum();
+            }
+        }
+    }
+
+    private static void Decrement<TKey>(Dictionary<TKey, int> counts, TKey key)
+        where TKey : notnull
+    {
+        var remaining = counts[key] - 1;
+        if (remaining == 0)
+        {
+            counts.Remove(key);
+        }
+        else
+        {
+            counts[key] = remaining;
         }
     }
 
@@ -94,15 +161,7 @@ internal sealed class SessionRegistry
             _counters.OnUnbound(session.Binds.Count);
             _counters.OnSessionEnded();
             session.Binds.Clear();
-            var remaining = _sessionsPerToken[session.Token.Name] - 1;
-            if (remaining == 0)
-            {
-                _sessionsPerToken.Remove(session.Token.Name);
-            }
-            else
-            {
-                _sessionsPerToken[session.Token.Name] = remaining;
-            }
+            Decrement(_sessionsPerToken, session.Token.Name);
         }
 
         return session.Pending.Values.ToArray();
@@ -130,16 +189,22 @@ internal sealed class SessionRegistry
 
     private BindResult BindCore(AgentSession session, Bind bind)
     {
-        BindResult Result(BindStatus status, string message) => new() { BindId = bind.BindId, Status = status, Message = message };
+        // A bind id longer than the limit is refused, and not echoed back.
+        BindResult Result(BindStatus status, string message) => new() { BindId = bind.BindId.Length <= SafeText.MaxIdLength ? bind.BindId : "", Status = status, Message = message };
 
         if (string.IsNullOrEmpty(bind.BindId) || bind.BindId.Length > 64)
         {
             return Result(BindStatus.Invalid, "bind_id must be 1 to 64 characters");
         }
 
+        if (bind.BindId.Any(char.IsControl))
+        {
+            return Result(BindStatus.Invalid, "bind_id must not contain control characters");
+        }
+
         if (!EndpointAcl.IsValidName(bind.Name))
         {
-            return Result(BindStatus.Invalid, $"'{Truncate(bind.Name)}' is not a valid endpoint name (1-63 letters, digits, '-', '_', '.', starting with a letter or digit)");
+            return Result(BindStatus.Invalid, $"'{SafeText.Clean(bind.Name, SafeText.MaxIdLength)}' is not a valid endpoint name (1-63 letters, digits, '-', '_', '.', starting with a letter or digit)");
         }
 
         if (bind.Kind != EndpointKind.Tcp)
@@ -240,6 +305,4 @@ internal sealed class SessionRegistry
         bindId = "";
         return false;
     }
-
-    internal static string Truncate(string value) => value.Length <= 64 ? value : value[..64] + "…";
 }

@@ -1,0 +1,93 @@
+using System.Net;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Security;
+using SiteLink.Relay.Sessions;
+
+namespace SiteLink.Relay.Hosting;
+
+/// <summary>
+/// Applies changes to <c>Relay:Tokens</c> while the relay runs (the standalone relay reloads its JSON files when they
+/// change): tokens added work at once; sessions of tokens removed or changed (secret, tenant, allowed names) end at
+/// once. An invalid token list is refused as a whole, every problem logged, and the relay keeps the tokens it had.
+/// Other settings need a restart.
+/// </summary>
+internal sealed class TokenReloader : IHostedService, IDisposable
+{
+    private readonly IConfiguration _configuration;
+    private readonly RelayOptions _options;
+    private readonly AuthTokenStore _tokens;
+    private readonly SessionRegistry _registry;
+    private readonly ILogger _logger;
+    private readonly Lock _gate = new();
+    private IDisposable? _subscription;
+
+    public TokenReloader(IConfiguration configuration, RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ILogger<TokenReloader> logger)
+    {
+        _configuration = configuration;
+        _options = options;
+        _tokens = tokens;
+        _registry = registry;
+        _logger = logger;
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _subscription = ChangeToken.OnChange(_configuration.GetReloadToken, Reload);
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken)
+    {
+        Dispose();
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Reads the token list again and applies it if it changed and is valid.</summary>
+    internal void Reload()
+    {
+        lock (_gate)
+        {
+            var loaded = RelayConfiguration.Load(_configuration);
+            if (_tokens.Holds(loaded.Tokens))
+            {
+                return;
+            }
+
+            var errors = new List<string>();
+            var onLoopback = RelayOptionsValidator.TryParseEndPoint(_options.AgentListen, out var listen) && IPAddress.IsLoopback(listen.Address);
+            RelayOptionsValidator.ValidateTokens(loaded.Tokens, onLoopback, errors);
+            var tenants = new HashSet<string>(loaded.Tokens.Select(t => t.Tenant), StringComparer.OrdinalIgnoreCase);
+            foreach (var endpoint in _options.CloudEndpoints.Where(e => !tenants.Contains(e.Tenant)))
+            {
+                errors.Add($"cloud endpoint '{endpoint.Name}' forwards to tenant '{endpoint.Tenant}', which would have no token.");
+            }
+
+            if (errors.Count > 0)
+            {
+                RelayLog.TokensReloadRejected(_logger, string.Join(" ", errors));
+                return;
+            }
+
+            var changed = _tokens.Replace(loaded.Tokens);
+            var ended = 0;
+            foreach (var session in _registry.Sessions.Where(s => changed.Contains(s.Token.Name)).ToArray())
+            {
+                session.End(SessionEnd.Revoked);
+                ended++;
+            }
+
+            RelayLog.TokensReloaded(_logger, loaded.Tokens.Count, ended);
+        }
+    }
+
+    public void Dispose()
+    {
+        _subscription?.Dispose();
+        _subscription = null;
+    }
+}
