@@ -1,5 +1,6 @@
 using SiteLink.Diagnostics;
 using SiteLink.Endpoints;
+using SiteLink.Internal;
 using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
 
@@ -105,8 +106,9 @@ public sealed partial class TunnelSession
             if (result.Status != BindStatus.Ok)
             {
                 var code = ErrorMapping.FromBindStatus(result.Status);
-                SessionLog.BindRefused(_logger, binding.Name, code, result.Message);
-                throw new TunnelBindException(binding.Name, code, $"The relay refused to bind '{binding.Name}': {result.Message}");
+                var why = SafeText.Clean(result.Message);
+                SessionLog.BindRefused(_logger, binding.Name, code, why);
+                throw new TunnelBindException(binding.Name, code, $"The relay refused to bind '{binding.Name}': {why}");
             }
 
             SessionLog.EndpointBound(_logger, binding.Name, binding.Kind);

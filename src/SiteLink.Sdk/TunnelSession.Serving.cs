@@ -4,6 +4,7 @@ using SiteLink.Endpoints;
 using SiteLink.Internal;
 using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
+using SiteLink.Resilience;
 
 namespace SiteLink;
 
@@ -38,12 +39,13 @@ public sealed partial class TunnelSession
                 run.Connection.Send(new AgentMessage { HeartbeatAck = new HeartbeatAck { Sequence = message.Heartbeat.Sequence } });
                 break;
             case RelayMessage.KindOneofCase.Drain:
-                SessionLog.DrainRequested(_logger, message.Drain.Reason);
-                run.End($"the relay is draining: {message.Drain.Reason}", new TunnelConnectionException("The relay asked the agent to reconnect elsewhere."),
+                var drainReason = SafeText.Clean(message.Drain.Reason);
+                SessionLog.DrainRequested(_logger, drainReason);
+                run.End($"the relay is draining: {drainReason}", new TunnelConnectionException("The relay asked the agent to reconnect elsewhere."),
                     drain: true, drainDeadline: TimeSpan.FromMilliseconds(message.Drain.DeadlineMs));
                 break;
             case RelayMessage.KindOneofCase.Error:
-                SessionLog.RelayError(_logger, message.Error.Code.ToString(), message.Error.Message);
+                SessionLog.RelayError(_logger, message.Error.Code.ToString(), SafeText.Clean(message.Error.Message));
                 break;
             default:
                 // HeartbeatAck (handled by the run), UnbindResult and messages of later protocol versions need no action.
@@ -74,22 +76,35 @@ public sealed partial class TunnelSession
     private async Task WaitParkedAsync(ConnectionRun run, AsyncDuplexStreamingCall<DataFrame, DataFrame> call)
     {
         OpenStream? open = null;
+        var parkedAt = Options.TimeProvider.GetTimestamp();
+        var released = false;
         try
         {
             if (await call.ResponseStream.MoveNext(run.Connection.Lifetime).ConfigureAwait(false))
             {
                 open = call.ResponseStream.Current.Open;
             }
+            else
+            {
+                released = true;
+            }
         }
         catch (Exception ex) when (ex is RpcException or OperationCanceledException or IOException or InvalidOperationException)
         {
-            // The relay released it (session ending, limit) or the connection died: it is not parked again here.
+            // The relay refused it (limit) or the connection died: it is not parked again here.
         }
 
         run.OnParkedDone();
         if (open is null)
         {
             call.Dispose();
+            // The relay ends a parked stream that waited its lifetime out: park another in its place. One it ends at once
+            // is not replaced until the next offer, so a relay cannot keep the agent opening streams in a loop.
+            if (released && Options.TimeProvider.GetElapsedTime(parkedAt) >= ParkedReplaceMinimumAge)
+            {
+                EnsureParked(run);
+            }
+
             return;
         }
 
@@ -98,21 +113,59 @@ public sealed partial class TunnelSession
         await ServeAsync(run, open, call).ConfigureAwait(false);
     }
 
+    /// <summary>The endpoint tag of connections refused before an endpoint was found.</summary>
+    private const string UnknownEndpointTag = "(unknown)";
+
+    /// <summary>Ids of at most 64 characters without control characters, as every relay gives them.</summary>
+    private static bool IsWellFormed(OpenStream message) =>
+        message.StreamId.Length is > 0 and <= SafeText.MaxIdLength
+        && message.BindId.Length <= SafeText.MaxIdLength
+        && message.EndpointName.Length <= SafeText.MaxIdLength
+        && !message.StreamId.Any(char.IsControl);
+
+    /// <summary>A parked stream the relay ends after at least this long is replaced at once.</summary>
+    private static readonly TimeSpan ParkedReplaceMinimumAge = TimeSpan.FromSeconds(1);
+
     private async Task ServeAsync(ConnectionRun run, OpenStream message, AsyncDuplexStreamingCall<DataFrame, DataFrame>? parkedCall = null)
     {
         // Leave the read loop at once; serving (connecting upstream, bridging) happens here.
         await Task.Yield();
-        if (!_bindingsById.TryGetValue(message.BindId, out var binding) || !binding.IsBound || _stopping.IsCancellationRequested
-            || !string.Equals(binding.Name, message.EndpointName, StringComparison.OrdinalIgnoreCase))
+        if (!IsWellFormed(message))
         {
-            SessionLog.UnknownBind(_logger, message.StreamId, message.BindId);
-            _telemetry.OnRefused(message.EndpointName, "unknown_endpoint");
-            Refuse(run, message, parkedCall, StreamRefusal.UnknownEndpoint, $"no endpoint is bound with id {message.BindId}");
+            // Not an offer this agent can answer (a refusal would echo the relay's oversized text back to it).
+            SessionLog.MalformedOffer(_logger, SafeText.Clean(message.StreamId, SafeText.MaxIdLength));
+            _telemetry.OnRefused(UnknownEndpointTag, "malformed_offer");
+            parkedCall?.Dispose();
             return;
         }
 
-        var info = new TunnelConnectionInfo(binding.Name, message.ClientAddress, string.IsNullOrEmpty(message.Sni) ? null : message.Sni, message.StreamId);
-        SessionLog.ConnectionOpened(_logger, message.StreamId, message.ClientAddress, binding.Name);
+        if (!_bindingsById.TryGetValue(message.BindId, out var binding) || !binding.IsBound || _stopping.IsCancellationRequested
+            || !string.Equals(binding.Name, message.EndpointName, StringComparison.OrdinalIgnoreCase))
+        {
+            SessionLog.UnknownBind(_logger, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), SafeText.Clean(message.BindId, SafeText.MaxIdLength));
+            // Tagged with a fixed value, not the relay's text: a relay cannot grow the metric's series.
+            _telemetry.OnRefused(UnknownEndpointTag, "unknown_endpoint");
+            Refuse(run, message, parkedCall, StreamRefusal.UnknownEndpoint, "no endpoint is bound with that bind id");
+            return;
+        }
+
+        var slot = ConnectionSlot.TryTake(_connectionLimit, binding.Connections, out var full);
+        if (slot is null)
+        {
+            var limit = full == _connectionLimit ? nameof(TunnelSessionOptions.MaxConcurrentConnections) : nameof(TunnelSessionOptions.MaxConcurrentConnectionsPerEndpoint);
+            SessionLog.ConnectionLimitReached(_logger, binding.Name, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), limit, full!.Max);
+            _telemetry.OnRefused(binding.Name, "overloaded");
+            Refuse(run, message, parkedCall, StreamRefusal.Overloaded, $"endpoint '{binding.Name}': the agent serves {full.Max} connections at once ({limit})");
+            return;
+        }
+
+        // The relay's words about the client are capped and cleaned before the application, logs or traces see them.
+        var info = new TunnelConnectionInfo(
+            binding.Name,
+            SafeText.Clean(message.ClientAddress, SafeText.MaxIdLength),
+            string.IsNullOrEmpty(message.Sni) ? null : SafeText.Clean(message.Sni, 255),
+            SafeText.Clean(message.StreamId, SafeText.MaxIdLength));
+        SessionLog.ConnectionOpened(_logger, info.StreamId, info.ClientAddress, binding.Name);
         var telemetry = new ConnectionTelemetry(_telemetry, Options.TimeProvider, info, (outcome, duration) =>
             Raise(ConnectionClosed, new TunnelConnectionEventArgs(info, outcome switch
             {
@@ -121,7 +174,7 @@ public sealed partial class TunnelSession
                 _ => TunnelConnectionOutcome.Aborted,
             }, duration)));
         Raise(ConnectionOpened, new TunnelConnectionEventArgs(info, null, TimeSpan.Zero));
-        var offer = new Offer(run, message, info, telemetry, parkedCall);
+        var offer = new Offer(run, message, info, telemetry, slot, parkedCall);
         await binding.ServeAsync(offer, _aborting.Token).ConfigureAwait(false);
     }
 
@@ -133,6 +186,7 @@ public sealed partial class TunnelSession
         {
             SessionLog.StreamOpenFailed(_logger, offer.StreamId, offer.Info.EndpointName, "the connection to the relay is closed");
             offer.Telemetry.End("refused");
+            offer.Slot.Release();
             return null;
         }
 
@@ -144,12 +198,13 @@ public sealed partial class TunnelSession
             {
                 run.Streams.Decrement();
                 _activeConnections.Decrement();
+                offer.Slot.Release();
             }
 
             // A parked stream is already open and paired at the relay: an abort resets it, nothing else to say.
             var stream = offer.ParkedCall is { } parked
                 ? run.Connection.WrapStream(parked, null, Released)
-                : run.Connection.OpenStream(run.SessionId, offer.StreamId, () => Refuse(run, offer.Message, null, StreamRefusal.Aborted, "aborted by the agent"), Released, run.Connection.Lifetime);
+                : run.Connection.OpenStream(run.SessionId, offer.Message.StreamId, () => Refuse(run, offer.Message, null, StreamRefusal.Aborted, "aborted by the agent"), Released, run.Connection.Lifetime);
             stream.Telemetry = offer.Telemetry;
             return stream;
         }
@@ -158,6 +213,7 @@ public sealed partial class TunnelSession
             run.Streams.Decrement();
             _activeConnections.Decrement();
             offer.Telemetry.End("refused");
+            offer.Slot.Release();
             SessionLog.StreamOpenFailed(_logger, offer.StreamId, offer.Info.EndpointName, ex.Message);
             return null;
         }
@@ -167,6 +223,7 @@ public sealed partial class TunnelSession
     {
         SessionLog.UpstreamConnectFailed(_logger, binding.Name, binding.Upstream ?? "", offer.StreamId, reason);
         offer.Telemetry.End("refused");
+        offer.Slot.Release();
         Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
     }
 
@@ -174,6 +231,7 @@ public sealed partial class TunnelSession
     {
         SessionLog.ListenerBacklogFull(_logger, endpointName, offer.StreamId);
         offer.Telemetry.End("refused");
+        offer.Slot.Release();
         Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
     }
 

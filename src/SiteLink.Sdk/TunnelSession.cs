@@ -25,6 +25,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     private readonly ConcurrentDictionary<string, EndpointBinding> _bindingsByName = new(StringComparer.OrdinalIgnoreCase);
     private readonly ConcurrentDictionary<string, TaskCompletionSource<BindResult>> _pendingBinds = new(StringComparer.Ordinal);
     private readonly ActivityCounter _activeConnections = new();
+    private readonly ConnectionLimit _connectionLimit;
     private readonly SdkTelemetry _telemetry;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
@@ -44,6 +45,11 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         _clientId = options.ClientId ?? Guid.NewGuid().ToString("N");
         Relay = new RelayInfo("", "", options.RelayUrl!);
         _reconnect = ReconnectPipeline.Create(options.Reconnect, options.TimeProvider, OnReconnectAttemptFailed);
+        _connectionLimit = new ConnectionLimit(options.MaxConcurrentConnections);
+        if (options.RelayUrl!.Scheme == Uri.UriSchemeHttp)
+        {
+            SessionLog.InsecureTransport(_logger, options.RelayUrl);
+        }
         _telemetry = SdkTelemetry.For(options.MeterFactory);
         _telemetry.Register(this);
         foreach (var endpoint in options.Endpoints)

@@ -33,7 +33,8 @@ public sealed class TunnelSessionOptions
     public string? PinnedCertificateSha256 { get; set; }
 
     /// <summary>
-    /// Allows <c>http://</c> relay URLs (HTTP/2 without TLS). Only for development on loopback. Default: <see langword="false"/>.
+    /// Allows <c>http://</c> relay URLs (HTTP/2 without TLS) to a loopback relay (<c>localhost</c>, 127.0.0.0/8, ::1)
+    /// only: for development on one machine. The session logs a warning. Default: <see langword="false"/>.
     /// </summary>
     public bool AllowInsecureTransport { get; set; }
 
@@ -85,6 +86,16 @@ public sealed class TunnelSessionOptions
     public int ListenerBacklog { get; set; } = 128;
 
     /// <summary>
+    /// Tunnelled connections the session serves at once, upstream connections being opened included. Beyond it the
+    /// agent refuses new ones (<c>Overloaded</c>, counted in <c>sitelink.connections</c>), so neither a flood of public
+    /// clients nor a misbehaving relay can make it open unlimited connections inside the network. Default: 2048.
+    /// </summary>
+    public int MaxConcurrentConnections { get; set; } = 2048;
+
+    /// <summary>The same limit for each endpoint of the session. Default: 1024.</summary>
+    public int MaxConcurrentConnectionsPerEndpoint { get; set; } = 1024;
+
+    /// <summary>
     /// TCP endpoints to bind as soon as the session connects (and again after every reconnect), e.g. from the
     /// <c>SiteLink:Endpoints</c> configuration section. Default: empty.
     /// </summary>
@@ -128,6 +139,10 @@ public sealed class TunnelSessionOptions
             if (!AllowInsecureTransport)
             {
                 errors.Add($"RelayUrl '{RelayUrl}' uses http:// (no TLS); use https:// or set AllowInsecureTransport for development.");
+            }
+            else if (!RelayUrl.IsLoopback)
+            {
+                errors.Add($"RelayUrl '{RelayUrl}' uses http:// (no TLS) to a host that is not loopback: the authtoken would cross the network in clear text. AllowInsecureTransport permits http:// only to localhost, 127.0.0.0/8 or ::1; use https://.");
             }
         }
         else if (RelayUrl.Scheme != Uri.UriSchemeHttps)
@@ -177,6 +192,16 @@ public sealed class TunnelSessionOptions
         if (ListenerBacklog < 1)
         {
             errors.Add($"ListenerBacklog must be at least 1 (was {ListenerBacklog.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (MaxConcurrentConnections < 1)
+        {
+            errors.Add($"MaxConcurrentConnections must be at least 1 (was {MaxConcurrentConnections.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (MaxConcurrentConnectionsPerEndpoint < 1)
+        {
+            errors.Add($"MaxConcurrentConnectionsPerEndpoint must be at least 1 (was {MaxConcurrentConnectionsPerEndpoint.ToString(CultureInfo.InvariantCulture)}).");
         }
 
         var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);

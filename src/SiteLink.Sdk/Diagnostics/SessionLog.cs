@@ -62,6 +62,15 @@ internal static partial class SessionLog
     [LoggerMessage(26, LogLevel.Warning, "Could not open the stream of connection {StreamId} to endpoint '{EndpointName}': {Reason}")]
     public static partial void StreamOpenFailed(ILogger logger, string streamId, string endpointName, string reason);
 
+    [LoggerMessage(27, LogLevel.Warning, "Endpoint '{EndpointName}': connection {StreamId} refused: the agent already serves {Max} connections ({Limit}).")]
+    public static partial void ConnectionLimitReached(ILogger logger, string endpointName, string streamId, string limit, int max);
+
+    [LoggerMessage(28, LogLevel.Warning, "Ignored an offer from the relay with malformed ids (stream {StreamId}).")]
+    public static partial void MalformedOffer(ILogger logger, string streamId);
+
+    [LoggerMessage(29, LogLevel.Warning, "Connecting to the relay at {RelayUrl} without TLS (AllowInsecureTransport): the authtoken and all traffic are unencrypted. For development on this machine only.")]
+    public static partial void InsecureTransport(ILogger logger, Uri relayUrl);
+
     [LoggerMessage(30, LogLevel.Warning, "The relay reported an error: {Code}: {Message}")]
     public static partial void RelayError(ILogger logger, string code, string message);
 

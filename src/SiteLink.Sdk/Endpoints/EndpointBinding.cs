@@ -16,7 +16,11 @@ internal abstract class EndpointBinding : ITunnelEndpoint
         _session = session;
         Name = name;
         BindId = "b-" + Guid.NewGuid().ToString("N");
+        Connections = new Resilience.ConnectionLimit(session.Options.MaxConcurrentConnectionsPerEndpoint);
     }
+
+    /// <summary>The connections this endpoint serves at once (<see cref="TunnelSessionOptions.MaxConcurrentConnectionsPerEndpoint"/>).</summary>
+    public Resilience.ConnectionLimit Connections { get; }
 
     public string Name { get; }
 

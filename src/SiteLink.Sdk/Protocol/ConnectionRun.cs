@@ -1,6 +1,7 @@
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using SiteLink.Diagnostics;
+using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 using SiteLink.Resilience;
 
@@ -121,11 +122,12 @@ internal sealed class ConnectionRun : IAsyncDisposable
         catch (RpcException ex) when (!Connection.Lifetime.IsCancellationRequested)
         {
             var mapped = ErrorMapping.FromRpc(ex, Connection.RelayUrl, null);
-            End($"{ex.StatusCode}: {ex.Status.Detail}", mapped);
+            End($"{ex.StatusCode}: {SafeText.Clean(ex.Status.Detail)}", mapped);
         }
         catch (Exception ex) when (ex is RpcException or OperationCanceledException or IOException or InvalidOperationException)
         {
-            End("the connection was closed", new TunnelConnectionException("The connection to the relay was closed.", ex));
+            var reason = Connection.AbortReason ?? "the connection was closed";
+            End(reason, new TunnelConnectionException($"The connection to the relay was closed: {reason}.", ex));
         }
     }
 

@@ -1,4 +1,5 @@
 using Grpc.Core;
+using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 
 namespace SiteLink.Protocol;
@@ -8,7 +9,8 @@ internal static class ErrorMapping
 {
     public static TunnelException FromRpc(RpcException ex, Uri relayUrl, string? certificateRejection)
     {
-        var detail = string.IsNullOrEmpty(ex.Status.Detail) ? ex.StatusCode.ToString() : ex.Status.Detail;
+        // The relay's words are capped and stripped of control characters before they reach a message or a log.
+        var detail = string.IsNullOrEmpty(ex.Status.Detail) ? ex.StatusCode.ToString() : SafeText.Clean(ex.Status.Detail);
         return ex.StatusCode switch
         {
             StatusCode.Unauthenticated => new TunnelAuthenticationException($"The relay at {relayUrl} rejected the authtoken: {detail}", ex),

@@ -8,8 +8,14 @@ internal static class ProtocolConstants
     /// <summary>Largest data frame the agent sends unless the relay announces a smaller limit.</summary>
     public const int DefaultMaxFrameSize = 64 * 1024;
 
-    /// <summary>Largest message either side accepts: a frame plus protobuf overhead.</summary>
-    public const int MaxMessageSize = 4 * 1024 * 1024;
+    /// <summary>
+    /// Largest message either side accepts: the largest frame a relay may announce (1 MiB) plus protobuf overhead. A relay
+    /// cannot make the agent buffer more per message.
+    /// </summary>
+    public const int MaxMessageSize = (1024 * 1024) + 1024;
+
+    /// <summary>Control messages queued for the relay and not yet written; a relay that stops reading fills it.</summary>
+    public const int MaxControlQueue = 1024;
 
     public static string SdkVersion { get; } =
         typeof(ProtocolConstants).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0]

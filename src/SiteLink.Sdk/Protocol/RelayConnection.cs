@@ -18,7 +18,13 @@ internal sealed class RelayConnection : IAsyncDisposable
     private readonly Tunnel.TunnelClient _client;
     private readonly CallInvoker _invoker;
     private readonly AsyncDuplexStreamingCall<AgentMessage, RelayMessage> _control;
-    private readonly Channel<AgentMessage> _outbox = Channel.CreateUnbounded<AgentMessage>(new UnboundedChannelOptions { SingleReader = true });
+    // Bounded: a relay that stops reading the control stream (while it keeps sending heartbeats or offers the agent
+    // answers) cannot grow the agent's memory; when it is full the connection is dropped and re-established.
+    private readonly Channel<AgentMessage> _outbox = Channel.CreateBounded<AgentMessage>(new BoundedChannelOptions(ProtocolConstants.MaxControlQueue)
+    {
+        SingleReader = true,
+        FullMode = BoundedChannelFullMode.Wait,
+    });
     private readonly CancellationTokenSource _lifetime = new();
     private readonly Metadata _authHeaders;
     private readonly TunnelSessionOptions _options;
@@ -49,6 +55,9 @@ internal sealed class RelayConnection : IAsyncDisposable
 
     /// <summary>Ends when the writer stops (connection failed or disposed).</summary>
     public Task Writer => _writer;
+
+    /// <summary>Why the agent gave up on this connection itself (null when it did not).</summary>
+    public string? AbortReason { get; private set; }
 
     /// <summary>Connects, says Hello and waits for Welcome. Throws a typed <see cref="TunnelException"/> on failure.</summary>
     public static async Task<RelayConnection> ConnectAsync(TunnelSessionOptions options, string clientId, string? previousSessionId, CancellationToken cancellationToken)
@@ -148,8 +157,32 @@ internal sealed class RelayConnection : IAsyncDisposable
         };
     }
 
-    /// <summary>Queues a message for the relay. Returns false when the connection is closing.</summary>
-    public bool Send(AgentMessage message) => _outbox.Writer.TryWrite(message);
+    /// <summary>
+    /// Queues a message for the relay. Returns false when the connection is closing, or when the queue is full: the
+    /// relay has not read the control stream for <see cref="ProtocolConstants.MaxControlQueue"/> messages, and the
+    /// connection is then closed so the session reconnects.
+    /// </summary>
+    public bool Send(AgentMessage message)
+    {
+        if (_outbox.Writer.TryWrite(message))
+        {
+            return true;
+        }
+
+        if (Volatile.Read(ref _disposed) == 0 && !_lifetime.IsCancellationRequested && _outbox.Reader.Count >= ProtocolConstants.MaxControlQueue)
+        {
+            AbortReason ??= $"the relay did not read the control stream ({ProtocolConstants.MaxControlQueue} messages queued)";
+            try
+            {
+                _lifetime.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>Opens the data stream of a connection the relay offered.</summary>
     public TunnelStream OpenStream(string sessionId, string streamId, Action onAbort, Action onReleased, CancellationToken cancellationToken)
