@@ -159,7 +159,9 @@ def start_sitelink(upstreams):
             "Tls": {"DevelopmentCertificatePath": os.path.join(work, "relay.pfx")},
             "Tokens": [{"Name": "bench", "Token": TOKEN, "Tenant": "bench", "Allow": ["*"]}],
             "CloudEndpoints": [
-                {"Name": name, "Listen": f"127.0.0.1:{port}", "Tenant": "bench", "Endpoint": name}
+                # The idle scenario holds 10,000 connections from one address: lift the per-endpoint caps.
+                {"Name": name, "Listen": f"127.0.0.1:{port}", "Tenant": "bench", "Endpoint": name,
+                 "MaxConnections": 20000, "MaxConnectionsPerClientIp": 20000}
                 for name, port in public.items()
             ],
             "Limits": {"MaxConcurrentStreamsPerSession": 20000, "MaxPendingStreamsPerSession": 2048},
@@ -172,7 +174,8 @@ def start_sitelink(upstreams):
 
     def agent(name, relay_port, endpoints):
         args = ["dotnet", AGENT, "--relay", f"https://127.0.0.1:{relay_port}", "--pin", pin,
-                "--Logging:LogLevel:Default", "Warning"] + os.environ.get("SITELINK_BENCH_AGENT_ARGS", "").split()
+                "--Logging:LogLevel:Default", "Warning",
+                "--SiteLink:MaxConcurrentConnections", "20000", "--SiteLink:MaxConcurrentConnectionsPerEndpoint", "20000"] + os.environ.get("SITELINK_BENCH_AGENT_ARGS", "").split()
         for endpoint, upstream in endpoints.items():
             args += ["--endpoint", f"{endpoint}=127.0.0.1:{upstream}"]
         return start(name, args, env={"SITELINK_AUTHTOKEN": TOKEN})

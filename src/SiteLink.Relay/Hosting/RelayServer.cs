@@ -13,7 +13,7 @@ namespace SiteLink.Relay.Hosting;
 
 /// <summary>
 /// A relay running in this process: for tests, the quickstart, and applications that embed one.
-/// Start it with <see cref="StartAsync"/>; dispose it to stop.
+/// Start it with <see cref="StartAsync(RelayOptions, Action{ILoggingBuilder}?, CancellationToken)"/>; dispose it to stop.
 /// </summary>
 public sealed class RelayServer : IAsyncDisposable
 {
@@ -46,6 +46,15 @@ public sealed class RelayServer : IAsyncDisposable
     /// <summary>Data streams agents have parked at this relay, waiting for connections.</summary>
     public int ParkedStreams => _app.Services.GetRequiredService<Sessions.SessionRegistry>().Sessions.Sum(s => s.ParkedCount);
 
+    /// <summary>Control streams that authenticated and wait for their Hello.</summary>
+    public int PendingHandshakes => _app.Services.GetRequiredService<Sessions.SessionRegistry>().PendingHandshakes;
+
+    /// <summary>Connections open on the agent port (authenticated or not).</summary>
+    public int AgentConnections => _app.Services.GetRequiredService<Agents.AgentConnections>().Count;
+
+    /// <summary>Bytes of control messages queued for agents and not yet written, over all sessions.</summary>
+    public long QueuedControlBytes => _app.Services.GetRequiredService<Sessions.SessionRegistry>().Sessions.Sum(s => s.QueuedBytes);
+
     /// <summary>The address a cloud endpoint is bound to.</summary>
     /// <exception cref="KeyNotFoundException">No cloud endpoint has that name.</exception>
     public IPEndPoint GetCloudEndpoint(string name) => _app.Services.GetRequiredService<CloudEndpointHost>().BoundEndpoints[name];
@@ -70,8 +79,17 @@ public sealed class RelayServer : IAsyncDisposable
     /// <param name="configureLogging">Sets up logging; by default the relay logs nothing.</param>
     /// <param name="cancellationToken">Cancels the start.</param>
     /// <exception cref="RelayConfigurationException">The options are invalid; the message lists every problem.</exception>
-    public static async Task<RelayServer> StartAsync(RelayOptions options, Action<ILoggingBuilder>? configureLogging = null, CancellationToken cancellationToken = default)
+    public static Task<RelayServer> StartAsync(RelayOptions options, Action<ILoggingBuilder>? configureLogging = null, CancellationToken cancellationToken = default) =>
+        StartAsync(options, configureLogging, TimeProvider.System, cancellationToken);
+
+    /// <summary>
+    /// Starts a relay whose own timers (pairing expiry, silence, Hello and pre-authentication deadlines, parked-stream
+    /// lifetime, idle timeouts) run on <paramref name="timeProvider"/>, e.g. a fake clock in tests.
+    /// </summary>
+    /// <inheritdoc cref="StartAsync(RelayOptions, Action{ILoggingBuilder}?, CancellationToken)"/>
+    public static async Task<RelayServer> StartAsync(RelayOptions options, Action<ILoggingBuilder>? configureLogging, TimeProvider timeProvider, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(timeProvider);
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
             ApplicationName = typeof(RelayServer).Assembly.GetName().Name,
@@ -81,6 +99,7 @@ public sealed class RelayServer : IAsyncDisposable
         builder.Configuration.AddInMemoryCollection();
         builder.Logging.ClearProviders();
         configureLogging?.Invoke(builder.Logging);
+        builder.Services.AddSingleton(timeProvider);
         var certificate = RelayApplication.AddRelay(builder, options);
         var app = builder.Build();
         RelayApplication.MapRelay(app);

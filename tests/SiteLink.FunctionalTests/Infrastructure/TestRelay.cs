@@ -28,7 +28,7 @@ internal sealed class TestRelay : IAsyncDisposable
     public TestLogSink Logs { get; }
 
     /// <summary>Starts a relay whose cloud endpoints each forward to the acme endpoint of the same name (globex ones start with "globex-").</summary>
-    public static async Task<TestRelay> StartAsync(IEnumerable<string> cloudEndpoints, Action<RelayOptions>? configure = null)
+    public static async Task<TestRelay> StartAsync(IEnumerable<string> cloudEndpoints, Action<RelayOptions>? configure = null, TimeProvider? timeProvider = null)
     {
         var options = new RelayOptions { RelayId = "test-relay", Region = "loopback", AgentListen = "127.0.0.1:0" };
         options.Tokens.Add(Token("acme", AcmeToken, "acme", "*"));
@@ -42,7 +42,7 @@ internal sealed class TestRelay : IAsyncDisposable
 
         configure?.Invoke(options);
         var logs = new TestLogSink();
-        var server = await RelayServer.StartAsync(options, logs.AddTo).DefaultTimeout();
+        var server = await RelayServer.StartAsync(options, logs.AddTo, timeProvider ?? TimeProvider.System, CancellationToken.None).DefaultTimeout();
         return new TestRelay(server, logs);
     }
 
