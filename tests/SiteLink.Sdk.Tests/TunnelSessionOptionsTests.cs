@@ -41,6 +41,10 @@ public sealed class TunnelSessionOptionsTests
 
     [TestCase("http://relay.example", false, true)]
     [TestCase("http://127.0.0.1:8080", true, false)]
+    [TestCase("http://localhost:8080", true, false)]
+    [TestCase("http://[::1]:8080", true, false)]
+    [TestCase("http://relay.example", true, true)]
+    [TestCase("http://10.0.0.5:8443", true, true)]
     [TestCase("ftp://relay.example", true, true)]
     [TestCase("https://relay.example", false, false)]
     public void Validate_Scheme_HttpNeedsExplicitOptIn(string url, bool allowInsecure, bool expectError)
@@ -50,6 +54,34 @@ public sealed class TunnelSessionOptionsTests
         options.AllowInsecureTransport = allowInsecure;
 
         Assert.That(options.Validate().Any(e => e.Contains("RelayUrl", StringComparison.Ordinal)), Is.EqualTo(expectError));
+    }
+
+    [Test]
+    public void Validate_PlainHttpToARemoteRelay_SaysWhy()
+    {
+        var options = Valid();
+        options.RelayUrl = new Uri("http://relay.example:8443");
+        options.AllowInsecureTransport = true;
+
+        Assert.That(options.Validate(), Has.One.Contains("not loopback").And.Contains("clear text"));
+    }
+
+    [Test]
+    public void Validate_ConnectionLimits_MustBePositive()
+    {
+        var options = Valid();
+        options.MaxConcurrentConnections = 0;
+        options.MaxConcurrentConnectionsPerEndpoint = -1;
+
+        var errors = options.Validate();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(errors, Has.Some.Contains("MaxConcurrentConnections must be"));
+            Assert.That(errors, Has.Some.Contains("MaxConcurrentConnectionsPerEndpoint must be"));
+            Assert.That(new TunnelSessionOptions().MaxConcurrentConnections, Is.EqualTo(2048));
+            Assert.That(new TunnelSessionOptions().MaxConcurrentConnectionsPerEndpoint, Is.EqualTo(1024));
+        });
     }
 
     [Test]
