@@ -73,6 +73,23 @@ internal sealed class RawAgent : IDisposable
         return Client.Stream(headers);
     }
 
+    /// <summary>A data stream parked at the relay for <paramref name="sessionId"/>, waiting to be paired.</summary>
+    public AsyncDuplexStreamingCall<StreamFrame, StreamFrame> OpenParked(string sessionId)
+    {
+        var headers = Headers();
+        headers.Add("sitelink-session-id", sessionId);
+        headers.Add("sitelink-parked", "1");
+        return Client.Stream(headers);
+    }
+
+    /// <summary>The control RPC with the message bytes as they are, to send what no well-behaved agent would.</summary>
+    public AsyncDuplexStreamingCall<byte[], byte[]> OpenRawControl()
+    {
+        var bytes = Marshallers.Create(b => b, b => b);
+        var method = new Method<byte[], byte[]>(MethodType.DuplexStreaming, Tunnel.Descriptor.FullName, "Control", bytes, bytes);
+        return _channel.CreateCallInvoker().AsyncDuplexStreamingCall(method, null, new CallOptions(Headers()));
+    }
+
     /// <summary>The data RPC with the message bytes as they are, to send what no well-behaved agent would.</summary>
     public AsyncDuplexStreamingCall<byte[], byte[]> OpenRawStream(string sessionId, string streamId)
     {

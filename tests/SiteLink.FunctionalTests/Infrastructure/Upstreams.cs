@@ -15,6 +15,7 @@ internal sealed class TestUpstream : IAsyncDisposable
     private readonly List<Task> _connections = [];
     private readonly Task _acceptLoop;
     private int _accepted;
+    private int _open;
 
     private TestUpstream(Func<Socket, CancellationToken, Task> serve)
     {
@@ -27,6 +28,9 @@ internal sealed class TestUpstream : IAsyncDisposable
     public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
 
     public int Accepted => Volatile.Read(ref _accepted);
+
+    /// <summary>Connections accepted and not yet finished.</summary>
+    public int Open => Volatile.Read(ref _open);
 
     /// <summary>Echoes every byte back; after the client's FIN it finishes sending and closes.</summary>
     public static TestUpstream Echo() => new(EchoAsync);
@@ -51,6 +55,7 @@ internal sealed class TestUpstream : IAsyncDisposable
             }
 
             Interlocked.Increment(ref _accepted);
+            Interlocked.Increment(ref _open);
             lock (_connections)
             {
                 _connections.Add(ServeOneAsync(socket));
@@ -69,6 +74,10 @@ internal sealed class TestUpstream : IAsyncDisposable
             catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
             {
                 // The test decides what a failed connection means; the upstream just stops serving it.
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _open);
             }
         }
     }

@@ -1,0 +1,149 @@
+using System.Net.Sockets;
+using SiteLink.FunctionalTests.Infrastructure;
+using SiteLink.Relay.Diagnostics;
+
+namespace SiteLink.FunctionalTests;
+
+/// <summary>
+/// Anonymous public clients flooding a cloud endpoint: the relay caps connections per endpoint and per client address
+/// and closes idle ones, the agent caps what it serves, so a flood never becomes unbounded connections inside the
+/// customer's network — and another tenant keeps being served.
+/// </summary>
+[TestFixture]
+[Category("Hostile")]
+public sealed class HostilePublicClientTests
+{
+    private static async Task<List<Socket>> ConnectSilentlyAsync(TestRelay relay, string cloudEndpoint, int count)
+    {
+        var sockets = new List<Socket>(count);
+        for (var i = 0; i < count; i++)
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            sockets.Add(socket);
+            try
+            {
+                await socket.ConnectAsync(relay.CloudEndpoint(cloudEndpoint)).DefaultTimeout();
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionRefused)
+            {
+                // Refused so fast that the connect itself saw the reset.
+            }
+        }
+
+        return sockets;
+    }
+
+    private static void CloseAll(IEnumerable<Socket> sockets)
+    {
+        foreach (var socket in sockets)
+        {
+            socket.Dispose();
+        }
+    }
+
+    [Test]
+    public async Task SilentClientsBeyondThePerAddressCap_AreRefused_AndNeverReachTheAgent()
+    {
+        await using var relay = await TestRelay.StartAsync(["echo", GoodAgent.CloudEndpoint], o => o.CloudEndpoints[0].MaxConnectionsPerClientIp = 20);
+        await using var good = await GoodAgent.StartAsync(relay);
+        await using var upstream = TestUpstream.Echo();
+        var session = await relay.ConnectAgentAsync();
+        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+
+        var silent = await ConnectSilentlyAsync(relay, "echo", 100);
+        await Eventually.WaitUntilAsync(() => relay.Server.Counters.Refused(RefusalReason.ClientIpLimit) == 80, "80 refused");
+        await Eventually.WaitUntilAsync(() => upstream.Accepted == 20, "20 reached the upstream");
+        await good.AssertServesAsync();
+        var refusedWhileFull = relay.Server.Counters.Refused(RefusalReason.ClientIpLimit);
+        CloseAll(silent);
+        await Eventually.WaitUntilAsync(() => upstream.Open == 0 && relay.Server.Counters.ActiveConnections == 0, "closed clients close their upstream connections");
+
+        using var after = await relay.ConnectClientAsync("echo");
+        await after.SendAllAsync(new byte[] { 1, 2, 3 }).DefaultTimeout();
+        var echoed = new byte[3];
+        var read = await after.ReceiveAsync(echoed.AsMemory(), SocketFlags.None).AsTask().DefaultTimeout();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(refusedWhileFull, Is.EqualTo(80));
+            Assert.That(upstream.Accepted, Is.EqualTo(21), "never more than the cap, then one more once there was room");
+            Assert.That(read, Is.GreaterThan(0), "the address is served again once its connections closed");
+        });
+    }
+
+    [Test]
+    public async Task ClientsBeyondTheEndpointCap_AreRefused()
+    {
+        await using var relay = await TestRelay.StartAsync(["echo"], o => o.CloudEndpoints[0].MaxConnections = 10);
+        await using var upstream = TestUpstream.Echo();
+        var session = await relay.ConnectAgentAsync();
+        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+
+        var silent = await ConnectSilentlyAsync(relay, "echo", 25);
+        await Eventually.WaitUntilAsync(() => relay.Server.Counters.Refused(RefusalReason.EndpointLimit) == 15, "15 refused");
+        await Eventually.WaitUntilAsync(() => upstream.Accepted == 10, "10 reached the upstream");
+        CloseAll(silent);
+
+        Assert.That(relay.Logs.Entries.Count(e => e.EventId.Id == 30), Is.LessThanOrEqualTo(2), "refusals are counted, and logged once a second");
+    }
+
+    [Test]
+    public async Task IdleConnections_AreClosed_AfterTheEndpointsIdleTimeout_BusyOnesAreNot()
+    {
+        var idleTimeout = TimeSpan.FromSeconds(2);
+        await using var relay = await TestRelay.StartAsync(["echo"], o => o.CloudEndpoints[0].IdleTimeout = idleTimeout);
+        await using var upstream = TestUpstream.Echo();
+        var session = await relay.ConnectAgentAsync();
+        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        var silent = await ConnectSilentlyAsync(relay, "echo", 10);
+        using var busy = await relay.ConnectClientAsync("echo");
+        await Eventually.WaitUntilAsync(() => upstream.Open == 11, "all 11 bridged");
+
+        // The busy client talks every 200 ms, for longer than the idle timeout; the others say nothing.
+        var one = new byte[1];
+        var talking = System.Diagnostics.Stopwatch.StartNew();
+        while (talking.Elapsed < idleTimeout * 1.5)
+        {
+            await busy.SendAllAsync(new byte[] { 7 }).DefaultTimeout();
+            Assert.That(await busy.ReceiveAsync(one.AsMemory(), SocketFlags.None).AsTask().DefaultTimeout(), Is.EqualTo(1), "the busy connection is never closed");
+            await Task.Delay(200);
+        }
+
+        var closes = await Task.WhenAll(silent.Select(s => s.WaitForCloseAsync())).DefaultTimeout();
+        await Eventually.WaitUntilAsync(() => upstream.Open == 1, "the agent closed the idle ones' upstream connections");
+        CloseAll(silent);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(closes, Has.All.True, "every silent client was closed");
+            Assert.That(relay.Server.Counters.IdleTimeouts, Is.EqualTo(10));
+            Assert.That(busy.Connected, Is.True);
+        });
+    }
+
+    [Test]
+    public async Task AgentCapsTheConnectionsItServes_PerEndpoint_AndPerSession()
+    {
+        await using var relay = await TestRelay.StartAsync(["one", "two"]);
+        await using var upstream = TestUpstream.Echo();
+        var session = await relay.ConnectAgentAsync(configure: o =>
+        {
+            o.MaxConcurrentConnectionsPerEndpoint = 10;
+            o.MaxConcurrentConnections = 15;
+        });
+        await session.BindTcpAsync("one", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.BindTcpAsync("two", "127.0.0.1", upstream.Port).DefaultTimeout();
+        var toOne = await ConnectSilentlyAsync(relay, "one", 14);
+        await Eventually.WaitUntilAsync(() => upstream.Open == 10 && relay.Server.Counters.Refused(RefusalReason.AgentRefused) == 4, "one: 10 served, 4 refused by the agent");
+        var toTwo = await ConnectSilentlyAsync(relay, "two", 8);
+        await Eventually.WaitUntilAsync(() => upstream.Open == 15 && relay.Server.Counters.Refused(RefusalReason.AgentRefused) == 7, "two: 5 more served, 3 refused");
+        CloseAll(toOne.Concat(toTwo));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(upstream.Accepted, Is.EqualTo(15), "the agent never opened more than its caps");
+            Assert.That(relay.Logs.Entries.Any(e => e.Message.Contains("MaxConcurrentConnectionsPerEndpoint", StringComparison.Ordinal)), Is.True);
+            Assert.That(relay.Logs.Entries.Any(e => e.Message.Contains("(MaxConcurrentConnections)", StringComparison.Ordinal)), Is.True);
+        });
+    }
+}
