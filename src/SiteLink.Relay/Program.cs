@@ -22,6 +22,7 @@ System.Security.Cryptography.X509Certificates.X509Certificate2? certificate;
 try
 {
     certificate = RelayApplication.AddRelay(builder, options);
+    RelayApplication.CheckAddressesAvailable(options);
 }
 catch (RelayConfigurationException ex)
 {
@@ -42,7 +43,8 @@ try
 }
 catch (Exception ex) when (ex is RelayStartException or IOException or AddressInUseException)
 {
-    // One line naming what could not start and where (e.g. "address already in use"), not a stack trace.
+    // One line naming what could not start and where (e.g. "address already in use"). (Should the address be taken
+    // between the check above and here, the host also logs its own error.)
     Console.Error.WriteLine($"SiteLink relay cannot start: {ex.Message}");
     await app.DisposeAsync();
     return 3;
@@ -55,7 +57,7 @@ if (certificate is not null)
     Console.WriteLine($"TLS certificate SHA-256 (pin it in agents): {RelayCertificate.Sha256Of(certificate)}");
 }
 
-foreach (var (name, address) in app.Services.GetRequiredService<SiteLink.Relay.CloudEndpoints.CloudEndpointHost>().BoundEndpoints)
+foreach (var (name, address) in RelayApplication.CloudEndpoints(app))
 {
     Console.WriteLine($"Cloud endpoint '{name}' on tcp://{address}");
 }

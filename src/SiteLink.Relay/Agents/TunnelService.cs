@@ -460,6 +460,10 @@ internal sealed class TunnelService
         {
             // Released by the relay (session ending, lifetime): a normal end, not a wasted call.
             MarkProductive(context.GetHttpContext());
+            if (lifetime.IsCancellationRequested)
+            {
+                _counters.OnParkedStreamExpired();
+            }
         }
 
         return null;

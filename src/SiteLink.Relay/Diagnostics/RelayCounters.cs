@@ -56,6 +56,7 @@ public sealed class RelayCounters
     private long _authenticationFailures;
     private long _protocolErrors;
     private long _idleTimeouts;
+    private long _parkedExpired;
     private long _controlQueuePeakBytes;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _agentConnectionEvents = new(StringComparer.Ordinal);
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _sessionEndReasons = new(StringComparer.Ordinal);
@@ -90,6 +91,9 @@ public sealed class RelayCounters
 
     /// <summary>Tunnelled connections closed because nothing moved for the cloud endpoint's IdleTimeout.</summary>
     public long IdleTimeouts => Interlocked.Read(ref _idleTimeouts);
+
+    /// <summary>Parked streams the relay released because they waited their <c>ParkedStreamLifetime</c> out.</summary>
+    public long ParkedStreamsExpired => Interlocked.Read(ref _parkedExpired);
 
     /// <summary>The most bytes of control messages ever queued for one agent at once.</summary>
     public long ControlQueuePeakBytes => Interlocked.Read(ref _controlQueuePeakBytes);
@@ -217,6 +221,8 @@ public sealed class RelayCounters
     }
 
     internal void OnProtocolError() => Interlocked.Increment(ref _protocolErrors);
+
+    internal void OnParkedStreamExpired() => Interlocked.Increment(ref _parkedExpired);
 
     internal void OnIdleTimeout()
     {

@@ -107,6 +107,34 @@ public static class RelayApplication
         return certificate;
     }
 
+    /// <summary>
+    /// Checks that the agent port and every cloud endpoint with a fixed port can be bound, so a busy address is reported
+    /// in one line (<see cref="RelayStartException"/>) instead of failing the host's start with a stack trace.
+    /// </summary>
+    public static void CheckAddressesAvailable(RelayOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var addresses = new List<(string What, string Address)> { ("The agent port", options.AgentListen) };
+        addresses.AddRange(options.CloudEndpoints.Select(e => ($"Cloud endpoint '{e.Name}'", e.Listen)));
+        foreach (var (what, text) in addresses)
+        {
+            if (!RelayOptionsValidator.TryParseEndPoint(text, out var endPoint) || endPoint.Port == 0)
+            {
+                continue;
+            }
+
+            using var probe = new System.Net.Sockets.Socket(endPoint.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            try
+            {
+                probe.Bind(endPoint);
+            }
+            catch (System.Net.Sockets.SocketException ex)
+            {
+                throw new RelayStartException($"{what} cannot listen on {endPoint}: {ex.Message}", ex);
+            }
+        }
+    }
+
     /// <summary>Kestrel's receive window per data stream on the agent port.</summary>
     internal const int StreamWindow = 8 * 1024 * 1024;
 
@@ -124,6 +152,13 @@ public static class RelayApplication
         var connections = app.Services.GetRequiredService<AgentConnections>();
         app.Use((context, next) => connections.OnRequestAsync(context, next));
         app.MapGrpcService<TunnelService>();
+    }
+
+    /// <summary>Each cloud endpoint of a started application and the address it is bound to (the real port when configured with 0).</summary>
+    public static IReadOnlyDictionary<string, IPEndPoint> CloudEndpoints(WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        return app.Services.GetRequiredService<CloudEndpointHost>().BoundEndpoints;
     }
 
     /// <summary>The agent URL of a started application: its bound address with the right scheme.</summary>

@@ -24,20 +24,29 @@ internal sealed class TokenReloader : IHostedService, IDisposable
     private readonly SessionRegistry _registry;
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
+    private readonly ITimer _settle;
     private IDisposable? _subscription;
+    private string? _lastRejected;
 
-    public TokenReloader(IConfiguration configuration, RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ILogger<TokenReloader> logger)
+    public TokenReloader(IConfiguration configuration, RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, TimeProvider timeProvider, ILogger<TokenReloader> logger)
     {
         _configuration = configuration;
         _options = options;
         _tokens = tokens;
         _registry = registry;
         _logger = logger;
+        _settle = timeProvider.CreateTimer(static state => ((TokenReloader)state!).Reload(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
+
+    /// <summary>
+    /// How long the configuration must stay unchanged before it is applied: editors save in steps (truncate, write),
+    /// and a half-written file must not end sessions or be reported as broken.
+    /// </summary>
+    internal static readonly TimeSpan SettleTime = TimeSpan.FromMilliseconds(500);
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _subscription = ChangeToken.OnChange(_configuration.GetReloadToken, Reload);
+        _subscription = ChangeToken.OnChange(_configuration.GetReloadToken, () => _settle.Change(SettleTime, Timeout.InfiniteTimeSpan));
         return Task.CompletedTask;
     }
 
@@ -69,9 +78,18 @@ internal sealed class TokenReloader : IHostedService, IDisposable
 
             if (errors.Count > 0)
             {
-                RelayLog.TokensReloadRejected(_logger, string.Join(" ", errors));
+                // A saved file often raises several change events: say it once per distinct bad edit.
+                var problems = string.Join(" ", errors);
+                if (problems != _lastRejected)
+                {
+                    _lastRejected = problems;
+                    RelayLog.TokensReloadRejected(_logger, problems);
+                }
+
                 return;
             }
+
+            _lastRejected = null;
 
             var changed = _tokens.Replace(loaded.Tokens);
             var ended = 0;
@@ -89,5 +107,6 @@ internal sealed class TokenReloader : IHostedService, IDisposable
     {
         _subscription?.Dispose();
         _subscription = null;
+        _settle.Dispose();
     }
 }

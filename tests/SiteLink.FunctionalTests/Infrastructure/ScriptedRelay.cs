@@ -57,6 +57,9 @@ internal sealed class ScriptedControl
 
     public Channel<RelayMessage> ToAgent { get; } = Channel.CreateUnbounded<RelayMessage>();
 
+    /// <summary>While false, the relay stops reading the agent's control stream (its HTTP/2 window fills up).</summary>
+    public bool Reading { get; set; } = true;
+
     /// <summary>Stream calls the agent parked: the test writes their first frame.</summary>
     public Channel<ParkedCall> Parked { get; } = Channel.CreateUnbounded<ParkedCall>();
 
@@ -104,6 +107,10 @@ internal sealed class ScriptedTunnelService(ScriptedControl control) : Tunnel.Tu
         await foreach (var message in requestStream.ReadAllAsync(context.CancellationToken))
         {
             await control.FromAgent.Writer.WriteAsync(message);
+            while (!control.Reading && !context.CancellationToken.IsCancellationRequested)
+            {
+                await Task.Delay(20, context.CancellationToken).ContinueWith(_ => { }, TaskScheduler.Default);
+            }
         }
 
         await writing.WaitAsync(TimeSpan.FromSeconds(1)).ContinueWith(_ => { }, TaskScheduler.Default);
