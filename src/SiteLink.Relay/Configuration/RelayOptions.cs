@@ -208,6 +208,19 @@ public sealed class RelayLimits
     /// </summary>
     public TimeSpan ParkedStreamLifetime { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// HTTP/2 receive window of each data stream on the agent port: what an agent may send on one tunnelled connection
+    /// before the relay passed it on. It caps one connection's throughput from the agent at window / round trip
+    /// (8 MiB at 20 ms ≈ 3 Gbit/s). Default: 8 MiB.
+    /// </summary>
+    public int AgentStreamWindow { get; set; } = 8 * 1024 * 1024;
+
+    /// <summary>
+    /// HTTP/2 receive window of each agent connection: the most data one agent connection (a session and all its
+    /// streams) can leave unread at the relay, e.g. behind public clients that stop reading. Default: 32 MiB.
+    /// </summary>
+    public int AgentConnectionWindow { get; set; } = 32 * 1024 * 1024;
+
     /// <summary>HTTP/2 connections the agent port holds at once, from anyone. Default: 20000.</summary>
     public int MaxAgentConnections { get; set; } = 20000;
 

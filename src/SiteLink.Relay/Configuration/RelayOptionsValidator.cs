@@ -272,6 +272,16 @@ public static class RelayOptionsValidator
             errors.Add($"Relay:Limits:MaxControlQueueBytes must be at least 65536 (was {limits.MaxControlQueueBytes.ToString(CultureInfo.InvariantCulture)}).");
         }
 
+        if (limits.AgentStreamWindow is < 65_535 or > 16 * 1024 * 1024)
+        {
+            errors.Add($"Relay:Limits:AgentStreamWindow must be between 65535 and 16777216 bytes (was {limits.AgentStreamWindow.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (limits.AgentConnectionWindow < limits.AgentStreamWindow || limits.AgentConnectionWindow > 256 * 1024 * 1024)
+        {
+            errors.Add($"Relay:Limits:AgentConnectionWindow must be at least AgentStreamWindow and at most 268435456 bytes (was {limits.AgentConnectionWindow.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
         if (limits.ParkedStreamLifetime <= TimeSpan.Zero)
         {
             errors.Add("Relay:Limits:ParkedStreamLifetime must be positive.");

@@ -72,10 +72,11 @@ public static class RelayApplication
             // opened and those being carried, and a margin. A client that opens more gets REFUSED_STREAM.
             http2.MaxStreamsPerConnection = StreamsPerConnection(limits);
             // Kestrel's receive windows do not grow: they cap what one agent can send per round trip (8 MiB per stream,
-            // 32 MiB per connection is ~3 Gbit/s per stream at a 20 ms round trip). They also cap what an agent can
-            // make the relay hold unread: at most the connection window per agent connection (docs/architecture.md).
-            http2.InitialStreamWindowSize = StreamWindow;
-            http2.InitialConnectionWindowSize = ConnectionWindow;
+            // 32 MiB per connection by default is ~3 Gbit/s per stream at a 20 ms round trip). They also cap what an
+            // agent can make the relay hold unread: at most the connection window per agent connection
+            // (docs/architecture.md, "Limits and worst cases").
+            http2.InitialStreamWindowSize = limits.AgentStreamWindow;
+            http2.InitialConnectionWindowSize = limits.AgentConnectionWindow;
             // Larger frames from the agent: fewer frame headers and reads per byte.
             http2.MaxFrameSize = 64 * 1024;
             // Pings find connections whose peer vanished without a FIN (a dead NAT, a pulled cable) even when no stream
@@ -134,12 +135,6 @@ public static class RelayApplication
             }
         }
     }
-
-    /// <summary>Kestrel's receive window per data stream on the agent port.</summary>
-    internal const int StreamWindow = 8 * 1024 * 1024;
-
-    /// <summary>Kestrel's receive window per agent connection: the most unread data one agent connection can leave at the relay.</summary>
-    internal const int ConnectionWindow = 32 * 1024 * 1024;
 
     /// <summary>The HTTP/2 streams one agent connection may have open at once.</summary>
     internal static int StreamsPerConnection(RelayLimits limits) =>
