@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net.Sockets;
+using Microsoft.Extensions.Time.Testing;
 using SiteLink.FunctionalTests.Infrastructure;
 using SiteLink.Relay.Configuration;
 
@@ -76,7 +77,7 @@ public sealed class HostileAgentPortTests
     [Test]
     public async Task IdleTlsConnection_IsClosedAfterThePreAuthenticationTimeout()
     {
-        var clock = new ManualClock();
+        var clock = new FakeTimeProvider();
         await using var relay = await TestRelay.StartAsync([GoodEndpoint], timeProvider: clock);
         await using var upstream = TestUpstream.Echo();
         var good = await ConnectGoodAgentAsync(relay, upstream);
@@ -332,110 +333,5 @@ public sealed class HostileAgentPortTests
         await client.SendAllAsync(payload).DefaultTimeout();
         client.Shutdown(SocketShutdown.Send);
         Assert.That(await receiving.DefaultTimeout(), Is.EqualTo(payload), "the good agent carries 256 KiB exactly");
-    }
-
-    /// <summary>
-    /// A clock that moves only when told to, firing due timers inline (what FakeTimeProvider does; that package is not
-    /// referenced by this project).
-    /// </summary>
-    private sealed class ManualClock : TimeProvider
-    {
-        private readonly Lock _gate = new();
-        private readonly List<ManualTimer> _timers = [];
-        private readonly DateTimeOffset _epoch = DateTimeOffset.UtcNow;
-        private long _now = TimeSpan.TicksPerDay;
-
-        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-
-        public override long GetTimestamp()
-        {
-            lock (_gate)
-            {
-                return _now;
-            }
-        }
-
-        public override DateTimeOffset GetUtcNow() => _epoch + TimeSpan.FromTicks(GetTimestamp() - TimeSpan.TicksPerDay);
-
-        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-        {
-            var timer = new ManualTimer(this, callback, state);
-            timer.Change(dueTime, period);
-            return timer;
-        }
-
-        /// <summary>Moves the clock and runs, in order, every timer that came due.</summary>
-        public void Advance(TimeSpan by)
-        {
-            lock (_gate)
-            {
-                _now += by.Ticks;
-            }
-
-            while (true)
-            {
-                ManualTimer? due;
-                lock (_gate)
-                {
-                    due = _timers.Where(t => t.DueAt <= _now).MinBy(t => t.DueAt);
-                    if (due is null)
-                    {
-                        return;
-                    }
-
-                    due.DueAt = due.Period > 0 ? due.DueAt + due.Period : long.MaxValue;
-                }
-
-                due.Callback(due.State);
-            }
-        }
-
-        private sealed class ManualTimer(ManualClock clock, TimerCallback callback, object? state) : ITimer
-        {
-            public TimerCallback Callback { get; } = callback;
-
-            public object? State { get; } = state;
-
-            public long DueAt { get; set; } = long.MaxValue;
-
-            public long Period { get; private set; }
-
-            private bool _disposed;
-
-            public bool Change(TimeSpan dueTime, TimeSpan period)
-            {
-                lock (clock._gate)
-                {
-                    if (_disposed)
-                    {
-                        return false;
-                    }
-
-                    DueAt = dueTime == Timeout.InfiniteTimeSpan ? long.MaxValue : clock._now + dueTime.Ticks;
-                    Period = period == Timeout.InfiniteTimeSpan ? 0 : period.Ticks;
-                    if (!clock._timers.Contains(this))
-                    {
-                        clock._timers.Add(this);
-                    }
-                }
-
-                return true;
-            }
-
-            public void Dispose()
-            {
-                lock (clock._gate)
-                {
-                    _disposed = true;
-                    clock._timers.Remove(this);
-                }
-            }
-
-            public ValueTask DisposeAsync()
-            {
-                Dispose();
-                return ValueTask.CompletedTask;
-            }
-        }
     }
 }

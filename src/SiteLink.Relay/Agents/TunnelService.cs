@@ -30,9 +30,11 @@ internal sealed class TunnelService
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
     private readonly AuthFailureLog _authFailures;
+    private readonly PeerEventLog _sampled;
 
-    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, AgentConnections connections, RelayCounters counters, TimeProvider timeProvider, AuthFailureLog authFailures, ILogger<TunnelService> logger)
+    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, AgentConnections connections, RelayCounters counters, TimeProvider timeProvider, AuthFailureLog authFailures, PeerEventLog sampled, ILogger<TunnelService> logger)
     {
+        _sampled = sampled;
         _options = options;
         _tokens = tokens;
         _registry = registry;
@@ -51,7 +53,11 @@ internal sealed class TunnelService
         var address = ClientAddress.KeyOf(http.Connection.RemoteIpAddress ?? IPAddress.None);
         if (_registry.TryBeginHandshake(token.Name, address) is { } busy)
         {
-            RelayLog.SessionRefused(_logger, token.Name, busy);
+            if (_sampled.Sessions.ShouldLog(out var suppressed))
+            {
+                RelayLog.SessionRefused(_logger, token.Name, busy, suppressed);
+            }
+
             throw new RpcException(new Status(StatusCode.Unavailable, busy));
         }
 
@@ -94,7 +100,11 @@ internal sealed class TunnelService
 
         if (_registry.TryAdd(session) is { } refusal)
         {
-            RelayLog.SessionRefused(_logger, token.Name, refusal);
+            if (_sampled.Sessions.ShouldLog(out var suppressed))
+            {
+                RelayLog.SessionRefused(_logger, token.Name, refusal, suppressed);
+            }
+
             throw new RpcException(new Status(StatusCode.ResourceExhausted, refusal));
         }
 
@@ -141,7 +151,7 @@ internal sealed class TunnelService
                 if (ReferenceEquals(message, TunnelServiceMethods.MalformedControlMessage))
                 {
                     _counters.OnProtocolError();
-                    RelayLog.ProtocolError(_logger, session.Id, "a control message could not be parsed; ending the session");
+                    LogProtocolError(session, "a control message could not be parsed; ending the session");
                     session.End(SessionEnd.ProtocolViolation("a control message could not be parsed as sitelink.v1.AgentMessage"));
                     break;
                 }
@@ -157,7 +167,7 @@ internal sealed class TunnelService
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            RelayLog.ProtocolError(_logger, session.Id, $"internal error handling a message: {ex.GetType().Name}: {ex.Message}");
+            RelayLog.ProtocolError(_logger, session.Id, $"internal error handling a message: {ex.GetType().Name}: {ex.Message}", 0);
             reason = "internal error";
         }
         finally
@@ -252,8 +262,28 @@ internal sealed class TunnelService
     private RpcException Refuse(ServerCallContext context, StatusCode code, string detail)
     {
         _counters.OnProtocolError();
-        RelayLog.HandshakeRefused(_logger, context.Peer, detail);
+        if (_sampled.Handshakes.ShouldLog(out var suppressed))
+        {
+            RelayLog.HandshakeRefused(_logger, context.Peer, detail, suppressed);
+        }
+
         return new RpcException(new Status(code, detail));
+    }
+
+    private void LogProtocolError(AgentSession session, string detail)
+    {
+        if (_sampled.ProtocolErrors.ShouldLog(out var suppressed))
+        {
+            RelayLog.ProtocolError(_logger, session.Id, detail, suppressed);
+        }
+    }
+
+    private void LogUnknownStream(string sessionId, string streamId)
+    {
+        if (_sampled.UnknownStreams.ShouldLog(out var suppressed))
+        {
+            RelayLog.UnknownStream(_logger, sessionId, streamId, suppressed);
+        }
     }
 
     private void Handle(AgentSession session, AgentMessage message)
@@ -266,9 +296,9 @@ internal sealed class TunnelService
                 {
                     RelayLog.Bound(_logger, session.Id, message.Bind.Name, session.Token.Tenant);
                 }
-                else
+                else if (_sampled.Binds.ShouldLog(out var suppressed))
                 {
-                    RelayLog.BindRefused(_logger, session.Id, SafeText.Clean(message.Bind.Name, SafeText.MaxIdLength), result.Status.ToString(), result.Message);
+                    RelayLog.BindRefused(_logger, session.Id, SafeText.Clean(message.Bind.Name, SafeText.MaxIdLength), result.Status.ToString(), result.Message, suppressed);
                 }
 
                 session.Send(new RelayMessage { BindResult = result });
@@ -300,7 +330,7 @@ internal sealed class TunnelService
             default:
                 var detail = message.KindCase == AgentMessage.KindOneofCase.Hello ? "Hello sent twice" : "a message this relay does not understand";
                 _counters.OnProtocolError();
-                RelayLog.ProtocolError(_logger, session.Id, detail);
+                LogProtocolError(session, detail);
                 session.Send(new RelayMessage { Error = new Error { Code = ErrorCode.Protocol, Message = detail } });
                 break;
         }
@@ -335,7 +365,7 @@ internal sealed class TunnelService
         if (!_registry.TryGetSession(sessionId, out var session) || session.Token.Name != token.Name)
         {
             _counters.OnUnknownStream();
-            RelayLog.UnknownStream(_logger, SafeText.Clean(sessionId, SafeText.MaxIdLength), SafeText.Clean(context.RequestHeaders.GetValue(WireNames.StreamIdHeader), SafeText.MaxIdLength));
+            LogUnknownStream(SafeText.Clean(sessionId, SafeText.MaxIdLength), SafeText.Clean(context.RequestHeaders.GetValue(WireNames.StreamIdHeader), SafeText.MaxIdLength));
             throw new RpcException(new Status(StatusCode.NotFound, "unknown session for this authtoken"));
         }
 
@@ -344,7 +374,7 @@ internal sealed class TunnelService
             // A session's streams share its one HTTP/2 connection, whose flow-control windows bound what the session
             // can make the relay buffer; streams on other connections would multiply that.
             _counters.OnUnknownStream();
-            RelayLog.UnknownStream(_logger, session.Id, "(a stream on another connection than the session's)");
+            LogUnknownStream(session.Id, "(on another connection than the session's)");
             throw new RpcException(new Status(StatusCode.NotFound, "a session's data streams must use the connection of its control stream"));
         }
 
@@ -452,7 +482,7 @@ internal sealed class TunnelService
         {
             requestStream.Current.Release();
             _counters.OnProtocolError();
-            RelayLog.ProtocolError(_logger, session.Id, "data on a parked stream before it was paired; ending that stream");
+            LogProtocolError(session, "data on a parked stream before it was paired; ending that stream");
             throw new RpcException(new Status(StatusCode.InvalidArgument, "a parked stream carries nothing until the relay pairs it with a connection"));
         }
 

@@ -38,8 +38,8 @@ internal static partial class RelayLog
     [LoggerMessage(12, LogLevel.Information, "Session {SessionId} ended: {Reason}.")]
     public static partial void SessionEnded(ILogger logger, string sessionId, string reason);
 
-    [LoggerMessage(13, LogLevel.Warning, "Refused session for token '{TokenName}': {Reason}.")]
-    public static partial void SessionRefused(ILogger logger, string tokenName, string reason);
+    [LoggerMessage(13, LogLevel.Warning, "Refused session for token '{TokenName}': {Reason}. ({Suppressed} more refused since the last such message.)")]
+    public static partial void SessionRefused(ILogger logger, string tokenName, string reason, long suppressed);
 
     [LoggerMessage(14, LogLevel.Warning, "Session {SessionId} sent nothing for {Silence}; dropping it and its endpoints.")]
     public static partial void SessionSilent(ILogger logger, string sessionId, TimeSpan silence);
@@ -56,8 +56,8 @@ internal static partial class RelayLog
     [LoggerMessage(20, LogLevel.Information, "Session {SessionId} bound '{Endpoint}' (tenant {Tenant}).")]
     public static partial void Bound(ILogger logger, string sessionId, string endpoint, string tenant);
 
-    [LoggerMessage(21, LogLevel.Warning, "Session {SessionId}: bind of '{Endpoint}' refused: {Status}: {Reason}.")]
-    public static partial void BindRefused(ILogger logger, string sessionId, string endpoint, string status, string reason);
+    [LoggerMessage(21, LogLevel.Warning, "Session {SessionId}: bind of '{Endpoint}' refused: {Status}: {Reason}. ({Suppressed} more since the last such message.)")]
+    public static partial void BindRefused(ILogger logger, string sessionId, string endpoint, string status, string reason, long suppressed);
 
     [LoggerMessage(22, LogLevel.Information, "Session {SessionId} unbound '{Endpoint}'.")]
     public static partial void Unbound(ILogger logger, string sessionId, string endpoint);
@@ -68,8 +68,8 @@ internal static partial class RelayLog
     [LoggerMessage(19, LogLevel.Warning, "Agent port: closed the connection of {Peer}: {Reason}. ({Suppressed} more closed since the last such message.)")]
     public static partial void AgentConnectionClosed(ILogger logger, string peer, string reason, long suppressed);
 
-    [LoggerMessage(23, LogLevel.Warning, "Refused control stream from {Peer}: {Reason}.")]
-    public static partial void HandshakeRefused(ILogger logger, string peer, string reason);
+    [LoggerMessage(23, LogLevel.Warning, "Refused control stream from {Peer}: {Reason}. ({Suppressed} more since the last such message.)")]
+    public static partial void HandshakeRefused(ILogger logger, string peer, string reason, long suppressed);
 
     [LoggerMessage(30, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}': refused connection from {Client}: {Reason}. ({Suppressed} more refused since the last such message.)")]
     public static partial void ConnectionRefused(ILogger logger, string cloudEndpoint, string client, string reason, long suppressed);
@@ -80,11 +80,11 @@ internal static partial class RelayLog
     [LoggerMessage(32, LogLevel.Debug, "Connection {StreamId} closed: {Outcome}; {BytesIn} bytes in, {BytesOut} bytes out.")]
     public static partial void ConnectionClosed(ILogger logger, string streamId, string outcome, long bytesIn, long bytesOut);
 
-    [LoggerMessage(33, LogLevel.Warning, "Session {SessionId} asked for stream '{StreamId}', which is unknown, expired, used or not its own.")]
-    public static partial void UnknownStream(ILogger logger, string sessionId, string streamId);
+    [LoggerMessage(33, LogLevel.Warning, "Session {SessionId} asked for stream '{StreamId}', which is unknown, expired, used or not its own. ({Suppressed} more since the last such message.)")]
+    public static partial void UnknownStream(ILogger logger, string sessionId, string streamId, long suppressed);
 
-    [LoggerMessage(34, LogLevel.Warning, "Session {SessionId}: protocol error: {Detail}.")]
-    public static partial void ProtocolError(ILogger logger, string sessionId, string detail);
+    [LoggerMessage(34, LogLevel.Warning, "Session {SessionId}: protocol error: {Detail}. ({Suppressed} more since the last such message.)")]
+    public static partial void ProtocolError(ILogger logger, string sessionId, string detail, long suppressed);
 
     [LoggerMessage(35, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}': accepting a connection failed ({Error}); still accepting.")]
     public static partial void AcceptFailed(ILogger logger, string cloudEndpoint, string error);

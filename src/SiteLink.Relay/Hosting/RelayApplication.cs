@@ -49,6 +49,7 @@ public static class RelayApplication
         builder.Services.AddSingleton<RelayCounters>();
         builder.Services.AddSingleton<AgentConnections>();
         builder.Services.AddSingleton<AuthFailureLog>();
+        builder.Services.AddSingleton<PeerEventLog>();
         builder.Services.AddSingleton<SessionRegistry>();
         builder.Services.AddSingleton<ConnectionRouter>();
         builder.Services.AddSingleton<CloudEndpointHost>();

@@ -20,9 +20,11 @@ internal sealed class ConnectionRouter
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
     private readonly LogSampler _refusalLog;
+    private readonly PeerEventLog _sampled;
 
-    public ConnectionRouter(SessionRegistry registry, RelayOptions options, RelayCounters counters, TimeProvider timeProvider, ILogger<ConnectionRouter> logger)
+    public ConnectionRouter(SessionRegistry registry, RelayOptions options, RelayCounters counters, TimeProvider timeProvider, ILogger<ConnectionRouter> logger, PeerEventLog? sampled = null)
     {
+        _sampled = sampled ?? new PeerEventLog(timeProvider);
         _registry = registry;
         _limits = options.Limits;
         _counters = counters;
@@ -131,7 +133,10 @@ internal sealed class ConnectionRouter
         }
 
         _counters.OnUnknownStream();
-        RelayLog.UnknownStream(_logger, session.Id, SafeText.Clean(streamId, SafeText.MaxIdLength));
+        if (_sampled.UnknownStreams.ShouldLog(out var suppressed))
+        {
+            RelayLog.UnknownStream(_logger, session.Id, SafeText.Clean(streamId, SafeText.MaxIdLength), suppressed);
+        }
         return null;
     }
 
