@@ -252,6 +252,32 @@ public sealed class HostileAgentTests
     }
 
     [Test]
+    public async Task FloodOfUnknownStreams_IsCounted_ButLoggedOnceASecond()
+    {
+        await using var relay = await TestRelay.StartAsync([GoodAgent.CloudEndpoint]);
+        await using var good = await GoodAgent.StartAsync(relay);
+        using var raw = new RawAgent(relay);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+
+        var statuses = new List<StatusCode>();
+        for (var i = 0; i < 150; i++)
+        {
+            using var call = raw.OpenStream("s_no-such-session", $"stream-{i}");
+            var ex = Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext().DefaultTimeout());
+            statuses.Add(ex!.StatusCode);
+        }
+
+        var lines = relay.Logs.Entries.Count(e => e.EventId.Id == 33);
+        await good.AssertServesAsync();
+        Assert.Multiple(() =>
+        {
+            Assert.That(statuses, Has.All.EqualTo(StatusCode.NotFound));
+            Assert.That(relay.Server.Counters.UnknownStreamRequests, Is.EqualTo(150), "every one counted");
+            Assert.That(lines, Is.InRange(1, 1 + (int)Math.Ceiling(watch.Elapsed.TotalSeconds)), "one line a second at most");
+        });
+    }
+
+    [Test]
     public async Task UnparseableControlMessages_AreRefused_WithOneWarningLine_AndCounted()
     {
         await using var relay = await TestRelay.StartAsync([GoodAgent.CloudEndpoint]);
