@@ -45,7 +45,11 @@ public sealed partial class TunnelSession
                     drain: true, drainDeadline: TimeSpan.FromMilliseconds(message.Drain.DeadlineMs));
                 break;
             case RelayMessage.KindOneofCase.Error:
-                SessionLog.RelayError(_logger, message.Error.Code.ToString(), SafeText.Clean(message.Error.Message));
+                if (_offerLog.ShouldLog(OfferEvent.RelayError, out var errorsHeld))
+                {
+                    SessionLog.RelayError(_logger, message.Error.Code.ToString(), SafeText.Clean(message.Error.Message), errorsHeld);
+                }
+
                 break;
             default:
                 // HeartbeatAck (handled by the run), UnbindResult and messages of later protocol versions need no action.
@@ -133,7 +137,11 @@ public sealed partial class TunnelSession
         if (!IsWellFormed(message))
         {
             // Not an offer this agent can answer (a refusal would echo the relay's oversized text back to it).
-            SessionLog.MalformedOffer(_logger, SafeText.Clean(message.StreamId, SafeText.MaxIdLength));
+            if (_offerLog.ShouldLog(OfferEvent.MalformedOffer, out var held))
+            {
+                SessionLog.MalformedOffer(_logger, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), held);
+            }
+
             _telemetry.OnRefused(UnknownEndpointTag, "malformed_offer");
             parkedCall?.Dispose();
             return;
@@ -142,7 +150,11 @@ public sealed partial class TunnelSession
         if (!_bindingsById.TryGetValue(message.BindId, out var binding) || !binding.IsBound || _stopping.IsCancellationRequested
             || !string.Equals(binding.Name, message.EndpointName, StringComparison.OrdinalIgnoreCase))
         {
-            SessionLog.UnknownBind(_logger, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), SafeText.Clean(message.BindId, SafeText.MaxIdLength));
+            if (_offerLog.ShouldLog(OfferEvent.UnknownBind, out var held))
+            {
+                SessionLog.UnknownBind(_logger, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), SafeText.Clean(message.BindId, SafeText.MaxIdLength), held);
+            }
+
             // Tagged with a fixed value, not the relay's text: a relay cannot grow the metric's series.
             _telemetry.OnRefused(UnknownEndpointTag, "unknown_endpoint");
             Refuse(run, message, parkedCall, StreamRefusal.UnknownEndpoint, "no endpoint is bound with that bind id");
@@ -153,9 +165,14 @@ public sealed partial class TunnelSession
         if (slot is null)
         {
             var limit = full == _connectionLimit ? nameof(TunnelSessionOptions.MaxConcurrentConnections) : nameof(TunnelSessionOptions.MaxConcurrentConnectionsPerEndpoint);
-            SessionLog.ConnectionLimitReached(_logger, binding.Name, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), limit, full!.Max);
+            var max = full!.Max;
+            if (_offerLog.ShouldLog(OfferEvent.ConnectionLimitReached, out var held))
+            {
+                SessionLog.ConnectionLimitReached(_logger, binding.Name, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), limit, max, held);
+            }
+
             _telemetry.OnRefused(binding.Name, "overloaded");
-            Refuse(run, message, parkedCall, StreamRefusal.Overloaded, $"endpoint '{binding.Name}': the agent serves {full.Max} connections at once ({limit})");
+            Refuse(run, message, parkedCall, StreamRefusal.Overloaded, $"endpoint '{binding.Name}': the agent serves {max} connections at once ({limit})");
             return;
         }
 
@@ -175,7 +192,20 @@ public sealed partial class TunnelSession
             }, duration)));
         Raise(ConnectionOpened, new TunnelConnectionEventArgs(info, null, TimeSpan.Zero));
         var offer = new Offer(run, message, info, telemetry, slot, parkedCall);
-        await binding.ServeAsync(offer, _aborting.Token).ConfigureAwait(false);
+        try
+        {
+            await binding.ServeAsync(offer, _aborting.Token).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Nobody awaits an offer's task: whatever failed, its places in the limits come back and it is said.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            offer.Slot.Release();
+            offer.Telemetry.End("aborted");
+            LogStreamOpenFailed(offer, $"{ex.GetType().Name}: {ex.Message}");
+            // So the relay closes the public client now rather than when the offer expires.
+            Refuse(run, message, parkedCall, StreamRefusal.Aborted, "the agent failed to serve it");
+        }
     }
 
     /// <summary>Opens the data stream for an offer on the connection it came from; null (and logged) when that connection is gone.</summary>
@@ -184,7 +214,7 @@ public sealed partial class TunnelSession
         var run = offer.Run;
         if (run.HasEnded && !run.IsDraining)
         {
-            SessionLog.StreamOpenFailed(_logger, offer.StreamId, offer.Info.EndpointName, "the connection to the relay is closed");
+            LogStreamOpenFailed(offer, "the connection to the relay is closed");
             offer.Telemetry.End("refused");
             offer.Slot.Release();
             return null;
@@ -214,14 +244,18 @@ public sealed partial class TunnelSession
             _activeConnections.Decrement();
             offer.Telemetry.End("refused");
             offer.Slot.Release();
-            SessionLog.StreamOpenFailed(_logger, offer.StreamId, offer.Info.EndpointName, ex.Message);
+            LogStreamOpenFailed(offer, ex.Message);
             return null;
         }
     }
 
     internal void RefuseUpstreamUnavailable(Offer offer, EndpointBinding binding, string reason)
     {
-        SessionLog.UpstreamConnectFailed(_logger, binding.Name, binding.Upstream ?? "", offer.StreamId, reason);
+        if (_offerLog.ShouldLog(OfferEvent.UpstreamConnectFailed, out var held))
+        {
+            SessionLog.UpstreamConnectFailed(_logger, binding.Name, binding.Upstream ?? "", offer.StreamId, reason, held);
+        }
+
         offer.Telemetry.End("refused");
         offer.Slot.Release();
         Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
@@ -229,7 +263,11 @@ public sealed partial class TunnelSession
 
     internal void RefuseOverloaded(Offer offer, string endpointName)
     {
-        SessionLog.ListenerBacklogFull(_logger, endpointName, offer.StreamId);
+        if (_offerLog.ShouldLog(OfferEvent.ListenerBacklogFull, out var held))
+        {
+            SessionLog.ListenerBacklogFull(_logger, endpointName, offer.StreamId, held);
+        }
+
         offer.Telemetry.End("refused");
         offer.Slot.Release();
         Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
@@ -268,8 +306,21 @@ public sealed partial class TunnelSession
         }
     }
 
-    internal void OnHandlerFailed(Offer offer, Exception exception) =>
-        SessionLog.HandlerFailed(_logger, offer.Info.EndpointName, offer.StreamId, exception);
+    internal void OnHandlerFailed(Offer offer, Exception exception)
+    {
+        if (_offerLog.ShouldLog(OfferEvent.HandlerFailed, out var held))
+        {
+            SessionLog.HandlerFailed(_logger, offer.Info.EndpointName, offer.StreamId, held, exception);
+        }
+    }
+
+    private void LogStreamOpenFailed(Offer offer, string reason)
+    {
+        if (_offerLog.ShouldLog(OfferEvent.StreamOpenFailed, out var held))
+        {
+            SessionLog.StreamOpenFailed(_logger, offer.StreamId, offer.Info.EndpointName, reason, held);
+        }
+    }
 
     internal void OnConnectionClosed(Offer offer, BridgeResult result) =>
         SessionLog.ConnectionClosed(_logger, offer.StreamId, offer.Info.EndpointName, result);

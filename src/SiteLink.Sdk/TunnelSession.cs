@@ -26,6 +26,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     private readonly ConcurrentDictionary<string, TaskCompletionSource<BindResult>> _pendingBinds = new(StringComparer.Ordinal);
     private readonly ActivityCounter _activeConnections = new();
     private readonly ConnectionLimit _connectionLimit;
+    private readonly OfferLog _offerLog;
     private readonly SdkTelemetry _telemetry;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
@@ -46,6 +47,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         Relay = new RelayInfo("", "", options.RelayUrl!);
         _reconnect = ReconnectPipeline.Create(options.Reconnect, options.TimeProvider, OnReconnectAttemptFailed);
         _connectionLimit = new ConnectionLimit(options.MaxConcurrentConnections);
+        _offerLog = new OfferLog(options.TimeProvider);
         if (options.RelayUrl!.Scheme == Uri.UriSchemeHttp)
         {
             SessionLog.InsecureTransport(_logger, options.RelayUrl);

@@ -19,20 +19,26 @@ public sealed class HostileAgentTests
     [Test]
     public async Task AgentThatNeverReadsItsControlStream_IsEnded_WithTheQueueBounded()
     {
-        const int QueueMessages = 512;
-        await using var relay = await TestRelay.StartAsync([GoodAgent.CloudEndpoint], o => o.Limits.MaxControlQueueMessages = QueueMessages);
+        const int QueueBytes = 64 * 1024;
+        await using var relay = await TestRelay.StartAsync([GoodAgent.CloudEndpoint], o => o.Limits.MaxControlQueueBytes = QueueBytes);
         await using var good = await GoodAgent.StartAsync(relay);
         using var raw = new RawAgent(relay);
         var (control, _) = await raw.HandshakeAsync();
+        var heapBefore = GC.GetTotalMemory(forceFullCollection: true);
 
-        // Heartbeats as fast as the relay takes them, never reading a single answer.
+        // Binds with invalid names as fast as the relay takes them, never reading one answer (each answer is ~110 bytes
+        // of refusal text): without a bound the relay would queue 300,000 of them, ~50 MB.
         var sent = 0;
+        long heapPeak = 0;
         try
         {
-            while (sent < 400_000 && relay.Server.Counters.SessionsEnded("queue_full") == 0)
+            while (sent < 300_000 && relay.Server.Counters.SessionsEnded("queue_full") == 0)
             {
-                await control.RequestStream.WriteAsync(new AgentMessage { Heartbeat = new Heartbeat { Sequence = (ulong)sent } }).DefaultTimeout();
-                sent++;
+                await control.RequestStream.WriteAsync(new AgentMessage { Bind = new Bind { BindId = $"b{sent}", Name = "not valid!" } }).DefaultTimeout();
+                if (++sent % 20_000 == 0)
+                {
+                    heapPeak = Math.Max(heapPeak, GC.GetTotalMemory(forceFullCollection: true));
+                }
             }
         }
         catch (RpcException)
@@ -41,14 +47,15 @@ public sealed class HostileAgentTests
         }
 
         await Eventually.WaitUntilAsync(() => relay.Server.Counters.SessionsEnded("queue_full") == 1, "the silent reader's session ended");
+        heapPeak = Math.Max(heapPeak, GC.GetTotalMemory(forceFullCollection: true));
         await Eventually.WaitUntilAsync(() => relay.Server.SessionCount == 1, "only the good agent's session is left");
         await good.AssertServesAsync();
         control.Dispose();
 
         Assert.Multiple(() =>
         {
-            Assert.That(relay.Server.Counters.ControlQueuePeakBytes, Is.LessThanOrEqualTo(1024 * 1024), "the queue never held more than MaxControlQueueBytes");
-            Assert.That(relay.Server.QueuedControlBytes, Is.LessThan(4096), "nothing is left queued for the ended session");
+            Assert.That(sent, Is.LessThan(300_000), "the session was ended while the agent was still sending");
+            Assert.That(heapPeak - heapBefore, Is.LessThan(16 * 1024 * 1024), "the relay's heap did not grow with what the agent would not read");
             Assert.That(relay.Logs.Entries.Any(e => e.Message.Contains("does not read its control stream", StringComparison.Ordinal)), Is.True, "the reason is logged");
         });
     }
@@ -90,12 +97,14 @@ public sealed class HostileAgentTests
         using var acme = new RawAgent(relay);
         using var restricted = new RawAgent(relay, TestRelay.AcmeRestrictedToken);
 
-        var calls = Enumerable.Range(0, 40).Select(_ => acme.OpenControl())
-            .Concat(Enumerable.Range(0, 10).Select(_ => restricted.OpenControl()))
-            .ToArray();
-        var outcomes = calls.Select(c => c.ResponseStream.MoveNext()).ToArray();
-
-        // 16 of acme's wait (MaxSessionsPerToken), then 4 of the other token fill the address's 20; the rest are refused.
+        // 16 of acme's wait (MaxSessionsPerToken), the other 24 are refused; then 4 of the other token fill the address's
+        // 20 and its other 6 are refused.
+        var acmeCalls = Enumerable.Range(0, 40).Select(_ => acme.OpenControl()).ToArray();
+        var acmeOutcomes = acmeCalls.Select(c => c.ResponseStream.MoveNext()).ToArray();
+        await Eventually.WaitUntilAsync(() => acmeOutcomes.Count(o => o.IsFaulted) == 24 && relay.Server.PendingHandshakes == 16, "16 of acme's waiting, 24 refused");
+        var restrictedCalls = Enumerable.Range(0, 10).Select(_ => restricted.OpenControl()).ToArray();
+        var calls = acmeCalls.Concat(restrictedCalls).ToArray();
+        var outcomes = acmeOutcomes.Concat(restrictedCalls.Select(c => c.ResponseStream.MoveNext())).ToArray();
         await Eventually.WaitUntilAsync(() => outcomes.Count(o => o.IsFaulted) == 30, "30 refused at once");
         var refusals = outcomes.Where(o => o.IsFaulted).Select(o => ((RpcException)o.Exception!.InnerException!).Status).ToArray();
         var waiting = relay.Server.PendingHandshakes;
@@ -249,6 +258,61 @@ public sealed class HostileAgentTests
             Assert.That(session.State, Is.EqualTo(TunnelSessionState.Connected));
             Assert.That(relay.Server.Counters.SessionsTimedOut, Is.Zero);
         });
+    }
+
+    [Test]
+    public async Task TokenRevokedWhileAControlStreamWaitsForHello_TheSessionIsRefused()
+    {
+        await using var relay = await TestRelay.StartAsync([]);
+        using var raw = new RawAgent(relay);
+        using var control = raw.OpenControl();
+        var answer = control.ResponseStream.MoveNext();
+        await Eventually.WaitUntilAsync(() => relay.Server.PendingHandshakes == 1, "authenticated, waiting for Hello");
+
+        relay.Server.RevokeToken("acme");
+        await control.RequestStream.WriteAsync(new AgentMessage { Hello = new Hello { ProtocolVersion = 1, ClientId = "late" } }).DefaultTimeout();
+        var ex = Assert.ThrowsAsync<RpcException>(async () => await answer.DefaultTimeout());
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(ex!.StatusCode, Is.EqualTo(StatusCode.Unauthenticated));
+            Assert.That(relay.Server.SessionCount, Is.Zero, "no session for a token revoked during its handshake");
+        });
+    }
+
+    [Test]
+    public async Task ParkedCallsTheAgentEndsAtOnce_SpendTheConnectionsBudget()
+    {
+        await using var relay = await TestRelay.StartAsync([GoodAgent.CloudEndpoint], o => o.Limits.MaxFailedCallsPerConnection = 50);
+        await using var good = await GoodAgent.StartAsync(relay);
+        using var raw = new RawAgent(relay);
+        var (control, welcome) = await raw.HandshakeAsync();
+        using (control)
+        {
+            var ended = 0;
+            try
+            {
+                for (var i = 0; i < 1000 && relay.Server.Counters.AgentConnectionEvents("failed_calls") == 0; i++)
+                {
+                    using var call = raw.OpenParked(welcome.SessionId);
+                    await call.RequestStream.CompleteAsync().DefaultTimeout();
+                    await call.ResponseStream.MoveNext().DefaultTimeout();
+                    ended++;
+                }
+            }
+            catch (RpcException)
+            {
+                // The connection was closed under the flood.
+            }
+
+            Assert.Multiple(() =>
+            {
+                Assert.That(relay.Server.Counters.AgentConnectionEvents("failed_calls"), Is.EqualTo(1), "parked calls ended by the agent before use are wasted calls");
+                Assert.That(ended, Is.LessThan(1000));
+            });
+        }
+
+        await good.AssertServesAsync();
     }
 
     [Test]

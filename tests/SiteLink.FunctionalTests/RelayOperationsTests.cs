@@ -82,6 +82,9 @@ public sealed class RelayOperationsTests
         Write(path, Config("127.0.0.1:0", 0, ("acme-b", TokenB), ("short", "too-short")));
         static bool Rejection(LogEntry e) => e.Category.EndsWith("TokenReloader", StringComparison.Ordinal) && e.EventId.Id == 8;
         await Eventually.WaitUntilAsync(() => logs.Entries.Any(Rejection), "the bad edit is reported");
+        // And an edit of another setting that does not even convert: reported, and the relay runs on.
+        File.WriteAllText(path, JsonSerializer.Serialize(Config("127.0.0.1:0", 0, ("acme-b", TokenB))).Replace("\"RelayId\"", "\"Limits\":{\"HelloTimeout\":\"ten seconds\"},\"RelayId\"", StringComparison.Ordinal));
+        await Eventually.WaitUntilAsync(() => logs.Entries.Any(e => Rejection(e) && e.Message.Contains("could not be read", StringComparison.Ordinal)), "the unreadable edit is reported");
         using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await client.ConnectAsync(cloud).DefaultTimeout();
         var payload = SocketTestExtensions.RandomBytes(100_000);
@@ -96,7 +99,7 @@ public sealed class RelayOperationsTests
             Assert.That(a.Fault, Is.InstanceOf<TunnelAuthenticationException>());
             Assert.That(counters.SessionsEnded("revoked"), Is.EqualTo(1));
             Assert.That(echoed, Is.EqualTo(payload), "token B's session carried on through both edits");
-            Assert.That(logs.Entries.Single(Rejection).Message, Does.Contain("too short"), "one report per bad edit");
+            Assert.That(logs.Entries.Where(Rejection).Select(e => e.Message), Has.Exactly(1).Contains("too short"), "one report per bad edit");
             Assert.That(logs.Entries.Any(e => e.Message.Contains(TokenA, StringComparison.Ordinal) || e.Message.Contains("too-short", StringComparison.Ordinal)), Is.False, "no secret is logged");
         });
     }

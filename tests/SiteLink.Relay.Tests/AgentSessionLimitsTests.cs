@@ -75,6 +75,36 @@ public sealed class AgentSessionLimitsTests
     }
 
     [Test]
+    public async Task Ending_WhileMessagesAreSent_IsNeverBlamedOnAFullQueue()
+    {
+        for (var run = 0; run < 200; run++)
+        {
+            var counters = new RelayCounters();
+            var session = new AgentSession("s1", Token, "c", "p", "1", counters: counters);
+            for (var i = 0; i < 32; i++)
+            {
+                session.TryPark(32);
+            }
+
+            using var go = new ManualResetEventSlim();
+            var sending = Task.Run(() =>
+            {
+                go.Wait();
+                while (!session.Lifetime.IsCancellationRequested)
+                {
+                    session.Send(new RelayMessage { HeartbeatAck = new HeartbeatAck { Sequence = 1 } });
+                }
+            });
+            go.Set();
+            session.End();
+            await sending.WaitAsync(TimeSpan.FromSeconds(10));
+
+            Assert.That(session.Ending, Is.Null, $"run {run}: an ordinary end is not a full queue");
+            Assert.That(counters.SessionsEnded("queue_full"), Is.Zero);
+        }
+    }
+
+    [Test]
     public void ParkedStreams_ResetWhileWaiting_NoLongerCount_SoNewOnesCanPark()
     {
         var session = new AgentSession("s1", Token, "c", "p", "1");

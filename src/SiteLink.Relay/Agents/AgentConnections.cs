@@ -3,6 +3,7 @@ using System.Net;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
+using SiteLink.Internal;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
 using SiteLink.Relay.Security;
@@ -146,6 +147,7 @@ internal sealed class AgentConnections
         private ITimer? _preAuthentication;
         private int _authenticated;
         private int _closed;
+        private int _sessions;
 
         public AgentConnection(ConnectionContext context, AgentConnections owner)
         {
@@ -188,6 +190,9 @@ internal sealed class AgentConnections
                 Volatile.Read(ref _preAuthentication)?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
             }
         }
+
+        /// <summary>A session started on this connection; returns how many have so far.</summary>
+        public int OnSessionStarted() => Interlocked.Increment(ref _sessions);
 
         public void OnWastedCall(string what)
         {

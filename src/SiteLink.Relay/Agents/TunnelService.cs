@@ -81,7 +81,8 @@ internal sealed class TunnelService
             http.Connection.Id,
             limits.MaxControlQueueMessages,
             limits.MaxControlQueueBytes,
-            _counters);
+            _counters,
+            _timeProvider);
         if (_registry.IsDraining)
         {
             throw new RpcException(new Status(StatusCode.Unavailable, "the relay is shutting down; try again or another relay"));
@@ -98,17 +99,23 @@ internal sealed class TunnelService
             EndSession(previous, SessionEnd.TakenOver(session.Id));
         }
 
-        if (_registry.TryAdd(session) is { } refusal)
+        if (_registry.TryAdd(session, _tokens.IsCurrent) is { } refusal)
         {
             if (_sampled.Sessions.ShouldLog(out var suppressed))
             {
                 RelayLog.SessionRefused(_logger, token.Name, refusal, suppressed);
             }
 
-            throw new RpcException(new Status(StatusCode.ResourceExhausted, refusal));
+            throw new RpcException(new Status(refusal == SessionRegistry.TokenNoLongerValid ? StatusCode.Unauthenticated : StatusCode.ResourceExhausted, refusal));
         }
 
         MarkProductive(http);
+        if (_connections.Find(http) is { } connection && connection.OnSessionStarted() > 1)
+        {
+            // An agent holds one session per connection; starting session after session on one spends its budget.
+            connection.OnWastedCall("sessions started on one connection");
+        }
+
         RelayLog.SessionStarted(_logger, session.Id, token.Name, token.Tenant, context.Peer, session.ClientId, session.SdkVersion);
         session.Send(new RelayMessage
         {
@@ -413,9 +420,20 @@ internal sealed class TunnelService
         else
         {
             var streamId = context.RequestHeaders.GetValue(WireNames.StreamIdHeader) ?? "";
-            pending = _router.Claim(session, streamId)
-                ?? throw new RpcException(new Status(StatusCode.NotFound, "unknown, expired or already used stream id"));
             MarkProductive(http);
+            if (_router.Claim(session, streamId) is not { } claimed)
+            {
+                if (!session.UnknownStreams.TrySpend())
+                {
+                    _counters.OnProtocolError();
+                    LogProtocolError(session, "too many Stream calls for unknown or expired stream ids; ending the session");
+                    EndSession(session, SessionEnd.ProtocolViolation("too many Stream calls for unknown or expired stream ids"));
+                }
+
+                throw new RpcException(new Status(StatusCode.NotFound, "unknown, expired or already used stream id"));
+            }
+
+            pending = claimed;
         }
 
         try
@@ -467,11 +485,13 @@ internal sealed class TunnelService
             }
         }
 
+        // Before the read-ahead is cancelled: did the agent end (or break) the call itself?
+        var agentEnded = reader.Prefetch.IsCompleted;
         reader.Dispose();
         bool sentData;
         try
         {
-            sentData = reader.Prefetch.IsCompleted && await reader.Prefetch.ConfigureAwait(false);
+            sentData = agentEnded && await reader.Prefetch.ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
         {
@@ -486,9 +506,10 @@ internal sealed class TunnelService
             throw new RpcException(new Status(StatusCode.InvalidArgument, "a parked stream carries nothing until the relay pairs it with a connection"));
         }
 
-        if (!context.CancellationToken.IsCancellationRequested)
+        if (!agentEnded && !context.CancellationToken.IsCancellationRequested)
         {
-            // Released by the relay (session ending, lifetime): a normal end, not a wasted call.
+            // Released by the relay (session ending, lifetime): a normal end, not a wasted call. One the agent ended,
+            // reset or broke before it was used is wasted, like any call that did nothing.
             MarkProductive(context.GetHttpContext());
             if (lifetime.IsCancellationRequested)
             {

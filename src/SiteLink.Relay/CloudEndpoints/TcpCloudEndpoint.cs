@@ -103,7 +103,16 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
                 continue;
             }
 
-            Admit(client);
+            try
+            {
+                Admit(client);
+            }
+#pragma warning disable CA1031 // Whatever went wrong with one connection, the endpoint goes on accepting the next.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                RelayLog.AcceptFailed(_logger, _options.Name, $"{ex.GetType().Name}: {ex.Message}");
+            }
         }
     }
 
@@ -137,8 +146,19 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
             return;
         }
 
-        socket.NoDelay = true;
-        _router.Offer(new PublicConnection(socket, _options, () => Release(address)));
+        // From here the connection owns its place in the limits: every way it ends (refused, expired, bridged, failed)
+        // closes it once, which gives the place back.
+        var connection = new PublicConnection(socket, _options, () => Release(address));
+        try
+        {
+            socket.NoDelay = true;
+            _router.Offer(connection);
+        }
+        catch
+        {
+            connection.Reset();
+            throw;
+        }
     }
 
     private void Release(IPAddress address)

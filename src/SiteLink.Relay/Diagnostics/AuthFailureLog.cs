@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using SiteLink.Internal;
 
 namespace SiteLink.Relay.Diagnostics;
 

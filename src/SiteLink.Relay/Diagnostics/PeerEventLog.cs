@@ -1,3 +1,5 @@
+using SiteLink.Internal;
+
 namespace SiteLink.Relay.Diagnostics;
 
 /// <summary>

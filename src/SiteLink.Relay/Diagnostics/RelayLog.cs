@@ -29,6 +29,9 @@ internal static partial class RelayLog
     [LoggerMessage(8, LogLevel.Error, "The changed authtoken configuration is invalid and was not applied; the relay keeps the tokens it had. {Problems}")]
     public static partial void TokensReloadRejected(ILogger logger, string problems);
 
+    [LoggerMessage(9, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}' forwards to tenant '{Tenant}', which no longer has a token: its connections are refused until one is added.")]
+    public static partial void CloudEndpointWithoutToken(ILogger logger, string cloudEndpoint, string tenant);
+
     [LoggerMessage(10, LogLevel.Warning, "Refused call from {Peer}: {Reason}. ({Suppressed} more refused since the last such message.)")]
     public static partial void AuthenticationFailed(ILogger logger, string peer, string reason, long suppressed);
 

@@ -35,7 +35,7 @@ internal sealed class TokenReloader : IHostedService, IDisposable
         _tokens = tokens;
         _registry = registry;
         _logger = logger;
-        _settle = timeProvider.CreateTimer(static state => ((TokenReloader)state!).Reload(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _settle = timeProvider.CreateTimer(static state => ((TokenReloader)state!).ReloadSafely(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>
@@ -56,6 +56,24 @@ internal sealed class TokenReloader : IHostedService, IDisposable
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// <see cref="Reload"/> on the timer's thread: whatever the edited file holds (a value of another setting that does
+    /// not even convert), the relay keeps running and says what is wrong.
+    /// </summary>
+    private void ReloadSafely()
+    {
+        try
+        {
+            Reload();
+        }
+#pragma warning disable CA1031 // A bad edit of a file must never take down a relay that serves every tenant.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Reject($"the configuration could not be read: {ex.Message}");
+        }
+    }
+
     /// <summary>Reads the token list again and applies it if it changed and is valid.</summary>
     internal void Reload()
     {
@@ -70,22 +88,9 @@ internal sealed class TokenReloader : IHostedService, IDisposable
             var errors = new List<string>();
             var onLoopback = RelayOptionsValidator.TryParseEndPoint(_options.AgentListen, out var listen) && IPAddress.IsLoopback(listen.Address);
             RelayOptionsValidator.ValidateTokens(loaded.Tokens, onLoopback, errors);
-            var tenants = new HashSet<string>(loaded.Tokens.Select(t => t.Tenant), StringComparer.OrdinalIgnoreCase);
-            foreach (var endpoint in _options.CloudEndpoints.Where(e => !tenants.Contains(e.Tenant)))
-            {
-                errors.Add($"cloud endpoint '{endpoint.Name}' forwards to tenant '{endpoint.Tenant}', which would have no token.");
-            }
-
             if (errors.Count > 0)
             {
-                // A saved file often raises several change events: say it once per distinct bad edit.
-                var problems = string.Join(" ", errors);
-                if (problems != _lastRejected)
-                {
-                    _lastRejected = problems;
-                    RelayLog.TokensReloadRejected(_logger, problems);
-                }
-
+                Reject(string.Join(" ", errors));
                 return;
             }
 
@@ -100,6 +105,30 @@ internal sealed class TokenReloader : IHostedService, IDisposable
             }
 
             RelayLog.TokensReloaded(_logger, loaded.Tokens.Count, ended);
+            foreach (var (name, why) in RelayOptionsValidator.WeakTokens(loaded.Tokens))
+            {
+                RelayLog.WeakToken(_logger, name, why);
+            }
+
+            // Removing a tenant's last token is how it is revoked; its cloud endpoints then refuse connections (no agent).
+            var tenants = new HashSet<string>(loaded.Tokens.Select(t => t.Tenant), StringComparer.OrdinalIgnoreCase);
+            foreach (var endpoint in _options.CloudEndpoints.Where(e => !tenants.Contains(e.Tenant)))
+            {
+                RelayLog.CloudEndpointWithoutToken(_logger, endpoint.Name, endpoint.Tenant);
+            }
+        }
+    }
+
+    /// <summary>Reports a rejected edit, once per distinct problem (a saved file often raises several change events).</summary>
+    private void Reject(string problems)
+    {
+        lock (_gate)
+        {
+            if (problems != _lastRejected)
+            {
+                _lastRejected = problems;
+                RelayLog.TokensReloadRejected(_logger, problems);
+            }
         }
     }
 

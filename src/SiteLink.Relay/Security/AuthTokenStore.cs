@@ -36,10 +36,11 @@ public sealed class AuthTokenStore
     public IReadOnlySet<string> Replace(IEnumerable<AuthTokenOptions> tokens)
     {
         ArgumentNullException.ThrowIfNull(tokens);
-        var next = new Snapshot(tokens);
         lock (_gate)
         {
             var previous = _snapshot;
+            // Unchanged tokens keep their identity object: "still current" is then a reference comparison.
+            var next = new Snapshot(tokens, previous);
             _snapshot = next;
             var changed = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
             foreach (var (name, (hash, identity)) in previous.ByName)
@@ -54,6 +55,21 @@ public sealed class AuthTokenStore
             }
 
             return changed;
+        }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="identity"/> (resolved earlier, e.g. when a control stream authenticated) is still what
+    /// its token means now: not revoked, not removed, and neither its secret, tenant nor allowed names changed since.
+    /// </summary>
+    public bool IsCurrent(TokenIdentity identity)
+    {
+        ArgumentNullException.ThrowIfNull(identity);
+        lock (_gate)
+        {
+            return !_revoked.Contains(identity.Name)
+                && _snapshot.ByName.TryGetValue(identity.Name, out var now)
+                && ReferenceEquals(now.Identity, identity);
         }
     }
 
@@ -147,9 +163,20 @@ public sealed class AuthTokenStore
 
     private sealed class Snapshot
     {
-        public Snapshot(IEnumerable<AuthTokenOptions> tokens)
+        public Snapshot(IEnumerable<AuthTokenOptions> tokens, Snapshot? previous = null)
         {
-            var entries = tokens.Select(t => (Hash: SecretHashOf(t), Identity: new TokenIdentity(t.Name, t.Tenant.ToLowerInvariant(), new EndpointAcl(t.Allow)))).ToArray();
+            var entries = tokens.Select(t =>
+            {
+                var hash = SecretHashOf(t);
+                var identity = new TokenIdentity(t.Name, t.Tenant.ToLowerInvariant(), new EndpointAcl(t.Allow));
+                if (previous is not null && previous.ByName.TryGetValue(t.Name, out var before) && before.Hash == hash
+                    && before.Identity.Tenant == identity.Tenant && before.Identity.Acl.Patterns.SequenceEqual(identity.Acl.Patterns))
+                {
+                    identity = before.Identity;
+                }
+
+                return (Hash: hash, Identity: identity);
+            }).ToArray();
             ByHash = entries.ToFrozenDictionary(e => e.Hash, e => e.Identity, StringComparer.Ordinal);
             ByName = entries.ToFrozenDictionary(e => e.Identity.Name, e => (e.Hash, e.Identity), StringComparer.OrdinalIgnoreCase);
         }

@@ -29,10 +29,12 @@ internal sealed class AgentSession
     private long _queuedBytes;
     private int _activeStreams;
     private int _goodbye;
+    private int _ended;
     private SessionEnd? _end;
 
-    public AgentSession(string id, TokenIdentity token, string clientId, string peer, string sdkVersion, string connectionId = "", int maxQueueMessages = DefaultQueueMessages, int maxQueueBytes = DefaultQueueBytes, RelayCounters? counters = null)
+    public AgentSession(string id, TokenIdentity token, string clientId, string peer, string sdkVersion, string connectionId = "", int maxQueueMessages = DefaultQueueMessages, int maxQueueBytes = DefaultQueueBytes, RelayCounters? counters = null, TimeProvider? timeProvider = null)
     {
+        UnknownStreams = new FailureBudget(UnknownStreamBudget, timeProvider ?? TimeProvider.System);
         Id = id;
         Token = token;
         ClientId = clientId;
@@ -49,7 +51,18 @@ internal sealed class AgentSession
         });
     }
 
+    /// <summary>
+    /// Stream calls of this session for stream ids it no longer has (expired, used, never offered) it may make in a burst
+    /// (refilled at a tenth per second): an agent whose upstream connects are slow sends a few late ones; a flood of them
+    /// ends the session. They do not spend the connection's failed-call budget, so public traffic cannot get a good agent
+    /// disconnected.
+    /// </summary>
+    public const int UnknownStreamBudget = 1000;
+
     public string Id { get; }
+
+    /// <summary>See <see cref="UnknownStreamBudget"/>.</summary>
+    public FailureBudget UnknownStreams { get; }
 
     public TokenIdentity Token { get; }
 
@@ -112,8 +125,9 @@ internal sealed class AgentSession
         if (queued > _maxQueueBytes || !_outbox.Writer.TryWrite(message))
         {
             Interlocked.Add(ref _queuedBytes, -size);
-            if (!Lifetime.IsCancellationRequested)
+            if (Volatile.Read(ref _ended) == 0)
             {
+                // Full, not closed: a session that is ending refuses messages too, and must not be blamed for it.
                 End(SessionEnd.QueueFull(QueuedMessages, QueuedBytes));
             }
 
@@ -211,13 +225,14 @@ internal sealed class AgentSession
     public void OnStreamEnded() => Interlocked.Decrement(ref _activeStreams);
 
     /// <summary>
-    /// Ends the session. The first <paramref name="ending"/> given is kept (and counted); null means the agent ended it
-    /// or it ends because its connection did.
+    /// Ends the session. Only the first call decides why: its <paramref name="ending"/> is kept (and counted); null
+    /// means the agent ended it, or it ends because its connection did.
     /// </summary>
     public void End(SessionEnd? ending = null)
     {
-        if (ending is not null && !Lifetime.IsCancellationRequested && Interlocked.CompareExchange(ref _end, ending, null) is null)
+        if (Interlocked.Exchange(ref _ended, 1) == 0 && ending is not null)
         {
+            Volatile.Write(ref _end, ending);
             _counters?.OnSessionEndedBy(ending.Kind);
         }
 

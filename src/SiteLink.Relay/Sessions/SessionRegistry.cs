@@ -34,6 +34,9 @@ internal sealed class SessionRegistry
 
     public int SessionCount => _sessions.Count;
 
+    /// <summary>The refusal of <see cref="TryAdd"/> for a token revoked or changed while its session was being set up.</summary>
+    public const string TokenNoLongerValid = "the authtoken was revoked or changed while the session was being set up";
+
     public IEnumerable<AgentSession> Sessions => _sessions.Values;
 
     public bool TryGetSession(string id, out AgentSession session) => _sessions.TryGetValue(id, out session!);
@@ -121,11 +124,20 @@ internal sealed class SessionRegistry
         }
     }
 
-    /// <summary>Adds a session unless its token already holds the maximum; returns the refusal otherwise.</summary>
-    public string? TryAdd(AgentSession session)
+    /// <summary>
+    /// Adds a session unless its token already holds the maximum, or <paramref name="stillValid"/> (checked under the
+    /// registry's lock, so a revocation that scans the registry afterwards cannot miss the session) says its token no
+    /// longer is; returns the refusal otherwise.
+    /// </summary>
+    public string? TryAdd(AgentSession session, Func<TokenIdentity, bool>? stillValid = null)
     {
         lock (_gate)
         {
+            if (stillValid is not null && !stillValid(session.Token))
+            {
+                return TokenNoLongerValid;
+            }
+
             _sessionsPerToken.TryGetValue(session.Token.Name, out var count);
             if (count >= _limits.MaxSessionsPerToken)
             {

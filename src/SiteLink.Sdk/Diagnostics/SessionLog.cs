@@ -47,32 +47,32 @@ internal static partial class SessionLog
     [LoggerMessage(21, LogLevel.Debug, "Connection {StreamId} to endpoint '{EndpointName}' closed: {Result}.")]
     public static partial void ConnectionClosed(ILogger logger, string streamId, string endpointName, BridgeResult result);
 
-    [LoggerMessage(22, LogLevel.Warning, "Refused connection {StreamId}: the relay asked for bind {BindId}, which this agent has not bound.")]
-    public static partial void UnknownBind(ILogger logger, string streamId, string bindId);
+    [LoggerMessage(22, LogLevel.Warning, "Refused connection {StreamId}: the relay asked for bind {BindId}, which this agent has not bound. ({Suppressed} more since the last such message.)")]
+    public static partial void UnknownBind(ILogger logger, string streamId, string bindId, long suppressed);
 
-    [LoggerMessage(23, LogLevel.Warning, "Endpoint '{EndpointName}': upstream {Upstream} unreachable, connection {StreamId} refused: {Reason}")]
-    public static partial void UpstreamConnectFailed(ILogger logger, string endpointName, string upstream, string streamId, string reason);
+    [LoggerMessage(23, LogLevel.Warning, "Endpoint '{EndpointName}': upstream {Upstream} unreachable, connection {StreamId} refused: {Reason}. ({Suppressed} more since the last such message.)")]
+    public static partial void UpstreamConnectFailed(ILogger logger, string endpointName, string upstream, string streamId, string reason, long suppressed);
 
-    [LoggerMessage(24, LogLevel.Error, "Endpoint '{EndpointName}': the handler failed on connection {StreamId}; the connection was aborted.")]
-    public static partial void HandlerFailed(ILogger logger, string endpointName, string streamId, Exception exception);
+    [LoggerMessage(24, LogLevel.Error, "Endpoint '{EndpointName}': the handler failed on connection {StreamId}; the connection was aborted. ({Suppressed} more since the last such message.)")]
+    public static partial void HandlerFailed(ILogger logger, string endpointName, string streamId, long suppressed, Exception exception);
 
-    [LoggerMessage(25, LogLevel.Warning, "Endpoint '{EndpointName}': listener backlog full, connection {StreamId} refused.")]
-    public static partial void ListenerBacklogFull(ILogger logger, string endpointName, string streamId);
+    [LoggerMessage(25, LogLevel.Warning, "Endpoint '{EndpointName}': listener backlog full, connection {StreamId} refused. ({Suppressed} more since the last such message.)")]
+    public static partial void ListenerBacklogFull(ILogger logger, string endpointName, string streamId, long suppressed);
 
-    [LoggerMessage(26, LogLevel.Warning, "Could not open the stream of connection {StreamId} to endpoint '{EndpointName}': {Reason}")]
-    public static partial void StreamOpenFailed(ILogger logger, string streamId, string endpointName, string reason);
+    [LoggerMessage(26, LogLevel.Warning, "Could not open the stream of connection {StreamId} to endpoint '{EndpointName}': {Reason}. ({Suppressed} more since the last such message.)")]
+    public static partial void StreamOpenFailed(ILogger logger, string streamId, string endpointName, string reason, long suppressed);
 
-    [LoggerMessage(27, LogLevel.Warning, "Endpoint '{EndpointName}': connection {StreamId} refused: the agent already serves {Max} connections ({Limit}).")]
-    public static partial void ConnectionLimitReached(ILogger logger, string endpointName, string streamId, string limit, int max);
+    [LoggerMessage(27, LogLevel.Warning, "Endpoint '{EndpointName}': connection {StreamId} refused: the agent already serves {Max} connections ({Limit}). ({Suppressed} more since the last such message.)")]
+    public static partial void ConnectionLimitReached(ILogger logger, string endpointName, string streamId, string limit, int max, long suppressed);
 
-    [LoggerMessage(28, LogLevel.Warning, "Ignored an offer from the relay with malformed ids (stream {StreamId}).")]
-    public static partial void MalformedOffer(ILogger logger, string streamId);
+    [LoggerMessage(28, LogLevel.Warning, "Ignored an offer from the relay with malformed ids (stream {StreamId}). ({Suppressed} more since the last such message.)")]
+    public static partial void MalformedOffer(ILogger logger, string streamId, long suppressed);
 
     [LoggerMessage(29, LogLevel.Warning, "Connecting to the relay at {RelayUrl} without TLS (AllowInsecureTransport): the authtoken and all traffic are unencrypted. For development on this machine only.")]
     public static partial void InsecureTransport(ILogger logger, Uri relayUrl);
 
-    [LoggerMessage(30, LogLevel.Warning, "The relay reported an error: {Code}: {Message}")]
-    public static partial void RelayError(ILogger logger, string code, string message);
+    [LoggerMessage(30, LogLevel.Warning, "The relay reported an error: {Code}: {Message}. ({Suppressed} more since the last such message.)")]
+    public static partial void RelayError(ILogger logger, string code, string message, long suppressed);
 
     [LoggerMessage(31, LogLevel.Warning, "The relay asked this agent to drain: {Reason}")]
     public static partial void DrainRequested(ILogger logger, string reason);

@@ -24,16 +24,18 @@ internal sealed class TcpForwardBinding : EndpointBinding
 
     public override async Task ServeAsync(Offer offer, CancellationToken cancellationToken)
     {
-        var upstream = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        Socket? upstream = null;
         try
         {
+            // Inside the try: even creating the socket can fail (no file descriptors left), and the offer must be answered.
+            upstream = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             using var timeout = new CancellationTokenSource(Session.Options.UpstreamConnectTimeout, Session.Options.TimeProvider);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
             await upstream.ConnectAsync(_host, _port, linked.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is SocketException or OperationCanceledException)
         {
-            upstream.Dispose();
+            upstream?.Dispose();
             var reason = ex is SocketException se
                 ? $"{se.SocketErrorCode}: {se.Message}"
                 : cancellationToken.IsCancellationRequested ? "session closing" : $"connect timed out after {Session.Options.UpstreamConnectTimeout}";

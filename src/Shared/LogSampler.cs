@@ -1,9 +1,9 @@
-namespace SiteLink.Relay.Diagnostics;
+namespace SiteLink.Internal;
 
 /// <summary>
 /// Lets through one log message per interval for an event a peer can cause at will (failed authentication, refused
 /// connections), and counts the ones it held back, so a flood costs a line per interval, not a line per attempt.
-/// Every occurrence is still counted in <see cref="RelayCounters"/>.
+/// Every occurrence is still counted by the caller (the relay's counters, the agent's metrics). Compiled into both assemblies.
 /// </summary>
 internal sealed class LogSampler
 {
