@@ -70,7 +70,7 @@ public sealed class RelayCounters
     {
         var meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
         _sessions = meter.CreateUpDownCounter<long>("sitelink.relay.sessions", "{session}", "Agent sessions connected.");
-        _sessionEnds = meter.CreateCounter<long>("sitelink.relay.session.ends", "{session}", "Agent sessions ended, by sitelink.reason (closed, timed_out, taken_over).");
+        _sessionEnds = meter.CreateCounter<long>("sitelink.relay.session.ends", "{session}", "Agent sessions the relay ended, by sitelink.reason (queue_full, timed_out, taken_over, revoked, protocol_error, draining).");
         _binds = meter.CreateUpDownCounter<long>("sitelink.relay.binds", "{bind}", "Internal endpoints bound by agents.");
         _bindRefusals = meter.CreateCounter<long>("sitelink.relay.bind.refusals", "{bind}", "Binds refused, by sitelink.reason (denied, name_taken, invalid, limit_exceeded).");
         _connections = meter.CreateCounter<long>("sitelink.relay.connections", "{connection}", "Public connections paired with an agent stream.");
