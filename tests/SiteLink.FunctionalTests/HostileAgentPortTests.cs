@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Time.Testing;
 using SiteLink.FunctionalTests.Infrastructure;
@@ -183,6 +184,63 @@ public sealed class HostileAgentPortTests
         Assert.That(settings!.TryGetValue(RawHttp2Client.SettingsMaxConcurrentStreams, out var advertised), Is.True, "SETTINGS_MAX_CONCURRENT_STREAMS is advertised");
         Assert.That(advertised, Is.EqualTo(expected));
         await AssertGoodAgentServesAsync(relay);
+    }
+
+    [Test]
+    public async Task AddressWhoseConnectionWasClosedForAbuse_CoolsDown_BeforeItMayConnectAgain()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var attackerAddress = IPAddress.Parse("127.0.0.2");
+        await using var relay = await TestRelay.StartAsync([GoodEndpoint], o => o.Limits.MaxFailedCallsPerConnection = 20, time);
+        await using var upstream = TestUpstream.Echo();
+        var good = await ConnectGoodAgentAsync(relay, upstream);
+
+        await using (var flooding = await RawHttp2Client.ConnectAsync(relay.Server.AgentUrl, relay.Server.CertificateSha256!, attackerAddress))
+        {
+            try
+            {
+                await flooding.SendCallsAsync(100, ControlPath, token: null, reset: true).DefaultTimeout();
+            }
+            catch (IOException)
+            {
+                // Closed while writing.
+            }
+
+            Assert.That(await ClosesWithinAsync(flooding, TimeSpan.FromSeconds(10)), Is.True, "closed for exhausting its budget");
+        }
+
+        var refusedAgain = await ConnectionRefusedAsync(relay, attackerAddress);
+        await using var otherAddress = await RawHttp2Client.ConnectAsync(relay.Server.AgentUrl, relay.Server.CertificateSha256!);
+        var otherServed = await otherAddress.PingAsync().DefaultTimeout();
+        time.Advance(new RelayLimits().AbusiveAddressCooldown + TimeSpan.FromSeconds(1));
+        await using var afterCooldown = await RawHttp2Client.ConnectAsync(relay.Server.AgentUrl, relay.Server.CertificateSha256!, attackerAddress);
+        var servedAfter = await afterCooldown.PingAsync().DefaultTimeout();
+
+        // The relay's drain waits on its (frozen) clock while sessions remain: end the session before stopping it.
+        await good.DisposeAsync().DefaultTimeout();
+        await Eventually.WaitUntilAsync(() => relay.Server.SessionCount == 0, "the good agent's session ended");
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(refusedAgain, Is.True, "the same address is refused at once while it cools down");
+            Assert.That(relay.Server.Counters.AgentConnectionEvents("address_cooldown"), Is.EqualTo(1));
+            Assert.That(otherServed, Is.True, "other addresses are not affected");
+            Assert.That(servedAfter, Is.True, "after the cooldown the address is served again");
+        });
+    }
+
+    /// <summary>Whether a connection from <paramref name="from"/> is closed before it completes TLS and a PING.</summary>
+    private static async Task<bool> ConnectionRefusedAsync(TestRelay relay, IPAddress from)
+    {
+        try
+        {
+            await using var client = await RawHttp2Client.ConnectAsync(relay.Server.AgentUrl, relay.Server.CertificateSha256!, from).DefaultTimeout();
+            return !await client.PingAsync().DefaultTimeout();
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or System.Security.Authentication.AuthenticationException)
+        {
+            return true;
+        }
     }
 
     /// <summary>What a flood did: how many HEADERS+RST_STREAM pairs were sent before the relay closed the connection.</summary>

@@ -24,6 +24,7 @@ internal sealed class AgentConnections
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, AgentConnection> _byId = new(StringComparer.Ordinal);
     private readonly Dictionary<IPAddress, int> _perAddress = [];
+    private readonly Dictionary<IPAddress, long> _cooling = [];
     private readonly Lock _gate = new();
     private readonly LogSampler _refusals;
     private readonly LogSampler _closures;
@@ -91,10 +92,23 @@ internal sealed class AgentConnections
         }
     }
 
+    /// <summary>Addresses remembered in cooldown at most (a flood from more addresses than this is not remembered past it).</summary>
+    private const int MaxCoolingAddresses = 100_000;
+
     private (string Kind, string Message)? TryAdmit(IPAddress address)
     {
         lock (_gate)
         {
+            if (_cooling.TryGetValue(address, out var until))
+            {
+                if (_timeProvider.GetTimestamp() < until)
+                {
+                    return ("address_cooldown", $"{address} exhausted MaxFailedCallsPerConnection and cools down for {_limits.AbusiveAddressCooldown} (AbusiveAddressCooldown)");
+                }
+
+                _cooling.Remove(address);
+            }
+
             if (_total >= _limits.MaxAgentConnections)
             {
                 return ("connection_limit", $"the agent port holds {_total} connections (limit MaxAgentConnections)");
@@ -131,6 +145,27 @@ internal sealed class AgentConnections
 
     private void OnClosed(AgentConnection connection, string reason, string counterReason)
     {
+        if (counterReason == "failed_calls" && _limits.AbusiveAddressCooldown > TimeSpan.Zero)
+        {
+            var until = _timeProvider.GetTimestamp() + (long)(_limits.AbusiveAddressCooldown.TotalSeconds * _timeProvider.TimestampFrequency);
+            lock (_gate)
+            {
+                if (_cooling.Count >= MaxCoolingAddresses)
+                {
+                    var now = _timeProvider.GetTimestamp();
+                    foreach (var expired in _cooling.Where(e => e.Value <= now).Select(e => e.Key).ToArray())
+                    {
+                        _cooling.Remove(expired);
+                    }
+                }
+
+                if (_cooling.Count < MaxCoolingAddresses)
+                {
+                    _cooling[connection.Address] = until;
+                }
+            }
+        }
+
         _counters.OnAgentConnectionClosed(counterReason);
         if (_closures.ShouldLog(out var suppressed))
         {
@@ -155,9 +190,13 @@ internal sealed class AgentConnections
             _owner = owner;
             _budget = new FailureBudget(owner._limits.MaxFailedCallsPerConnection, owner._timeProvider);
             Peer = context.RemoteEndPoint?.ToString() ?? "unknown";
+            Address = ClientAddress.KeyOf(context.RemoteEndPoint);
         }
 
         public string Peer { get; }
+
+        /// <summary>The address its limits count it under.</summary>
+        public IPAddress Address { get; }
 
         public bool IsAuthenticated => Volatile.Read(ref _authenticated) != 0;
 

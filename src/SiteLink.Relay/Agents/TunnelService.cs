@@ -235,9 +235,14 @@ internal sealed class TunnelService
         {
             received = await requestStream.MoveNext(linked.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
         {
             throw Refuse(context, StatusCode.DeadlineExceeded, $"no Hello within {_options.Limits.HelloTimeout}");
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
+        {
+            // The client reset the call or its connection went away before Hello: nobody is left to tell.
+            throw new RpcException(new Status(StatusCode.Cancelled, "the control stream ended before Hello"));
         }
 
         if (!received)

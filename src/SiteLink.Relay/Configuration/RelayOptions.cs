@@ -247,6 +247,13 @@ public sealed class RelayLimits
     public int MaxFailedCallsPerConnection { get; set; } = 200;
 
     /// <summary>
+    /// After a connection was closed for exhausting <see cref="MaxFailedCallsPerConnection"/>, its client address (IPv6:
+    /// its /64) may not open agent-port connections for this long, so a flood cannot simply reconnect and go on (each
+    /// reconnection costs the relay a TLS handshake). Zero turns it off. Default: 10 seconds.
+    /// </summary>
+    public TimeSpan AbusiveAddressCooldown { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
     /// Idle Stream calls one session may park at the relay, so that a new public connection is paired at once instead
     /// of after an OpenStream round trip. 0 turns parking off. Default: 32.
     /// </summary>

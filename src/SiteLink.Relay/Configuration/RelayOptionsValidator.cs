@@ -287,6 +287,11 @@ public static class RelayOptionsValidator
             errors.Add("Relay:Limits:ParkedStreamLifetime must be positive.");
         }
 
+        if (limits.AbusiveAddressCooldown < TimeSpan.Zero)
+        {
+            errors.Add("Relay:Limits:AbusiveAddressCooldown must not be negative.");
+        }
+
         if (limits.PreAuthenticationTimeout <= TimeSpan.Zero)
         {
             errors.Add("Relay:Limits:PreAuthenticationTimeout must be positive.");

@@ -100,7 +100,7 @@ public sealed class RelayCounters
 
     /// <summary>
     /// Agent-port connections refused at accept or closed by the relay for <paramref name="reason"/>: <c>connection_limit</c>,
-    /// <c>address_limit</c>, <c>pre_authentication_timeout</c>, <c>failed_calls</c>.
+    /// <c>address_limit</c>, <c>address_cooldown</c>, <c>pre_authentication_timeout</c>, <c>failed_calls</c>.
     /// </summary>
     public long AgentConnectionEvents(string reason) => _agentConnectionEvents.TryGetValue(reason, out var count) ? count : 0;
 

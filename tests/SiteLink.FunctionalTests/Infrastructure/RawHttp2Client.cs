@@ -55,12 +55,20 @@ internal sealed class RawHttp2Client : IAsyncDisposable
     /// <summary>The server's RST_STREAM frames: stream id and error code.</summary>
     public IReadOnlyCollection<(int StreamId, int ErrorCode)> Resets => _resets;
 
-    /// <summary>Opens a TCP connection to the agent port on 127.0.0.1 (whatever the URL's host).</summary>
-    public static async Task<Socket> OpenTcpAsync(Uri agentUrl)
+    /// <summary>
+    /// Opens a TCP connection to the agent port on 127.0.0.1 (whatever the URL's host), from <paramref name="from"/>
+    /// (another loopback address, to be another client to the relay's per-address limits) when given.
+    /// </summary>
+    public static async Task<Socket> OpenTcpAsync(Uri agentUrl, IPAddress? from = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
+            if (from is not null)
+            {
+                socket.Bind(new IPEndPoint(from, 0));
+            }
+
             await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, agentUrl.Port));
             return socket;
         }
@@ -117,8 +125,8 @@ internal sealed class RawHttp2Client : IAsyncDisposable
         }
     }
 
-    public static async Task<RawHttp2Client> ConnectAsync(Uri agentUrl, string pinnedCertificateSha256) =>
-        await StartAsync(await OpenTcpAsync(agentUrl), agentUrl, pinnedCertificateSha256);
+    public static async Task<RawHttp2Client> ConnectAsync(Uri agentUrl, string pinnedCertificateSha256, IPAddress? from = null) =>
+        await StartAsync(await OpenTcpAsync(agentUrl, from), agentUrl, pinnedCertificateSha256);
 
     /// <summary>
     /// Opens <paramref name="count"/> gRPC calls to <paramref name="path"/> (HEADERS without END_STREAM, with
