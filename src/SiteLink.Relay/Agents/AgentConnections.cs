@@ -23,7 +23,7 @@ internal sealed class AgentConnections
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, AgentConnection> _byId = new(StringComparer.Ordinal);
-    private readonly Dictionary<IPAddress, int> _perAddress = [];
+    private readonly KeyedCounter<IPAddress> _perAddress = new();
     private readonly Dictionary<IPAddress, long> _cooling = [];
     private readonly Lock _gate = new();
     private readonly LogSampler _refusals;
@@ -114,13 +114,11 @@ internal sealed class AgentConnections
                 return ("connection_limit", $"the agent port holds {_total} connections (limit MaxAgentConnections)");
             }
 
-            _perAddress.TryGetValue(address, out var count);
-            if (count >= _limits.MaxAgentConnectionsPerIp)
+            if (!_perAddress.TryIncrement(address, _limits.MaxAgentConnectionsPerIp))
             {
-                return ("address_limit", $"{address} holds {count} connections (limit MaxAgentConnectionsPerIp)");
+                return ("address_limit", $"{address} holds {_perAddress[address]} connections (limit MaxAgentConnectionsPerIp)");
             }
 
-            _perAddress[address] = count + 1;
             _total++;
             return null;
         }
@@ -131,15 +129,7 @@ internal sealed class AgentConnections
         lock (_gate)
         {
             _total--;
-            var count = _perAddress[address] - 1;
-            if (count == 0)
-            {
-                _perAddress.Remove(address);
-            }
-            else
-            {
-                _perAddress[address] = count;
-            }
+            _perAddress.Decrement(address);
         }
     }
 

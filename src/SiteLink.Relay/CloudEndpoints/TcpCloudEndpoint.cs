@@ -20,7 +20,7 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Socket _listener;
     private readonly CancellationTokenSource _stopping = new();
-    private readonly Dictionary<IPAddress, int> _perAddress = [];
+    private readonly KeyedCounter<IPAddress> _perAddress = new();
     private readonly Lock _gate = new();
     private Task _acceptLoop = Task.CompletedTask;
     private int _connections;
@@ -122,18 +122,16 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
         RefusalReason? refusal = null;
         lock (_gate)
         {
-            _perAddress.TryGetValue(address, out var fromAddress);
             if (_connections >= _options.MaxConnections)
             {
                 refusal = RefusalReason.EndpointLimit;
             }
-            else if (fromAddress >= _options.MaxConnectionsPerClientIp)
+            else if (!_perAddress.TryIncrement(address, _options.MaxConnectionsPerClientIp))
             {
                 refusal = RefusalReason.ClientIpLimit;
             }
             else
             {
-                _perAddress[address] = fromAddress + 1;
                 _connections++;
             }
         }
@@ -166,15 +164,7 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
         lock (_gate)
         {
             _connections--;
-            var count = _perAddress[address] - 1;
-            if (count == 0)
-            {
-                _perAddress.Remove(address);
-            }
-            else
-            {
-                _perAddress[address] = count;
-            }
+            _perAddress.Decrement(address);
         }
     }
 

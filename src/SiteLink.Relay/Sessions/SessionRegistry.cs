@@ -18,9 +18,9 @@ internal sealed class SessionRegistry
     private readonly RelayLimits _limits;
     private readonly ConcurrentDictionary<string, AgentSession> _sessions = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Tenant, string Name), (AgentSession Session, string BindId)> _routes = [];
-    private readonly Dictionary<string, int> _sessionsPerToken = new(StringComparer.OrdinalIgnoreCase);
-    private readonly Dictionary<string, int> _handshakesPerToken = new(StringComparer.OrdinalIgnoreCase);
-    private readonly Dictionary<IPAddress, int> _handshakesPerAddress = [];
+    private readonly KeyedCounter<string> _sessionsPerToken = new(StringComparer.OrdinalIgnoreCase);
+    private readonly KeyedCounter<string> _handshakesPerToken = new(StringComparer.OrdinalIgnoreCase);
+    private readonly KeyedCounter<IPAddress> _handshakesPerAddress = new();
     private readonly Lock _gate = new();
     private bool _draining;
 
@@ -70,20 +70,18 @@ internal sealed class SessionRegistry
     {
         lock (_gate)
         {
-            _handshakesPerToken.TryGetValue(tokenName, out var perToken);
+            var perToken = _handshakesPerToken[tokenName];
             if (perToken >= _limits.MaxSessionsPerToken)
             {
                 return $"token '{tokenName}' already has {perToken.ToString(CultureInfo.InvariantCulture)} control streams waiting for Hello (limit MaxSessionsPerToken); try again";
             }
 
-            _handshakesPerAddress.TryGetValue(address, out var perAddress);
-            if (perAddress >= _limits.MaxPendingHellosPerIp)
+            if (!_handshakesPerAddress.TryIncrement(address, _limits.MaxPendingHellosPerIp))
             {
-                return $"{address} already has {perAddress.ToString(CultureInfo.InvariantCulture)} control streams waiting for Hello (limit MaxPendingHellosPerIp); try again";
+                return $"{address} already has {_handshakesPerAddress[address].ToString(CultureInfo.InvariantCulture)} control streams waiting for Hello (limit MaxPendingHellosPerIp); try again";
             }
 
-            _handshakesPerToken[tokenName] = perToken + 1;
-            _handshakesPerAddress[address] = perAddress + 1;
+            _handshakesPerToken.TryIncrement(tokenName, int.MaxValue);
             return null;
         }
     }
@@ -93,8 +91,8 @@ internal sealed class SessionRegistry
     {
         lock (_gate)
         {
-            Decrement(_handshakesPerToken, tokenName);
-            Decrement(_handshakesPerAddress, address);
+            _handshakesPerToken.Decrement(tokenName);
+            _handshakesPerAddress.Decrement(address);
         }
     }
 
@@ -105,22 +103,8 @@ internal sealed class SessionRegistry
         {
             lock (_gate)
             {
-                return _handshakesPerToken.Values.Sum();
+                return _handshakesPerToken.Total;
             }
-        }
-    }
-
-    private static void Decrement<TKey>(Dictionary<TKey, int> counts, TKey key)
-        where TKey : notnull
-    {
-        var remaining = counts[key] - 1;
-        if (remaining == 0)
-        {
-            counts.Remove(key);
-        }
-        else
-        {
-            counts[key] = remaining;
         }
     }
 
@@ -138,13 +122,11 @@ internal sealed class SessionRegistry
                 return TokenNoLongerValid;
             }
 
-            _sessionsPerToken.TryGetValue(session.Token.Name, out var count);
-            if (count >= _limits.MaxSessionsPerToken)
+            if (!_sessionsPerToken.TryIncrement(session.Token.Name, _limits.MaxSessionsPerToken))
             {
-                return $"token '{session.Token.Name}' already holds {count.ToString(CultureInfo.InvariantCulture)} sessions (limit MaxSessionsPerToken)";
+                return $"token '{session.Token.Name}' already holds {_sessionsPerToken[session.Token.Name].ToString(CultureInfo.InvariantCulture)} sessions (limit MaxSessionsPerToken)";
             }
 
-            _sessionsPerToken[session.Token.Name] = count + 1;
             _sessions[session.Id] = session;
             _counters.OnSessionStarted();
             return null;
@@ -173,7 +155,7 @@ internal sealed class SessionRegistry
             _counters.OnUnbound(session.Binds.Count);
             _counters.OnSessionEnded();
             session.Binds.Clear();
-            Decrement(_sessionsPerToken, session.Token.Name);
+            _sessionsPerToken.Decrement(session.Token.Name);
         }
 
         return session.Pending.Values.ToArray();
