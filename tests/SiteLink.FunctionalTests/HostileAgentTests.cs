@@ -41,9 +41,9 @@ public sealed class HostileAgentTests
                 }
             }
         }
-        catch (RpcException)
+        catch (Exception ex) when (ex is RpcException or IOException)
         {
-            // The relay reset the call.
+            // The relay reset the call (seen as a gRPC status or as the HTTP/2 stream's reset).
         }
 
         await Eventually.WaitUntilAsync(() => relay.Server.Counters.SessionsEnded("queue_full") == 1, "the silent reader's session ended");
@@ -137,17 +137,16 @@ public sealed class HostileAgentTests
             var parked = Enumerable.Range(0, 8).Select(_ => raw.OpenParked(welcome.SessionId)).ToArray();
             await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams == 16, "8 more parked");
 
+            // One full frame each: the relay ends the call at the first. (Writing on after that would be DATA on a closed
+            // stream, which HTTP/2 lets the server answer by closing the whole connection; bench/hostile.py measures
+            // what megabytes of it cost the relay.)
             var chunk = ByteString.CopyFrom(new byte[64 * 1024]);
             var statuses = new List<StatusCode>();
             foreach (var call in parked)
             {
                 try
                 {
-                    // Up to 8 MiB each; the relay ends the call at the first frame.
-                    for (var i = 0; i < 128; i++)
-                    {
-                        await call.RequestStream.WriteAsync(new StreamFrame { Data = chunk }).DefaultTimeout();
-                    }
+                    await call.RequestStream.WriteAsync(new StreamFrame { Data = chunk }).DefaultTimeout();
                 }
                 catch (Exception ex) when (ex is RpcException or InvalidOperationException or IOException)
                 {
@@ -300,7 +299,7 @@ public sealed class HostileAgentTests
                     ended++;
                 }
             }
-            catch (RpcException)
+            catch (Exception ex) when (ex is RpcException or IOException)
             {
                 // The connection was closed under the flood.
             }

@@ -89,7 +89,17 @@ internal sealed class RelayConnection : IAsyncDisposable
                 HeartbeatToleranceMs = (uint)options.HeartbeatTolerance.TotalMilliseconds,
             };
             hello.Metadata.Add(options.Metadata);
-            await connection._control.RequestStream.WriteAsync(new AgentMessage { Hello = hello }, linked.Token).ConfigureAwait(false);
+            try
+            {
+                await connection._control.RequestStream.WriteAsync(new AgentMessage { Hello = hello }, linked.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is RpcException or IOException or InvalidOperationException && !linked.IsCancellationRequested)
+            {
+                // The relay may have refused the call (a bad token) before the Hello went out: its status says why,
+                // not the failed write. Reading the response surfaces it (or fails the same way if there is none).
+                await connection._control.ResponseStream.MoveNext(linked.Token).ConfigureAwait(false);
+                throw;
+            }
             if (!await connection._control.ResponseStream.MoveNext(linked.Token).ConfigureAwait(false))
             {
                 throw new TunnelProtocolException($"The relay at {relayUrl} ended the session before welcoming it.");
