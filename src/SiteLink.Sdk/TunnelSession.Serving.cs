@@ -183,24 +183,28 @@ public sealed partial class TunnelSession
             string.IsNullOrEmpty(message.Sni) ? null : SafeText.Clean(message.Sni, 255),
             SafeText.Clean(message.StreamId, SafeText.MaxIdLength));
         SessionLog.ConnectionOpened(_logger, info.StreamId, info.ClientAddress, binding.Name);
+        // Every way a connection ends (refused, failed, released) ends its telemetry exactly once: that is also when its
+        // places in the connection limits come back.
         var telemetry = new ConnectionTelemetry(_telemetry, Options.TimeProvider, info, (outcome, duration) =>
+        {
+            slot.Release();
             Raise(ConnectionClosed, new TunnelConnectionEventArgs(info, outcome switch
             {
                 "completed" => TunnelConnectionOutcome.Completed,
                 "refused" => TunnelConnectionOutcome.Refused,
                 _ => TunnelConnectionOutcome.Aborted,
-            }, duration)));
+            }, duration));
+        });
         Raise(ConnectionOpened, new TunnelConnectionEventArgs(info, null, TimeSpan.Zero));
-        var offer = new Offer(run, message, info, telemetry, slot, parkedCall);
+        var offer = new Offer(run, message, info, telemetry, parkedCall);
         try
         {
             await binding.ServeAsync(offer, _aborting.Token).ConfigureAwait(false);
         }
-#pragma warning disable CA1031 // Nobody awaits an offer's task: whatever failed, its places in the limits come back and it is said.
+#pragma warning disable CA1031 // Nobody awaits an offer's task: whatever failed, it is ended (its places in the limits come back) and said.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            offer.Slot.Release();
             offer.Telemetry.End("aborted");
             LogStreamOpenFailed(offer, $"{ex.GetType().Name}: {ex.Message}");
             // So the relay closes the public client now rather than when the offer expires.
@@ -216,7 +220,6 @@ public sealed partial class TunnelSession
         {
             LogStreamOpenFailed(offer, "the connection to the relay is closed");
             offer.Telemetry.End("refused");
-            offer.Slot.Release();
             return null;
         }
 
@@ -228,7 +231,6 @@ public sealed partial class TunnelSession
             {
                 run.Streams.Decrement();
                 _activeConnections.Decrement();
-                offer.Slot.Release();
             }
 
             // A parked stream is already open and paired at the relay: an abort resets it, nothing else to say.
@@ -243,7 +245,6 @@ public sealed partial class TunnelSession
             run.Streams.Decrement();
             _activeConnections.Decrement();
             offer.Telemetry.End("refused");
-            offer.Slot.Release();
             LogStreamOpenFailed(offer, ex.Message);
             return null;
         }
@@ -257,7 +258,6 @@ public sealed partial class TunnelSession
         }
 
         offer.Telemetry.End("refused");
-        offer.Slot.Release();
         Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.UpstreamUnavailable, $"endpoint '{binding.Name}': upstream unreachable ({reason})");
     }
 
@@ -269,7 +269,6 @@ public sealed partial class TunnelSession
         }
 
         offer.Telemetry.End("refused");
-        offer.Slot.Release();
         Refuse(offer.Run, offer.Message, offer.ParkedCall, StreamRefusal.Overloaded, $"endpoint '{endpointName}': listener backlog full");
     }
 

@@ -3,7 +3,6 @@ using SiteLink.Diagnostics;
 using SiteLink.Internal;
 using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
-using SiteLink.Resilience;
 
 namespace SiteLink.Endpoints;
 
@@ -12,9 +11,8 @@ namespace SiteLink.Endpoints;
 /// <param name="Message">The offer itself.</param>
 /// <param name="Info">What the application sees of it.</param>
 /// <param name="Telemetry">Its metrics and activity, ended when the connection is released or refused.</param>
-/// <param name="Slot">Its places in the session's and endpoint's connection limits, given back when it ends.</param>
 /// <param name="ParkedCall">The parked data stream the relay paired the connection with; null when it came as an OpenStream.</param>
-internal sealed record Offer(ConnectionRun Run, OpenStream Message, TunnelConnectionInfo Info, ConnectionTelemetry Telemetry, ConnectionSlot Slot, AsyncDuplexStreamingCall<DataFrame, DataFrame>? ParkedCall = null)
+internal sealed record Offer(ConnectionRun Run, OpenStream Message, TunnelConnectionInfo Info, ConnectionTelemetry Telemetry, AsyncDuplexStreamingCall<DataFrame, DataFrame>? ParkedCall = null)
 {
     /// <summary>The relay's id of the connection (capped: it is the relay's text).</summary>
     public string StreamId => Info.StreamId;
