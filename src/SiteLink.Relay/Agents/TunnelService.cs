@@ -157,8 +157,7 @@ internal sealed class TunnelService
                 var message = requestStream.Current;
                 if (ReferenceEquals(message, TunnelServiceMethods.MalformedControlMessage))
                 {
-                    _counters.OnProtocolError();
-                    LogProtocolError(session, "a control message could not be parsed; ending the session");
+                    OnProtocolError(session, "a control message could not be parsed; ending the session");
                     session.End(SessionEnd.ProtocolViolation("a control message could not be parsed as sitelink.v1.AgentMessage"));
                     break;
                 }
@@ -282,16 +281,20 @@ internal sealed class TunnelService
         return new RpcException(new Status(code, detail));
     }
 
-    private void LogProtocolError(AgentSession session, string detail)
+    /// <summary>A live session broke the protocol: counted, and logged once a second.</summary>
+    private void OnProtocolError(AgentSession session, string detail)
     {
+        _counters.OnProtocolError();
         if (_sampled.ProtocolErrors.ShouldLog(out var suppressed))
         {
             RelayLog.ProtocolError(_logger, session.Id, detail, suppressed);
         }
     }
 
-    private void LogUnknownStream(string sessionId, string streamId)
+    /// <summary>A Stream call for a session or stream that is not there: counted, and logged once a second.</summary>
+    private void OnUnknownStream(string sessionId, string streamId)
     {
+        _counters.OnUnknownStream();
         if (_sampled.UnknownStreams.ShouldLog(out var suppressed))
         {
             RelayLog.UnknownStream(_logger, sessionId, streamId, suppressed);
@@ -341,8 +344,7 @@ internal sealed class TunnelService
                 break;
             default:
                 var detail = message.KindCase == AgentMessage.KindOneofCase.Hello ? "Hello sent twice" : "a message this relay does not understand";
-                _counters.OnProtocolError();
-                LogProtocolError(session, detail);
+                OnProtocolError(session, detail);
                 session.Send(new RelayMessage { Error = new Error { Code = ErrorCode.Protocol, Message = detail } });
                 break;
         }
@@ -376,8 +378,7 @@ internal sealed class TunnelService
         var sessionId = context.RequestHeaders.GetValue(WireNames.SessionIdHeader) ?? "";
         if (!_registry.TryGetSession(sessionId, out var session) || session.Token.Name != token.Name)
         {
-            _counters.OnUnknownStream();
-            LogUnknownStream(SafeText.Clean(sessionId, SafeText.MaxIdLength), SafeText.Clean(context.RequestHeaders.GetValue(WireNames.StreamIdHeader), SafeText.MaxIdLength));
+            OnUnknownStream(SafeText.Clean(sessionId, SafeText.MaxIdLength), SafeText.Clean(context.RequestHeaders.GetValue(WireNames.StreamIdHeader), SafeText.MaxIdLength));
             throw new RpcException(new Status(StatusCode.NotFound, "unknown session for this authtoken"));
         }
 
@@ -385,14 +386,14 @@ internal sealed class TunnelService
         {
             // A session's streams share its one HTTP/2 connection, whose flow-control windows bound what the session
             // can make the relay buffer; streams on other connections would multiply that.
-            _counters.OnUnknownStream();
-            LogUnknownStream(session.Id, "(on another connection than the session's)");
+            OnUnknownStream(session.Id, "(on another connection than the session's)");
             throw new RpcException(new Status(StatusCode.NotFound, "a session's data streams must use the connection of its control stream"));
         }
 
         PendingStream pending;
         IAsyncStreamReader<DataFrame> reader = requestStream;
-        if (context.RequestHeaders.GetValue(WireNames.ParkedHeader) == "1")
+        var parked = context.RequestHeaders.GetValue(WireNames.ParkedHeader) == "1";
+        if (parked)
         {
             var paired = await WaitParkedAsync(session, requestStream, context).ConfigureAwait(false);
             if (paired is null)
@@ -404,23 +405,6 @@ internal sealed class TunnelService
             MarkProductive(http);
             pending.Refusal = new CancellationTokenSource();
             session.PairedParked[pending.Id] = pending;
-            try
-            {
-                await responseStream.WriteAsync(new DataFrame
-                {
-                    Open = new OpenStream { StreamId = pending.Id, BindId = pending.BindId, EndpointName = pending.EndpointName, ClientAddress = pending.ClientAddress },
-                }, context.CancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
-            {
-                // The parked call died as it was paired: the public client must not be left waiting.
-                session.PairedParked.TryRemove(pending.Id, out _);
-                pending.Refusal.Dispose();
-                (reader as PrefetchedReader)?.Dispose();
-                _counters.OnRefused(RefusalReason.AgentRefused);
-                pending.Client.Reset();
-                return;
-            }
         }
         else
         {
@@ -430,8 +414,7 @@ internal sealed class TunnelService
             {
                 if (!session.UnknownStreams.TrySpend())
                 {
-                    _counters.OnProtocolError();
-                    LogProtocolError(session, "too many Stream calls for unknown or expired stream ids; ending the session");
+                    OnProtocolError(session, "too many Stream calls for unknown or expired stream ids; ending the session");
                     EndSession(session, SessionEnd.ProtocolViolation("too many Stream calls for unknown or expired stream ids"));
                 }
 
@@ -443,6 +426,11 @@ internal sealed class TunnelService
 
         try
         {
+            if (parked && !await TryWriteOpenAsync(pending, responseStream, context).ConfigureAwait(false))
+            {
+                return;
+            }
+
             await BridgeAsync(session, pending, reader, responseStream, context).ConfigureAwait(false);
         }
         finally
@@ -450,6 +438,28 @@ internal sealed class TunnelService
             session.PairedParked.TryRemove(pending.Id, out _);
             pending.Refusal?.Dispose();
             (reader as PrefetchedReader)?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Tells the agent which connection its parked stream now carries (the first frame). False when the call died as it
+    /// was paired: the public client is reset then, not left waiting.
+    /// </summary>
+    private async Task<bool> TryWriteOpenAsync(PendingStream pending, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
+    {
+        try
+        {
+            await responseStream.WriteAsync(new DataFrame
+            {
+                Open = new OpenStream { StreamId = pending.Id, BindId = pending.BindId, EndpointName = pending.EndpointName, ClientAddress = pending.ClientAddress },
+            }, context.CancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
+        {
+            _counters.OnRefused(RefusalReason.AgentRefused);
+            pending.Client.Reset();
+            return false;
         }
     }
 
@@ -506,8 +516,7 @@ internal sealed class TunnelService
         if (sentData)
         {
             requestStream.Current.Release();
-            _counters.OnProtocolError();
-            LogProtocolError(session, "data on a parked stream before it was paired; ending that stream");
+            OnProtocolError(session, "data on a parked stream before it was paired; ending that stream");
             throw new RpcException(new Status(StatusCode.InvalidArgument, "a parked stream carries nothing until the relay pairs it with a connection"));
         }
 

@@ -52,9 +52,6 @@ public sealed class RelayServer : IAsyncDisposable
     /// <summary>Connections open on the agent port (authenticated or not).</summary>
     public int AgentConnections => _app.Services.GetRequiredService<Agents.AgentConnections>().Count;
 
-    /// <summary>Bytes of control messages queued for agents and not yet written, over all sessions.</summary>
-    public long QueuedControlBytes => _app.Services.GetRequiredService<Sessions.SessionRegistry>().Sessions.Sum(s => s.QueuedBytes);
-
     /// <summary>The address a cloud endpoint is bound to.</summary>
     /// <exception cref="KeyNotFoundException">No cloud endpoint has that name.</exception>
     public IPEndPoint GetCloudEndpoint(string name) => _app.Services.GetRequiredService<CloudEndpointHost>().BoundEndpoints[name];

@@ -42,19 +42,10 @@ public sealed class AuthTokenStore
             // Unchanged tokens keep their identity object: "still current" is then a reference comparison.
             var next = new Snapshot(tokens, previous);
             _snapshot = next;
-            var changed = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-            foreach (var (name, (hash, identity)) in previous.ByName)
-            {
-                if (!next.ByName.TryGetValue(name, out var now)
-                    || now.Hash != hash
-                    || now.Identity.Tenant != identity.Tenant
-                    || !now.Identity.Acl.Patterns.SequenceEqual(identity.Acl.Patterns))
-                {
-                    changed.Add(name);
-                }
-            }
-
-            return changed;
+            return previous.ByName
+                .Where(held => !next.ByName.TryGetValue(held.Key, out var now) || !ReferenceEquals(now.Identity, held.Value.Identity))
+                .Select(held => held.Key)
+                .ToHashSet(StringComparer.OrdinalIgnoreCase);
         }
     }
 
@@ -77,13 +68,10 @@ public sealed class AuthTokenStore
     public bool Holds(IEnumerable<AuthTokenOptions> tokens)
     {
         ArgumentNullException.ThrowIfNull(tokens);
-        var next = new Snapshot(tokens);
         var now = _snapshot;
-        return next.ByName.Count == now.ByName.Count && next.ByName.All(pair =>
-            now.ByName.TryGetValue(pair.Key, out var held)
-            && held.Hash == pair.Value.Hash
-            && held.Identity.Tenant == pair.Value.Identity.Tenant
-            && held.Identity.Acl.Patterns.SequenceEqual(pair.Value.Identity.Acl.Patterns));
+        var next = new Snapshot(tokens, now);
+        return next.ByName.Count == now.ByName.Count
+            && next.ByName.All(pair => now.ByName.TryGetValue(pair.Key, out var held) && ReferenceEquals(held.Identity, pair.Value.Identity));
     }
 
     /// <summary>
