@@ -26,8 +26,17 @@ internal static class AgentHost
           --endpoint NAME=HOST:PORT   an internal endpoint; repeat as needed (SiteLink:Endpoints)
           --config FILE        a JSON file with a "SiteLink" section (see appsettings.json)
           --insecure           allow http:// relay URLs (development on loopback only)
+          --Section:Key VALUE  any other configuration key, e.g. --Logging:LogLevel:Default Debug
           --help               this text
+          --version            the agent's version
+
+        Exit codes (for service managers; docs/operations.md):
+          0 stopped by a signal    2 configuration    3 authtoken rejected    4 relay certificate not trusted
+          5 protocol version not supported by the relay    6 session or endpoint refused by the relay    1 anything else
         """;
+
+    /// <summary>The agent's own switches; anything else starting with -- must be a configuration key (Section:Key).</summary>
+    private static readonly string[] Switches = ["--relay", "--token", "--pin", "--endpoint", "--config", "--insecure", "--help", "--version"];
 
     /// <summary>Builds the agent's host from the command line (and the files and environment it names).</summary>
     /// <exception cref="ArgumentException">The command line is malformed.</exception>
@@ -42,7 +51,7 @@ internal static class AgentHost
 
         if (settings.TryGetValue("config", out var configFile) && configFile is not null)
         {
-            builder.Configuration.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: false);
+            AddConfigFile(builder.Configuration, configFile);
         }
 
         // Like other agents' *_AUTHTOKEN variables: the secret stays out of the command line and the process list.
@@ -54,7 +63,9 @@ internal static class AgentHost
         settings.Remove("config");
         builder.Configuration.AddInMemoryCollection(settings);
 
-        builder.Services.AddSiteLink();
+        // A permanent fault (token, trust, version) stops the agent so its service manager sees it (Program maps it
+        // to an exit code); waiting for ever would leave a process that looks healthy and serves nothing.
+        builder.Services.AddSiteLink().StopHostOnFault();
         // Under systemd: notify readiness and log in the journal's format; as a Windows service: the SCM lifetime.
         // Both do nothing when the agent runs in a terminal.
         builder.Services.AddSystemd();
@@ -62,6 +73,34 @@ internal static class AgentHost
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
         return builder;
+    }
+
+    /// <summary>
+    /// Adds the <c>--config</c> file (relative to the working directory). A missing or malformed file throws
+    /// <see cref="AgentConfigurationException"/> naming it and, for JSON, the line.
+    /// </summary>
+    private static void AddConfigFile(IConfigurationBuilder configuration, string path)
+    {
+        var full = Path.GetFullPath(path);
+        if (!File.Exists(full))
+        {
+            throw new AgentConfigurationException($"The configuration file '{full}' (--config {path}) does not exist.");
+        }
+
+        try
+        {
+            configuration.AddJsonFile(full, optional: false, reloadOnChange: false);
+        }
+        catch (InvalidDataException ex)
+        {
+            var cause = ex.GetBaseException();
+            var where = cause is System.Text.Json.JsonException { LineNumber: { } line, BytePositionInLine: { } column }
+                ? $"line {(line + 1).ToString(CultureInfo.InvariantCulture)}, column {(column + 1).ToString(CultureInfo.InvariantCulture)}: "
+                : "";
+            var message = cause.Message;
+            var cut = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
+            throw new AgentConfigurationException($"The configuration file '{full}' is not valid JSON: {where}{(cut > 0 ? message[..cut] : message)}");
+        }
     }
 
     /// <summary>Turns the agent's switches into configuration keys; returns what is left for the host.</summary>
@@ -107,17 +146,64 @@ internal static class AgentHost
                         throw new ArgumentException($"--endpoint '{spec}' must be NAME=HOST:PORT.");
                     }
 
+                    if (!TunnelEndpointOptions.TryParseUpstream(spec[(equals + 1)..], out _, out _))
+                    {
+                        throw new ArgumentException($"--endpoint '{spec}': '{spec[(equals + 1)..]}' is not HOST:PORT with a port from 1 to 65535 (an IPv6 address goes in brackets: [::1]:8080).");
+                    }
+
                     // Numbered from 100 so they add to the endpoints of the files instead of overwriting them by index.
                     var index = (100 + endpoints++).ToString(CultureInfo.InvariantCulture);
                     settings[$"SiteLink:Endpoints:{index}:Name"] = spec[..equals];
                     settings[$"SiteLink:Endpoints:{index}:Upstream"] = spec[(equals + 1)..];
                     break;
                 default:
+                    // --Section:Key value and --Section:Key=value go to the host's configuration; a mistyped switch
+                    // (--relya) must not vanish into it unnoticed.
+                    if (!args[i].StartsWith("--", StringComparison.Ordinal) || !args[i].Contains(':', StringComparison.Ordinal))
+                    {
+                        throw new ArgumentException(args[i].StartsWith('-') ? $"Unknown option {args[i]}.{Suggest(args[i])}" : $"Unexpected argument '{args[i]}'.");
+                    }
+
                     remaining.Add(args[i]);
+                    if (!args[i].Contains('=', StringComparison.Ordinal))
+                    {
+                        remaining.Add(Value());
+                    }
+
                     break;
             }
         }
 
         return (settings, [.. remaining]);
     }
+
+    /// <summary>" Did you mean --relay?" for a switch one or two edits away from a real one; empty otherwise.</summary>
+    private static string Suggest(string given)
+    {
+        var best = Switches.Select(known => (known, distance: Distance(given, known))).MinBy(c => c.distance);
+        return best.distance <= 2 ? $" Did you mean {best.known}?" : "";
+    }
+
+    /// <summary>Levenshtein distance (switches are short).</summary>
+    private static int Distance(string a, string b)
+    {
+        var previous = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (var i = 1; i <= a.Length; i++)
+        {
+            var current = new int[b.Length + 1];
+            current[0] = i;
+            for (var j = 1; j <= b.Length; j++)
+            {
+                var substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+                current[j] = Math.Min(substitution, Math.Min(previous[j], current[j - 1]) + 1);
+            }
+
+            previous = current;
+        }
+
+        return previous[b.Length];
+    }
 }
+
+/// <summary>The agent's configuration cannot be read (a missing file, malformed JSON). The message names the file.</summary>
+internal sealed class AgentConfigurationException(string message) : Exception(message);

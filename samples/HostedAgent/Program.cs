@@ -5,7 +5,8 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using SiteLink.HostedAgent;
 
-var builder = Host.CreateApplicationBuilder(args);
+// The content root is the binary's folder: its appsettings.json applies wherever the service is started from.
+var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddScoped<StatusReport>();
 builder.Services.AddSiteLink()

@@ -109,7 +109,11 @@ public sealed partial class TunnelSession
             }
 
             FailPendingBinds(new TunnelConnectionException($"The connection to the relay was lost: {end.Reason}", end.Exception));
-            SessionLog.ConnectionLost(_logger, Options.RelayUrl!, end.Reason, end.Exception);
+            SessionLog.ConnectionLost(_logger, Options.RelayUrl!, end.Reason);
+            if (end.Exception is { } cause)
+            {
+                SessionLog.ConnectionLostDetail(_logger, Options.RelayUrl!, cause);
+            }
             if (end.Exception is TunnelException { IsTransient: false } permanent)
             {
                 await run.DisposeAsync().ConfigureAwait(false);

@@ -144,9 +144,13 @@ public sealed partial class TunnelSession
     {
         if (!binding.IsClosed)
         {
+            var wasBound = binding.IsBound;
             RemoveBinding(binding);
             _run?.Connection.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } });
-            SessionLog.EndpointUnbound(_logger, binding.Name);
+            if (wasBound)
+            {
+                SessionLog.EndpointUnbound(_logger, binding.Name);
+            }
         }
 
         return ValueTask.CompletedTask;

@@ -188,6 +188,12 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         }
 
         SessionLog.StateChanged(_logger, previous, state, reason);
+        if (state == TunnelSessionState.Faulted && exception is TunnelException fault)
+        {
+            // One line an operator can act on; the state change above says when, this says why and what to do.
+            SessionLog.Faulted(_logger, fault.TunnelError, fault.Message, FaultAdvice.For(fault.TunnelError), Options.RelayUrl!);
+        }
+
         Raise(StateChanged, new TunnelStateChangedEventArgs(previous, state, reason, exception));
     }
 
@@ -261,7 +267,14 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
 
         SetState(TunnelSessionState.Closed, "the session was closed", null);
         _telemetry.Unregister(this);
-        SessionLog.Closed(_logger, SessionId);
+        if (string.IsNullOrEmpty(SessionId))
+        {
+            SessionLog.ClosedBeforeConnecting(_logger);
+        }
+        else
+        {
+            SessionLog.Closed(_logger, SessionId);
+        }
     }
 
     /// <summary>

@@ -1,16 +1,131 @@
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Configuration.Json;
+using Microsoft.Extensions.FileProviders;
 
 namespace SiteLink.Relay.Configuration;
 
 /// <summary>Reads <see cref="RelayOptions"/> from configuration (JSON files, environment variables, command line).</summary>
 public static class RelayConfiguration
 {
-    /// <summary>Binds the <c>Relay</c> section of <paramref name="configuration"/>. Does not validate.</summary>
+    /// <summary>
+    /// The keys whose values are file paths. A relative one is resolved against the folder of the JSON file that set it
+    /// (so <c>"CertificatePath": "relay.pfx"</c> in <c>/etc/sitelink/relay.json</c> is <c>/etc/sitelink/relay.pfx</c>
+    /// whoever starts the relay, from wherever), or against the working directory when it came from the environment or
+    /// the command line.
+    /// </summary>
+    internal static readonly string[] PathKeys = ["Relay:Tls:CertificatePath", "Relay:Tls:KeyPath", "Relay:Tls:DevelopmentCertificatePath"];
+
+    /// <summary>
+    /// Binds the <c>Relay</c> section of <paramref name="configuration"/> and makes its file paths absolute. Does not
+    /// validate. A value that cannot be converted (e.g. <c>"HelloTimeout": "ten seconds"</c>) throws
+    /// <see cref="RelayConfigurationException"/> naming the key.
+    /// </summary>
     public static RelayOptions Load(IConfiguration configuration)
     {
         ArgumentNullException.ThrowIfNull(configuration);
         var options = new RelayOptions();
-        configuration.GetSection(RelayOptions.SectionName).Bind(options);
+        try
+        {
+            configuration.GetSection(RelayOptions.SectionName).Bind(options);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // The binder's message names the key and the type ("Failed to convert configuration value at
+            // 'Relay:Limits:HelloTimeout' to type 'System.TimeSpan'."), never the value.
+            throw new RelayConfigurationException([SiteLink.Internal.SafeText.Clean(ex.Message, 512) + Hint(ex)]);
+        }
+
+        options.Tls.CertificatePath = ResolvePath(configuration, PathKeys[0], options.Tls.CertificatePath);
+        options.Tls.KeyPath = ResolvePath(configuration, PathKeys[1], options.Tls.KeyPath);
+        options.Tls.DevelopmentCertificatePath = ResolvePath(configuration, PathKeys[2], options.Tls.DevelopmentCertificatePath);
         return options;
+    }
+
+    /// <summary>
+    /// Adds the JSON file named on the command line (relative to the working directory), watched for changes. A missing
+    /// or malformed file throws <see cref="RelayConfigurationException"/> naming the file and, for JSON, the line.
+    /// </summary>
+    public static void AddConfigFile(IConfigurationBuilder configuration, string path)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        var full = Path.GetFullPath(path);
+        if (!File.Exists(full))
+        {
+            throw new RelayConfigurationException([$"The configuration file '{full}' (--config {path}) does not exist."]);
+        }
+
+        try
+        {
+            configuration.AddJsonFile(full, optional: false, reloadOnChange: true);
+        }
+        catch (InvalidDataException ex)
+        {
+            throw InvalidJson(full, ex);
+        }
+    }
+
+    /// <summary>The one-line problem for a JSON configuration file that does not parse.</summary>
+    internal static RelayConfigurationException InvalidJson(string file, InvalidDataException ex) =>
+        new([$"The configuration file '{file}' is not valid JSON: {Describe(Innermost(ex))}"]);
+
+    /// <summary>The parser's words with a one-based line and column (its own are zero-based).</summary>
+    private static string Describe(Exception ex)
+    {
+        if (ex is not System.Text.Json.JsonException { LineNumber: { } line, BytePositionInLine: { } column } json)
+        {
+            return ex.Message;
+        }
+
+        var cut = json.Message.IndexOf(" LineNumber:", StringComparison.Ordinal);
+        return $"line {line + 1}, column {column + 1}: {(cut > 0 ? json.Message[..cut] : json.Message)}";
+    }
+
+    private static Exception Innermost(Exception ex)
+    {
+        while (ex.InnerException is { } inner)
+        {
+            ex = inner;
+        }
+
+        return ex;
+    }
+
+    private static string Hint(InvalidOperationException ex) =>
+        ex.InnerException is FormatException or OverflowException && ex.Message.Contains("TimeSpan", StringComparison.Ordinal)
+            ? " Durations are written hh:mm:ss, e.g. \"00:00:10\"."
+            : "";
+
+    private static string? ResolvePath(IConfiguration configuration, string key, string? value)
+    {
+        if (string.IsNullOrEmpty(value) || Path.IsPathFullyQualified(value))
+        {
+            return value;
+        }
+
+        return Path.GetFullPath(value, SourceFolder(configuration, key) ?? Directory.GetCurrentDirectory());
+    }
+
+    /// <summary>The folder of the JSON file that supplies <paramref name="key"/>'s value (the last source that has it wins).</summary>
+    private static string? SourceFolder(IConfiguration configuration, string key)
+    {
+        if (configuration is not IConfigurationRoot root)
+        {
+            return null;
+        }
+
+        foreach (var provider in root.Providers.Reverse())
+        {
+            if (!provider.TryGet(key, out _))
+            {
+                continue;
+            }
+
+            return provider is JsonConfigurationProvider { Source: { FileProvider: PhysicalFileProvider files, Path: { } file } }
+                ? Path.GetDirectoryName(Path.Combine(files.Root, file))
+                : null;
+        }
+
+        return null;
     }
 }

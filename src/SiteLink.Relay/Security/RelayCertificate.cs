@@ -23,14 +23,7 @@ public static class RelayCertificate
 
         if (tls.CertificatePath is not null)
         {
-            if (tls.KeyPath is not null)
-            {
-                using var pem = X509Certificate2.CreateFromPemFile(tls.CertificatePath, tls.KeyPath);
-                // Re-import so the key is usable by SslStream on every platform.
-                return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
-            }
-
-            return X509CertificateLoader.LoadPkcs12FromFile(tls.CertificatePath, tls.CertificatePassword);
+            return LoadConfigured(tls.CertificatePath, tls.KeyPath, tls.CertificatePassword);
         }
 
         if (tls.DevelopmentCertificatePath is { } kept)
@@ -70,6 +63,33 @@ public static class RelayCertificate
         }
 
         return CreateDevelopmentCertificate();
+    }
+
+    /// <summary>
+    /// The configured certificate file: PKCS#12, or PEM with its key. A file that is missing, unreadable or not a
+    /// certificate is a configuration problem (<see cref="RelayConfigurationException"/>) named in one line.
+    /// </summary>
+    private static X509Certificate2 LoadConfigured(string path, string? keyPath, string? password)
+    {
+        var key = keyPath is null ? "" : $" with Relay:Tls:KeyPath '{keyPath}'";
+        try
+        {
+            if (keyPath is not null)
+            {
+                using var pem = X509Certificate2.CreateFromPemFile(path, keyPath);
+                // Re-import so the key is usable by SslStream on every platform.
+                return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+            }
+
+            return X509CertificateLoader.LoadPkcs12FromFile(path, password);
+        }
+        catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            var hint = keyPath is null
+                ? " It must be a PKCS#12 (.pfx) file with its private key and Relay:Tls:CertificatePassword, or a PEM certificate with Relay:Tls:KeyPath."
+                : " It must be a PEM certificate and its PEM private key.";
+            throw new RelayConfigurationException([$"Relay:Tls:CertificatePath '{path}'{key} cannot be loaded: {ex.Message.TrimEnd('.')}.{hint}"]);
+        }
     }
 
     /// <summary>A line for the log saying which certificate the agent port serves.</summary>

@@ -8,11 +8,21 @@ internal static partial class SessionLog
     [LoggerMessage(1, LogLevel.Information, "Connected to relay {RelayId} ({Region}) at {RelayUrl}; session {SessionId}.")]
     public static partial void Connected(ILogger logger, string relayId, string region, Uri relayUrl, string sessionId);
 
+    // One line at Warning (a lost connection is expected and recovered from); the exception and its trace at Debug.
     [LoggerMessage(2, LogLevel.Warning, "Connection to relay {RelayUrl} lost: {Reason}")]
-    public static partial void ConnectionLost(ILogger logger, Uri relayUrl, string reason, Exception? exception);
+    public static partial void ConnectionLost(ILogger logger, Uri relayUrl, string reason);
+
+    [LoggerMessage(35, LogLevel.Debug, "Connection to relay {RelayUrl} lost; the error behind it:")]
+    public static partial void ConnectionLostDetail(ILogger logger, Uri relayUrl, Exception exception);
 
     [LoggerMessage(3, LogLevel.Information, "Session {SessionId} closed.")]
     public static partial void Closed(ILogger logger, string sessionId);
+
+    [LoggerMessage(33, LogLevel.Information, "Session closed before it ever connected.")]
+    public static partial void ClosedBeforeConnecting(ILogger logger);
+
+    [LoggerMessage(34, LogLevel.Error, "The session stopped and will not retry ({TunnelError}): {Message} What to do: {Advice} (relay {RelayUrl})")]
+    public static partial void Faulted(ILogger logger, TunnelError tunnelError, string message, string advice, Uri relayUrl);
 
     [LoggerMessage(4, LogLevel.Information, "Session state {Previous} -> {State}: {Reason}")]
     public static partial void StateChanged(ILogger logger, TunnelSessionState previous, TunnelSessionState state, string reason);

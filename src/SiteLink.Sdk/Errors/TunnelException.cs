@@ -9,6 +9,23 @@ public class TunnelException : Exception
     /// <summary>Creates an exception with a message and the error that caused it.</summary>
     public TunnelException(string message, Exception? innerException) : base(message, innerException) { }
 
+    /// <summary>Creates an exception with a message, the error that caused it, and what kind of failure it is.</summary>
+    public TunnelException(string message, Exception? innerException, TunnelError tunnelError) : base(message, innerException)
+    {
+        _tunnelError = tunnelError;
+    }
+
+    private readonly TunnelError? _tunnelError;
+
+    /// <summary>
+    /// What kind of failure this is, for code that must act on it (a service's exit code, an alert, advice to a
+    /// user), as <see cref="System.Net.Http.HttpRequestException.HttpRequestError"/> does for HTTP.
+    /// </summary>
+    public TunnelError TunnelError => _tunnelError ?? DefaultError;
+
+    /// <summary>The kind of failure when the constructor named none.</summary>
+    private protected virtual TunnelError DefaultError => TunnelError.Unknown;
+
     /// <summary>
     /// Whether retrying the same operation later may succeed (network failure, relay restarting).
     /// <see langword="false"/> for errors that only a configuration change fixes (bad token, denied name).
@@ -21,6 +38,8 @@ public sealed class TunnelAuthenticationException : TunnelException
 {
     /// <summary>Creates the exception.</summary>
     public TunnelAuthenticationException(string message, Exception? innerException = null) : base(message, innerException) { }
+
+    private protected override TunnelError DefaultError => TunnelError.AuthenticationFailed;
 }
 
 /// <summary>The relay refused something the agent asked for (a limit, a version, a permission). Retrying does not help.</summary>
@@ -28,6 +47,11 @@ public sealed class TunnelPermissionException : TunnelException
 {
     /// <summary>Creates the exception.</summary>
     public TunnelPermissionException(string message, Exception? innerException = null) : base(message, innerException) { }
+
+    /// <summary>Creates the exception, saying what kind of refusal it is (e.g. <see cref="TunnelError.VersionNotSupported"/>).</summary>
+    public TunnelPermissionException(string message, Exception? innerException, TunnelError tunnelError) : base(message, innerException, tunnelError) { }
+
+    private protected override TunnelError DefaultError => TunnelError.PermissionDenied;
 }
 
 /// <summary>
@@ -43,7 +67,16 @@ public sealed class TunnelConnectionException : TunnelException
         _isTransient = isTransient;
     }
 
+    /// <summary>Creates the exception, saying what kind of failure it is (e.g. <see cref="TunnelError.CertificateRejected"/>).</summary>
+    public TunnelConnectionException(string message, Exception? innerException, bool isTransient, TunnelError tunnelError)
+        : base(message, innerException, tunnelError)
+    {
+        _isTransient = isTransient;
+    }
+
     private readonly bool _isTransient;
+
+    private protected override TunnelError DefaultError => TunnelError.ConnectionFailed;
 
     /// <inheritdoc />
     public override bool IsTransient => _isTransient;
@@ -54,4 +87,31 @@ public sealed class TunnelProtocolException : TunnelException
 {
     /// <summary>Creates the exception.</summary>
     public TunnelProtocolException(string message, Exception? innerException = null) : base(message, innerException) { }
+
+    private protected override TunnelError DefaultError => TunnelError.ProtocolError;
+}
+
+/// <summary>What kind of failure a <see cref="TunnelException"/> is. New values may be added.</summary>
+public enum TunnelError
+{
+    /// <summary>None of the kinds below.</summary>
+    Unknown = 0,
+
+    /// <summary>The relay could not be reached or the connection to it failed (DNS, TCP, HTTP/2, a timeout, a lost connection).</summary>
+    ConnectionFailed,
+
+    /// <summary>The relay's TLS certificate is not trusted: it does not match the pin, or its chain does not validate.</summary>
+    CertificateRejected,
+
+    /// <summary>The relay rejected the authtoken: missing, unknown or revoked.</summary>
+    AuthenticationFailed,
+
+    /// <summary>The relay does not speak this SDK's protocol version.</summary>
+    VersionNotSupported,
+
+    /// <summary>The relay refused the session or a request: a permission or a limit.</summary>
+    PermissionDenied,
+
+    /// <summary>The relay broke the protocol.</summary>
+    ProtocolError,
 }

@@ -14,10 +14,13 @@ internal static class ErrorMapping
         return ex.StatusCode switch
         {
             StatusCode.Unauthenticated => new TunnelAuthenticationException($"The relay at {relayUrl} rejected the authtoken: {detail}", ex),
-            StatusCode.PermissionDenied or StatusCode.FailedPrecondition or StatusCode.ResourceExhausted
+            // The relay answers a Hello of another protocol version with FailedPrecondition (docs/protocol.md).
+            StatusCode.FailedPrecondition
+                => new TunnelPermissionException($"The relay at {relayUrl} refused the session: {detail}", ex, TunnelError.VersionNotSupported),
+            StatusCode.PermissionDenied or StatusCode.ResourceExhausted
                 => new TunnelPermissionException($"The relay at {relayUrl} refused the session: {detail}", ex),
             _ when certificateRejection is not null
-                => new TunnelConnectionException($"Could not connect to the relay at {relayUrl}: {certificateRejection}.", ex, isTransient: false),
+                => new TunnelConnectionException($"Could not connect to the relay at {relayUrl}: {certificateRejection}.", ex, isTransient: false, TunnelError.CertificateRejected),
             _ => new TunnelConnectionException($"Could not reach the relay at {relayUrl}: {detail} ({ex.StatusCode}).", ex),
         };
     }

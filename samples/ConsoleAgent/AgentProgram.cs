@@ -1,0 +1,124 @@
+using System.Reflection;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace SiteLink.ConsoleAgent;
+
+/// <summary>
+/// Runs the standalone agent and turns every way it can end into one message and a documented exit code
+/// (docs/operations.md), so a service manager (systemd, Windows SCM, a container runtime) can tell a configuration
+/// mistake from a rejected token from an untrusted relay, and nobody reads a stack trace to find out.
+/// </summary>
+internal static partial class AgentProgram
+{
+    public const int ExitStopped = 0;
+    public const int ExitUnexpected = 1;
+    public const int ExitConfiguration = 2;
+    public const int ExitAuthentication = 3;
+    public const int ExitTrust = 4;
+    public const int ExitVersion = 5;
+    public const int ExitRefused = 6;
+
+    /// <summary>Runs the agent until it is stopped or fails; returns the process's exit code.</summary>
+    /// <param name="args">The command line.</param>
+    /// <param name="configure">For tests: changes to the host (e.g. its logging) before it is built.</param>
+    public static async Task<int> RunAsync(string[] args, Action<HostApplicationBuilder>? configure = null)
+    {
+        if (args.Contains("--help") || args.Contains("-h"))
+        {
+            Console.WriteLine(AgentHost.Usage);
+            return ExitStopped;
+        }
+
+        if (args.Contains("--version"))
+        {
+            Console.WriteLine($"sitelink-agent {typeof(TunnelSession).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion}");
+            return ExitStopped;
+        }
+
+        try
+        {
+            return await RunCoreAsync(args, configure);
+        }
+        catch (Exception ex) when (ex is ArgumentException or AgentConfigurationException)
+        {
+            await Console.Error.WriteLineAsync($"sitelink-agent: {ex.Message}{Environment.NewLine}Run 'sitelink-agent --help' for the options.");
+            return ExitConfiguration;
+        }
+        catch (OptionsValidationException ex)
+        {
+            await Console.Error.WriteLineAsync("sitelink-agent: invalid configuration:" + Environment.NewLine +
+                string.Join(Environment.NewLine, ex.Failures.Select(f => $"- {f}{Where(f)}")));
+            return ExitConfiguration;
+        }
+        catch (InvalidOperationException ex) when (ex.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal))
+        {
+            var hint = ex.Message.Contains("TimeSpan", StringComparison.Ordinal) ? " Durations are written hh:mm:ss, e.g. \"00:00:10\"." : "";
+            await Console.Error.WriteLineAsync($"sitelink-agent: invalid configuration: {ex.Message}{hint}");
+            return ExitConfiguration;
+        }
+        catch (Exception ex)
+        {
+            await Console.Error.WriteLineAsync($"sitelink-agent failed unexpectedly: {ex}");
+            return ExitUnexpected;
+        }
+    }
+
+    private static async Task<int> RunCoreAsync(string[] args, Action<HostApplicationBuilder>? configure)
+    {
+        var builder = AgentHost.CreateBuilder(args);
+        configure?.Invoke(builder);
+        using var host = builder.Build();
+
+        // Bind and validate the options now, before the host starts: a mistake is one message here (the caller
+        // prints it), instead of the host's "Hosting failed to start" with a stack trace.
+        _ = host.Services.GetRequiredService<IOptions<TunnelSessionOptions>>().Value;
+
+        var session = host.Services.GetRequiredService<ITunnelSession>();
+        var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
+        var logger = host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SiteLink.Agent");
+        var refused = 0;
+        session.BindCompleted += (_, e) =>
+        {
+            // A name the relay will never accept (not in the token's Allow list, or invalid) is a configuration
+            // mismatch between this agent and the relay: stop, so it is seen, rather than run without the endpoint.
+            if (e.Error is TunnelBindException { Code: BindErrorCode.Denied or BindErrorCode.Invalid } refusal
+                && Interlocked.Exchange(ref refused, 1) == 0)
+            {
+                EndpointRefused(logger, e.EndpointName, refusal.Message);
+                lifetime.StopApplication();
+            }
+        };
+
+        await host.RunAsync();
+        if (Volatile.Read(ref refused) == 1)
+        {
+            return ExitRefused;
+        }
+
+        return session.Fault?.TunnelError switch
+        {
+            null => ExitStopped,
+            TunnelError.AuthenticationFailed => ExitAuthentication,
+            TunnelError.CertificateRejected => ExitTrust,
+            TunnelError.VersionNotSupported => ExitVersion,
+            TunnelError.PermissionDenied => ExitRefused,
+            _ => ExitUnexpected,
+        };
+    }
+
+    /// <summary>Which switch or variable sets the option a validation failure names.</summary>
+    private static string Where(string failure) => failure switch
+    {
+        _ when failure.StartsWith("RelayUrl", StringComparison.Ordinal) => " (--relay; http:// needs --insecure)",
+        _ when failure.StartsWith("AuthToken", StringComparison.Ordinal) => " (SITELINK_AUTHTOKEN, or --token)",
+        _ when failure.StartsWith("PinnedCertificateSha256", StringComparison.Ordinal) => " (--pin)",
+        _ when failure.StartsWith("Endpoints", StringComparison.Ordinal) => " (--endpoint NAME=HOST:PORT, or SiteLink:Endpoints in the --config file)",
+        _ => "",
+    };
+
+    [LoggerMessage(1, LogLevel.Critical, "Stopping: the relay refused endpoint '{EndpointName}' and will keep refusing it: {Reason} What to do: allow the name in the token's Allow list on the relay, or fix the name here.")]
+    private static partial void EndpointRefused(ILogger logger, string endpointName, string reason);
+}

@@ -1,0 +1,149 @@
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.Configuration;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Security;
+
+namespace SiteLink.Relay.Hosting;
+
+/// <summary>
+/// The standalone relay's start-up: configuration from the <c>appsettings.json</c> next to the binary, an optional
+/// <c>--config</c> file (relative to the working directory), environment variables (<c>SITELINK_</c> prefix, e.g.
+/// <c>SITELINK_Relay__AgentListen</c>) and the command line. The JSON files are watched: a change to
+/// <c>Relay:Tokens</c> applies at once; other settings need a restart. Every way it can fail to start ends in one
+/// message and a documented exit code (docs/operations.md), never a stack trace.
+/// </summary>
+internal static class RelayProgram
+{
+    /// <summary>Stopped by a signal (SIGTERM, Ctrl+C) after draining.</summary>
+    public const int ExitStopped = 0;
+
+    /// <summary>An unexpected error; the message and the stack trace are on standard error.</summary>
+    public const int ExitUnexpected = 1;
+
+    /// <summary>The configuration is missing, malformed or invalid (a file, a key, a certificate); fix it before restarting.</summary>
+    public const int ExitConfiguration = 2;
+
+    /// <summary>The relay could not listen (an address in use or not permitted); restarting may help once it is free.</summary>
+    public const int ExitCannotListen = 3;
+
+    /// <summary>
+    /// Defaults that must not depend on where the relay is started from (the files next to the binary may be missing
+    /// or replaced): the lowest-precedence source, so appsettings.json, --config, the environment and the command line
+    /// all override them.
+    /// </summary>
+    private static readonly KeyValuePair<string, string?>[] BuiltInDefaults =
+    [
+        new("Logging:LogLevel:Default", "Information"),
+        new("Logging:LogLevel:Microsoft.AspNetCore", "Warning"),
+        new("Logging:LogLevel:Microsoft.Hosting.Lifetime", "Warning"),
+        new("Logging:LogLevel:Grpc", "Warning"),
+    ];
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        try
+        {
+            return await RunCoreAsync(args).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // The process's last word: anything unexpected is reported with its trace and a distinct code.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            await Console.Error.WriteLineAsync($"SiteLink relay failed unexpectedly: {ex}").ConfigureAwait(false);
+            return ExitUnexpected;
+        }
+    }
+
+    private static async Task<int> RunCoreAsync(string[] args)
+    {
+        WebApplicationBuilder builder;
+        RelayOptions options;
+        X509Certificate2? certificate;
+        try
+        {
+            builder = CreateBuilder(args);
+            options = RelayConfiguration.Load(builder.Configuration);
+            certificate = RelayApplication.AddRelay(builder, options);
+            RelayApplication.CheckAddressesAvailable(options);
+        }
+        catch (RelayConfigurationException ex)
+        {
+            await Console.Error.WriteLineAsync(ex.Message).ConfigureAwait(false);
+            return ExitConfiguration;
+        }
+        catch (RelayStartException ex)
+        {
+            await Console.Error.WriteLineAsync($"SiteLink relay cannot start: {ex.Message}").ConfigureAwait(false);
+            return ExitCannotListen;
+        }
+
+        var app = builder.Build();
+        await using (app.ConfigureAwait(false))
+        {
+            RelayApplication.MapRelay(app);
+            try
+            {
+                await app.StartAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is RelayStartException or IOException or AddressInUseException)
+            {
+                // One line naming what could not start and where. (Should the address be taken between the check above
+                // and here, the host also logs its own error.)
+                await Console.Error.WriteLineAsync($"SiteLink relay cannot start: {ex.Message}").ConfigureAwait(false);
+                return ExitCannotListen;
+            }
+
+            PrintAddresses(app, options.RelayId, certificate);
+            await app.WaitForShutdownAsync().ConfigureAwait(false);
+            return ExitStopped;
+        }
+    }
+
+    /// <summary>
+    /// The relay's application builder. Its content root is the binary's folder, so the shipped appsettings.json applies
+    /// whatever the working directory (a service manager's is often <c>/</c>).
+    /// </summary>
+    internal static WebApplicationBuilder CreateBuilder(string[] args)
+    {
+        var configFile = ConfigFileArgument(args);
+        WebApplicationBuilder builder;
+        try
+        {
+            builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        }
+        catch (InvalidDataException ex)
+        {
+            throw RelayConfiguration.InvalidJson(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), ex);
+        }
+
+        builder.Configuration.Sources.Insert(0, new Microsoft.Extensions.Configuration.Memory.MemoryConfigurationSource { InitialData = BuiltInDefaults });
+        if (configFile is not null)
+        {
+            RelayConfiguration.AddConfigFile(builder.Configuration, configFile);
+        }
+
+        builder.Configuration.AddEnvironmentVariables("SITELINK_");
+        builder.Configuration.AddCommandLine(args);
+        return builder;
+    }
+
+    /// <summary>The value of <c>--config</c> (or <c>--config=</c>), read before the host so its file can be checked first.</summary>
+    private static string? ConfigFileArgument(string[] args) =>
+        new ConfigurationBuilder().AddCommandLine(args).Build()["config"] is { Length: > 0 } file ? file : null;
+
+    private static void PrintAddresses(WebApplication app, string relayId, X509Certificate2? certificate)
+    {
+        Console.WriteLine($"SiteLink relay '{relayId}' listening for agents on {RelayApplication.AgentUrl(app, certificate is not null)}");
+        if (certificate is not null)
+        {
+            Console.WriteLine($"TLS certificate SHA-256 (pin it in agents): {RelayCertificate.Sha256Of(certificate)}");
+        }
+
+        foreach (var (name, address) in RelayApplication.CloudEndpoints(app))
+        {
+            Console.WriteLine($"Cloud endpoint '{name}' on tcp://{address}");
+        }
+    }
+}

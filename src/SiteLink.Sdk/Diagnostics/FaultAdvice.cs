@@ -1,0 +1,20 @@
+namespace SiteLink.Diagnostics;
+
+/// <summary>What an operator can do about each kind of permanent failure, in plain words (logged with the fault).</summary>
+internal static class FaultAdvice
+{
+    public static string For(TunnelError error) => error switch
+    {
+        TunnelError.AuthenticationFailed =>
+            "check the authtoken (SiteLink:AuthToken, or SITELINK_AUTHTOKEN for the standalone agent) against the one the relay's operator issued; it may have been revoked or replaced.",
+        TunnelError.CertificateRejected =>
+            "the relay's TLS certificate is not trusted. For a relay with a self-signed certificate, set SiteLink:PinnedCertificateSha256 (--pin) to the SHA-256 the relay prints at start; otherwise make sure this machine trusts the relay's certificate authority (a TLS-inspecting proxy replaces it with its own).",
+        TunnelError.VersionNotSupported =>
+            "the relay does not speak this agent's protocol version: upgrade the agent (or ask the relay's operator which versions it supports).",
+        TunnelError.PermissionDenied =>
+            "the relay refused this agent (a permission or a limit, named above); ask the relay's operator, then restart the agent.",
+        TunnelError.ProtocolError =>
+            "the relay broke the protocol; check that the relay URL points to a SiteLink relay, and report it to the relay's operator.",
+        _ => "see the message above; the session must be restarted once the cause is fixed.",
+    };
+}
