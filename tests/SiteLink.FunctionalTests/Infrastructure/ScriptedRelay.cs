@@ -57,6 +57,9 @@ internal sealed class ScriptedControl
 
     public Channel<RelayMessage> ToAgent { get; } = Channel.CreateUnbounded<RelayMessage>();
 
+    /// <summary>When set, every control call is refused with this status (e.g. the relay's answer to another protocol version).</summary>
+    public Status? RefuseControlWith { get; set; }
+
     /// <summary>While false, the relay stops reading the agent's control stream (its HTTP/2 window fills up).</summary>
     public bool Reading { get; set; } = true;
 
@@ -97,6 +100,11 @@ internal sealed class ScriptedTunnelService(ScriptedControl control) : Tunnel.Tu
 
     public override async Task Control(IAsyncStreamReader<AgentMessage> requestStream, IServerStreamWriter<RelayMessage> responseStream, ServerCallContext context)
     {
+        if (control.RefuseControlWith is { } refusal)
+        {
+            throw new RpcException(refusal);
+        }
+
         var writing = Task.Run(async () =>
         {
             await foreach (var message in control.ToAgent.Reader.ReadAllAsync(context.CancellationToken))

@@ -1,0 +1,186 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using SiteLink.FunctionalTests.Infrastructure;
+
+namespace SiteLink.FunctionalTests;
+
+/// <summary>
+/// The built relay run as a process: the README's commands verbatim, start-up mistakes as one message and an exit
+/// code, and defaults that do not depend on the folder it is started from.
+/// </summary>
+[TestFixture]
+[Category("Operator")]
+public sealed partial class OperatorRelayTests
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(120);
+    private string _folder = "";
+
+    [SetUp]
+    public void SetUp() => _folder = Directory.CreateTempSubdirectory("sitelink-relay-").FullName;
+
+    [TearDown]
+    public void TearDown() => Directory.Delete(_folder, recursive: true);
+
+    [Test]
+    public async Task ReadmeCommands_RunVerbatimFromTheRepositoryRoot_CarryBytes()
+    {
+        var readme = await File.ReadAllTextAsync(Path.Combine(ProcessRunner.RepositoryRoot, "README.md"));
+        var relayCommand = ReadmeRelayCommand().Match(readme);
+        var agentCommand = ReadmeAgentCommand().Match(readme);
+        Assert.That(relayCommand.Success && agentCommand.Success, Is.True, "README.md shows the relay and the agent commands");
+
+        // Tests bind port 0 only: the addresses come from the environment, which overrides the file (as documented);
+        // the command lines themselves run as written, from the repository root.
+        var relayEnvironment = new Dictionary<string, string>
+        {
+            ["SITELINK_Relay__AgentListen"] = "127.0.0.1:0",
+            ["SITELINK_Relay__Tls__DevelopmentCertificatePath"] = Path.Combine(_folder, "relay-dev-cert.pfx"),
+        };
+        var cloudEndpoints = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(ProcessRunner.RepositoryRoot, "samples/relay/relay.json")))
+            .RootElement.GetProperty("Relay").GetProperty("CloudEndpoints").GetArrayLength();
+        for (var i = 0; i < cloudEndpoints; i++)
+        {
+            relayEnvironment[$"SITELINK_Relay__CloudEndpoints__{i}__Listen"] = "127.0.0.1:0";
+        }
+
+        await using var relay = ProcessRunner.Bash(relayCommand.Value, ProcessRunner.RepositoryRoot, relayEnvironment);
+        var agentUrl = (await relay.WaitForLineAsync(@"listening for agents on (https://127\.0\.0\.1:\d+)/", StartTimeout)).Groups[1].Value;
+        var pin = (await relay.WaitForLineAsync(@"pin it in agents\): ([0-9A-F]{64})", StartTimeout)).Groups[1].Value;
+        var web = int.Parse((await relay.WaitForLineAsync(@"Cloud endpoint 'acme-web' on tcp://127\.0\.0\.1:(\d+)", StartTimeout)).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.That(File.Exists(Path.Combine(_folder, "relay-dev-cert.pfx")), Is.True, "the development certificate is kept where configured");
+
+        await using var upstream = TestUpstream.Echo();
+        var agentLine = agentCommand.Value
+            .Replace("https://127.0.0.1:8443", agentUrl, StringComparison.Ordinal)
+            .Replace("<the printed SHA-256>", pin, StringComparison.Ordinal)
+            .Replace("127.0.0.1:8080", $"127.0.0.1:{upstream.Port}", StringComparison.Ordinal);
+        await using var agent = ProcessRunner.Bash(agentLine, ProcessRunner.RepositoryRoot);
+        await agent.WaitForLineAsync("Endpoint 'web' bound", StartTimeout);
+
+        var payload = SocketTestExtensions.RandomBytes(8 * 1024 * 1024);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(new IPEndPoint(IPAddress.Loopback, web)).DefaultTimeout();
+        var receiving = client.HashToEndAsync();
+        await client.SendAllAsync(payload).DefaultTimeout();
+        client.Shutdown(SocketShutdown.Send);
+        var (sha256, length) = await receiving.DefaultTimeout();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(length, Is.EqualTo(payload.Length));
+            Assert.That(sha256, Is.EqualTo(SHA256.HashData(payload)));
+        });
+    }
+
+    [TestCase("missing.json", null, "missing.json' (--config missing.json) does not exist")]
+    [TestCase("relay.json", "{ \"Relay\": { bad", "relay.json' is not valid JSON: line 1, column")]
+    [TestCase("relay.json", "{ \"Relay\": { \"Limits\": { \"HelloTimeout\": \"ten seconds\" } } }", "at 'Relay:Limits:HelloTimeout' to type 'System.TimeSpan'")]
+    [TestCase("relay.json", "{ \"Relay\": { \"Tls\": { \"CertificatePath\": \"not-a-cert.pfx\" }, \"Tokens\": [ { \"Name\": \"a\", \"Token\": \"tok-0123456789abcdefghijklmnopqrstuvwxyz\", \"Tenant\": \"t\", \"Allow\": [ \"*\" ] } ] } }", "not-a-cert.pfx' cannot be loaded")]
+    public async Task AConfigurationMistake_IsOneMessageAndExitCode2(string file, string? content, string expected)
+    {
+        await File.WriteAllTextAsync(Path.Combine(_folder, "not-a-cert.pfx"), "this is not a certificate");
+        if (content is not null)
+        {
+            await File.WriteAllTextAsync(Path.Combine(_folder, file), content);
+        }
+
+        await using var relay = ProcessRunner.Dotnet(ProcessRunner.RelayDll, ["--config", file], _folder);
+        var exitCode = await relay.WaitForExitAsync(StartTimeout);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(2), relay.AllOutput);
+            Assert.That(relay.AllOutput, Does.Contain(expected));
+            Assert.That(relay.AllOutput, Does.Not.Match(@"(?m)^\s+at "), "no stack trace");
+            Assert.That(relay.Errors.Count, Is.LessThanOrEqualTo(3), relay.AllOutput);
+        });
+    }
+
+    [TestCase("agent port")]
+    [TestCase("cloud endpoint")]
+    public async Task AnAddressInUse_IsOneMessageAndExitCode3(string which)
+    {
+        using var taken = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        taken.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        taken.Listen();
+        var address = taken.LocalEndPoint!.ToString()!;
+        await WriteConfigAsync(which == "agent port" ? address : "127.0.0.1:0", which == "cloud endpoint" ? address : "127.0.0.1:0");
+
+        await using var relay = ProcessRunner.Dotnet(ProcessRunner.RelayDll, ["--config", "relay.json"], _folder);
+        var exitCode = await relay.WaitForExitAsync(StartTimeout);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(3), relay.AllOutput);
+            Assert.That(relay.AllOutput, Does.Contain($"cannot listen on {address}"));
+            Assert.That(relay.AllOutput, Does.Not.Match(@"(?m)^\s+at "), "no stack trace");
+        });
+    }
+
+    [Test]
+    public async Task StartedFromAnotherFolder_TheShippedDefaultsStillApply_AndPathsFollowTheConfigFile()
+    {
+        // As a service manager starts it: working directory elsewhere, config file in its own folder naming a relative
+        // certificate path, default log levels (none set by the test).
+        var configFolder = Directory.CreateDirectory(Path.Combine(_folder, "etc")).FullName;
+        var workingDirectory = Directory.CreateDirectory(Path.Combine(_folder, "cwd")).FullName;
+        await WriteConfigAsync("127.0.0.1:0", "127.0.0.1:0", configFolder, developmentCertificate: "certs/dev.pfx");
+        await using var relay = ProcessRunner.Dotnet(ProcessRunner.RelayDll, ["--config", Path.Combine(configFolder, "relay.json")], workingDirectory);
+        var agentUrl = new Uri((await relay.WaitForLineAsync(@"listening for agents on (https://\S+)", StartTimeout)).Groups[1].Value);
+        var pin = (await relay.WaitForLineAsync(@"pin it in agents\): ([0-9A-F]{64})", StartTimeout)).Groups[1].Value;
+        var port = int.Parse((await relay.WaitForLineAsync(@"Cloud endpoint 'echo' on tcp://127\.0\.0\.1:(\d+)", StartTimeout)).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+
+        await using var upstream = TestUpstream.Echo();
+        var options = new TunnelSessionOptions { RelayUrl = agentUrl, AuthToken = Token, PinnedCertificateSha256 = pin };
+        await using var session = await TunnelSession.ConnectAsync(options).DefaultTimeout();
+        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        var linesBefore = relay.Output.Count;
+        const int connections = 20;
+        for (var i = 0; i < connections; i++)
+        {
+            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await client.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port)).DefaultTimeout();
+            var receiving = client.ReadToEndAsync();
+            await client.SendAllAsync(new byte[] { (byte)i, 1, 2, 3 }).DefaultTimeout();
+            client.Shutdown(SocketShutdown.Send);
+            Assert.That(await receiving.DefaultTimeout(), Is.EqualTo(new byte[] { (byte)i, 1, 2, 3 }));
+        }
+
+        var linesPerConnection = (relay.Output.Count - linesBefore) / (double)connections;
+        Assert.Multiple(() =>
+        {
+            Assert.That(File.Exists(Path.Combine(configFolder, "certs", "dev.pfx")), Is.True, "a relative path in the config file is relative to that file's folder");
+            Assert.That(File.Exists(Path.Combine(workingDirectory, "certs", "dev.pfx")), Is.False);
+            Assert.That(relay.AllOutput, Does.Not.Contain("Microsoft.AspNetCore"), "ASP.NET's per-request lines stay off");
+            Assert.That(linesPerConnection, Is.LessThan(0.5), relay.AllOutput);
+        });
+    }
+
+    private const string Token = "operator-token-0123456789abcdefghijklmnop";
+
+    private async Task WriteConfigAsync(string agentListen, string cloudListen, string? folder = null, string? developmentCertificate = null)
+    {
+        var config = new
+        {
+            Relay = new
+            {
+                AgentListen = agentListen,
+                Tls = new { DevelopmentCertificatePath = developmentCertificate ?? "dev.pfx" },
+                Tokens = new[] { new { Name = "operator", Token, Tenant = "acme", Allow = new[] { "*" } } },
+                CloudEndpoints = new[] { new { Name = "echo", Listen = cloudListen, Tenant = "acme", Endpoint = "echo" } },
+            },
+        };
+        await File.WriteAllTextAsync(Path.Combine(folder ?? _folder, "relay.json"), JsonSerializer.Serialize(config));
+    }
+
+    /// <summary>README's relay command: the line under "Running the relay and the standalone agent".</summary>
+    [GeneratedRegex(@"^dotnet run --project src/SiteLink\.Relay[^\n]*$", RegexOptions.Multiline)]
+    private static partial Regex ReadmeRelayCommand();
+
+    /// <summary>README's agent command: from SITELINK_AUTHTOKEN= through its continuation lines.</summary>
+    [GeneratedRegex(@"^SITELINK_AUTHTOKEN=[^\n]*\\\n(?:[^\n]*\\\n)*[^\n]*$", RegexOptions.Multiline)]
+    private static partial Regex ReadmeAgentCommand();
+}
