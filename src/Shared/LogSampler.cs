@@ -3,20 +3,33 @@ namespace SiteLink.Internal;
 /// <summary>
 /// Lets through one log message per interval for an event a peer can cause at will (failed authentication, refused
 /// connections), and counts the ones it held back, so a flood costs a line per interval, not a line per attempt.
-/// Every occurrence is still counted by the caller (the relay's counters, the agent's metrics). Compiled into both assemblies.
+/// The held-back count is reported by the next message let through or, when a summary callback is given, at the end
+/// of the interval (so a burst that stops is still summarised). Every occurrence is still counted by the caller (the
+/// relay's counters, the agent's metrics). Compiled into both assemblies.
 /// </summary>
 internal sealed class LogSampler
 {
     private readonly TimeProvider _timeProvider;
     private readonly long _interval;
+    private readonly Action<long, TimeSpan>? _summary;
+    private readonly ITimer? _flush;
     private long _next;
     private long _suppressed;
+    private int _armed;
 
-    public LogSampler(TimeProvider timeProvider, TimeSpan interval)
+    /// <param name="timeProvider">The clock.</param>
+    /// <param name="interval">At most one message (or summary) per interval.</param>
+    /// <param name="summary">Called with the number held back and the interval when an interval ends with some held back.</param>
+    public LogSampler(TimeProvider timeProvider, TimeSpan interval, Action<long, TimeSpan>? summary = null)
     {
         _timeProvider = timeProvider;
         _interval = (long)(interval.TotalSeconds * timeProvider.TimestampFrequency);
         _next = long.MinValue;
+        _summary = summary;
+        if (summary is not null)
+        {
+            _flush = timeProvider.CreateTimer(static state => ((LogSampler)state!).Flush(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        }
     }
 
     /// <summary>
@@ -25,16 +38,60 @@ internal sealed class LogSampler
     /// </summary>
     public bool ShouldLog(out long suppressed)
     {
-        var now = _timeProvider.GetTimestamp();
-        var next = Volatile.Read(ref _next);
-        if (now >= next && Interlocked.CompareExchange(ref _next, now + _interval, next) == next)
+        if (TryOpenInterval())
         {
             suppressed = Interlocked.Exchange(ref _suppressed, 0);
             return true;
         }
 
-        Interlocked.Increment(ref _suppressed);
+        if (Interlocked.Increment(ref _suppressed) == 1)
+        {
+            Arm();
+        }
+
         suppressed = 0;
         return false;
+    }
+
+    private bool TryOpenInterval()
+    {
+        var now = _timeProvider.GetTimestamp();
+        var next = Volatile.Read(ref _next);
+        return now >= next && Interlocked.CompareExchange(ref _next, now + _interval, next) == next;
+    }
+
+    private void Arm()
+    {
+        if (_flush is null || Interlocked.Exchange(ref _armed, 1) == 1)
+        {
+            return;
+        }
+
+        var remaining = Volatile.Read(ref _next) - _timeProvider.GetTimestamp();
+        var due = remaining <= 0 ? TimeSpan.Zero : TimeSpan.FromSeconds((double)remaining / _timeProvider.TimestampFrequency) + TimeSpan.FromMilliseconds(1);
+        _flush.Change(due, Timeout.InfiniteTimeSpan);
+    }
+
+    private void Flush()
+    {
+        Volatile.Write(ref _armed, 0);
+        if (Volatile.Read(ref _suppressed) == 0)
+        {
+            return;
+        }
+
+        if (TryOpenInterval())
+        {
+            var held = Interlocked.Exchange(ref _suppressed, 0);
+            if (held > 0)
+            {
+                _summary!(held, TimeSpan.FromSeconds((double)_interval / _timeProvider.TimestampFrequency));
+            }
+        }
+        else
+        {
+            // A message was let through meanwhile and opened a new interval: summarise at its end instead.
+            Arm();
+        }
     }
 }

@@ -37,6 +37,34 @@ public sealed class HardeningPrimitivesTests
     }
 
     [Test]
+    [Category("Operator")]
+    public void LogSampler_WithASummary_ReportsABurstThatStopped_AtTheEndOfItsInterval_OncePerInterval()
+    {
+        var time = new FakeTimeProvider();
+        var summaries = new List<(long Count, TimeSpan Interval)>();
+        var sampler = new LogSampler(time, TimeSpan.FromSeconds(1), (count, interval) => summaries.Add((count, interval)));
+
+        var logged = Enumerable.Range(0, 2000).Count(_ => sampler.ShouldLog(out long _));
+        time.Advance(TimeSpan.FromMilliseconds(500));
+        var beforeTheEnd = summaries.Count;
+        time.Advance(TimeSpan.FromMilliseconds(600));
+        var afterTheEnd = summaries.ToList();
+        time.Advance(TimeSpan.FromSeconds(5));
+        var quietAfterwards = summaries.Count;
+        var nextLogged = sampler.ShouldLog(out var heldBeforeNext);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(logged, Is.EqualTo(1));
+            Assert.That(beforeTheEnd, Is.Zero, "nothing before the interval ends");
+            Assert.That(afterTheEnd, Is.EqualTo(new[] { (1999L, TimeSpan.FromSeconds(1)) }), "one summary with the count held back");
+            Assert.That(quietAfterwards, Is.EqualTo(1), "no summary when nothing was held back");
+            Assert.That(nextLogged, Is.True);
+            Assert.That(heldBeforeNext, Is.Zero, "what the summary reported is not reported again");
+        });
+    }
+
+    [Test]
     public void FailureBudget_AllowsItsCapacityAtOnce_ThenRefills_AtATenthPerSecond()
     {
         var time = new FakeTimeProvider();

@@ -28,6 +28,34 @@ internal sealed class ErrorMappingTests
         });
     }
 
+    [TestCase(StatusCode.Unauthenticated, TunnelError.AuthenticationFailed)]
+    [TestCase(StatusCode.FailedPrecondition, TunnelError.VersionNotSupported)]
+    [TestCase(StatusCode.PermissionDenied, TunnelError.PermissionDenied)]
+    [TestCase(StatusCode.ResourceExhausted, TunnelError.PermissionDenied)]
+    [TestCase(StatusCode.Unavailable, TunnelError.ConnectionFailed)]
+    [Category("Operator")]
+    public void FromRpc_SaysWhatKindOfFailureItIs(StatusCode code, TunnelError expected)
+    {
+        var mapped = ErrorMapping.FromRpc(new RpcException(new Status(code, "detail from relay")), Relay, null);
+
+        Assert.That(mapped.TunnelError, Is.EqualTo(expected));
+    }
+
+    [Test]
+    [Category("Operator")]
+    public void EveryExceptionType_HasAKind_AndAnExplicitKindWins()
+    {
+        Assert.Multiple(() =>
+        {
+            Assert.That(new TunnelException("x").TunnelError, Is.EqualTo(TunnelError.Unknown));
+            Assert.That(new TunnelAuthenticationException("x").TunnelError, Is.EqualTo(TunnelError.AuthenticationFailed));
+            Assert.That(new TunnelPermissionException("x").TunnelError, Is.EqualTo(TunnelError.PermissionDenied));
+            Assert.That(new TunnelConnectionException("x").TunnelError, Is.EqualTo(TunnelError.ConnectionFailed));
+            Assert.That(new TunnelProtocolException("x").TunnelError, Is.EqualTo(TunnelError.ProtocolError));
+            Assert.That(new TunnelConnectionException("x", null, false, TunnelError.CertificateRejected).TunnelError, Is.EqualTo(TunnelError.CertificateRejected));
+        });
+    }
+
     [Test]
     public void FromRpc_CertificateRejected_IsNotTransientAndSaysWhy()
     {
@@ -38,6 +66,7 @@ internal sealed class ErrorMappingTests
             Assert.That(mapped, Is.TypeOf<TunnelConnectionException>());
             Assert.That(mapped.IsTransient, Is.False);
             Assert.That(mapped.Message, Does.Contain("PinnedCertificateSha256"));
+            Assert.That(mapped.TunnelError, Is.EqualTo(TunnelError.CertificateRejected));
         });
     }
 

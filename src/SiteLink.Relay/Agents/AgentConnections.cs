@@ -36,8 +36,8 @@ internal sealed class AgentConnections
         _counters = counters;
         _timeProvider = timeProvider;
         _logger = logger;
-        _refusals = new LogSampler(timeProvider, TimeSpan.FromSeconds(10));
-        _closures = new LogSampler(timeProvider, TimeSpan.FromSeconds(10));
+        _refusals = new LogSampler(timeProvider, TimeSpan.FromSeconds(10), (count, interval) => RelayLog.AgentConnectionsRefusedSummary(_logger, count, interval));
+        _closures = new LogSampler(timeProvider, TimeSpan.FromSeconds(10), (count, interval) => RelayLog.AgentConnectionsClosedSummary(_logger, count, interval));
     }
 
     /// <summary>Agent-port connections open now.</summary>

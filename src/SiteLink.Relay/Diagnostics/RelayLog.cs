@@ -77,6 +77,15 @@ internal static partial class RelayLog
     [LoggerMessage(30, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}': refused connection from {Client}: {Reason}. ({Suppressed} more refused since the last such message.)")]
     public static partial void ConnectionRefused(ILogger logger, string cloudEndpoint, string client, string reason, long suppressed);
 
+    [LoggerMessage(36, LogLevel.Warning, "Cloud endpoints: {Count} more public connection(s) refused in the last {Interval} (by reason: metric sitelink.relay.connection.refusals).")]
+    public static partial void ConnectionsRefusedSummary(ILogger logger, long count, TimeSpan interval);
+
+    [LoggerMessage(37, LogLevel.Warning, "Agent port: {Count} more connection(s) refused in the last {Interval}.")]
+    public static partial void AgentConnectionsRefusedSummary(ILogger logger, long count, TimeSpan interval);
+
+    [LoggerMessage(38, LogLevel.Warning, "Agent port: {Count} more connection(s) closed in the last {Interval}.")]
+    public static partial void AgentConnectionsClosedSummary(ILogger logger, long count, TimeSpan interval);
+
     [LoggerMessage(31, LogLevel.Debug, "Cloud endpoint '{CloudEndpoint}': connection {StreamId} from {Client} offered to session {SessionId}.")]
     public static partial void ConnectionOffered(ILogger logger, string cloudEndpoint, string streamId, string client, string sessionId);
 

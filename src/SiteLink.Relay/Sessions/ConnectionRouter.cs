@@ -31,7 +31,7 @@ internal sealed class ConnectionRouter
         _timeProvider = timeProvider;
         _logger = logger;
         // Public clients cause refusals at will: every one is counted, one a second is logged.
-        _refusalLog = new LogSampler(timeProvider, TimeSpan.FromSeconds(1));
+        _refusalLog = new LogSampler(timeProvider, TimeSpan.FromSeconds(1), (count, interval) => RelayLog.ConnectionsRefusedSummary(_logger, count, interval));
     }
 
     /// <summary>Offers a newly accepted public connection to the agent serving its endpoint. Takes ownership of it.</summary>
