@@ -75,6 +75,60 @@ public sealed partial class OperatorRelayTests
         });
     }
 
+    [Test]
+    public async Task WorkedExample_AddRedis_TheSampleConfigurationServesARealRedisEndToEnd()
+    {
+        // docs/operations.md, "Worked example": the sample relay.json has the cloud endpoint 'acme-redis' and 'redis' in
+        // the token's Allow list; the agent adds --endpoint redis=127.0.0.1:6379 (here redis's own free port).
+        await using var redis = await RedisServer.StartAsync();
+        var sample = Path.Combine(ProcessRunner.RepositoryRoot, "samples/relay/relay.json");
+        var environment = new Dictionary<string, string>
+        {
+            ["SITELINK_Relay__AgentListen"] = "127.0.0.1:0",
+            ["SITELINK_Relay__Tls__DevelopmentCertificatePath"] = Path.Combine(_folder, "relay-dev-cert.pfx"),
+        };
+        var cloudEndpoints = JsonDocument.Parse(await File.ReadAllTextAsync(sample)).RootElement.GetProperty("Relay").GetProperty("CloudEndpoints");
+        for (var i = 0; i < cloudEndpoints.GetArrayLength(); i++)
+        {
+            environment[$"SITELINK_Relay__CloudEndpoints__{i}__Listen"] = "127.0.0.1:0";
+        }
+
+        await using var relay = ProcessRunner.Dotnet(ProcessRunner.RelayDll, ["--config", sample], _folder, environment);
+        var agentUrl = (await relay.WaitForLineAsync(@"listening for agents on (https://\S+)", StartTimeout)).Groups[1].Value;
+        var pin = (await relay.WaitForLineAsync(@"pin it in agents\): ([0-9A-F]{64})", StartTimeout)).Groups[1].Value;
+        var port = (await relay.WaitForLineAsync(@"Cloud endpoint 'acme-redis' on tcp://127\.0\.0\.1:(\d+)", StartTimeout)).Groups[1].Value;
+        await using var agent = ProcessRunner.Dotnet(ProcessRunner.AgentDll,
+            ["--relay", agentUrl, "--pin", pin, "--endpoint", $"redis=127.0.0.1:{redis.Port}"], _folder,
+            new Dictionary<string, string> { ["SITELINK_AUTHTOKEN"] = "acme-demo-token-change-me-0123456789" });
+        await agent.WaitForLineAsync("Endpoint 'redis' bound", StartTimeout);
+
+        // redis-cli, as the example shows, through the relay's cloud endpoint.
+        await using (var set = ProcessRunner.Start("redis-cli", ["-h", "127.0.0.1", "-p", port, "set", "greeting", "hello"]))
+        {
+            Assert.That(await set.WaitForExitAsync(StartTimeout), Is.Zero, set.AllOutput);
+            Assert.That(set.Output, Is.EqualTo(new[] { "OK" }));
+        }
+
+        await using (var get = ProcessRunner.Start("redis-cli", ["-h", "127.0.0.1", "-p", port, "get", "greeting"]))
+        {
+            Assert.That(await get.WaitForExitAsync(StartTimeout), Is.Zero, get.AllOutput);
+            Assert.That(get.Output, Is.EqualTo(new[] { "hello" }));
+        }
+
+        // And megabytes of binary data both ways, checked at the far end.
+        var value = SocketTestExtensions.RandomBytes(4 * 1024 * 1024);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(new IPEndPoint(IPAddress.Loopback, int.Parse(port, System.Globalization.CultureInfo.InvariantCulture))).DefaultTimeout();
+        var stored = await RedisServer.CommandAsync(client, "SET"u8.ToArray(), "blob"u8.ToArray(), value);
+        var read = await RedisServer.CommandAsync(client, "GET"u8.ToArray(), "blob"u8.ToArray());
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(stored, Is.EqualTo("OK"u8.ToArray()));
+            Assert.That(SHA256.HashData(read!), Is.EqualTo(SHA256.HashData(value)));
+        });
+    }
+
     [TestCase("missing.json", null, "missing.json' (--config missing.json) does not exist")]
     [TestCase("relay.json", "{ \"Relay\": { bad", "relay.json' is not valid JSON: line 1, column")]
     [TestCase("relay.json", "{ \"Relay\": { \"Limits\": { \"HelloTimeout\": \"ten seconds\" } } }", "at 'Relay:Limits:HelloTimeout' to type 'System.TimeSpan'")]

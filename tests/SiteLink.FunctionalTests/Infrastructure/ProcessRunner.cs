@@ -73,6 +73,18 @@ internal sealed class ProcessRunner : IAsyncDisposable
         return Start(start, environment);
     }
 
+    /// <summary>Runs an executable (e.g. a server from Debian's packages) with <paramref name="args"/>.</summary>
+    public static ProcessRunner Start(string executable, IEnumerable<string> args, string? workingDirectory = null, IDictionary<string, string>? environment = null)
+    {
+        var start = new ProcessStartInfo(executable) { WorkingDirectory = workingDirectory ?? Path.GetTempPath() };
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        return Start(start, environment);
+    }
+
     /// <summary>Runs a shell command line with bash, as a user would paste it, in <paramref name="workingDirectory"/>.</summary>
     public static ProcessRunner Bash(string commandLine, string workingDirectory, IDictionary<string, string>? environment = null)
     {
