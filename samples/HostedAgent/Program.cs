@@ -3,6 +3,7 @@
 // (SiteLink__AuthToken=...); the "status" endpoint is served in-process by StatusHandler, resolved from DI.
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using SiteLink;
 using SiteLink.HostedAgent;
 
 // The content root is the binary's folder: its appsettings.json applies wherever the service is started from.
@@ -10,7 +11,11 @@ var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings {
 builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddScoped<StatusReport>();
 builder.Services.AddSiteLink()
-    .AddHandlerEndpoint<StatusHandler>("status");
+    .AddHandlerEndpoint<StatusHandler>("status")
+    // A permanent fault (bad token, untrusted relay, unsupported version) stops the service instead of leaving it up
+    // and silent; the exit code below tells the service manager.
+    .StopHostOnFault();
 
 using var host = builder.Build();
 await host.RunAsync();
+return host.Services.GetRequiredService<ITunnelSession>().Fault is null ? 0 : 1;
