@@ -18,14 +18,58 @@ public sealed class RelayConfigurationTests
         {
             Assert.That(options.RelayId, Is.EqualTo("relay-dev-1"));
             Assert.That(options.AgentListen, Is.EqualTo("127.0.0.1:8443"));
-            Assert.That(options.Tls.DevelopmentCertificatePath, Is.EqualTo("relay-dev-cert.pfx"));
+            Assert.That(options.Tls.DevelopmentCertificatePath, Is.EqualTo(Path.Combine(TestContext.CurrentContext.TestDirectory, "relay-dev-cert.pfx")),
+                "a relative path in a file is relative to that file's folder");
             Assert.That(options.Tokens, Has.Count.EqualTo(1));
-            Assert.That(options.Tokens[0].Allow, Is.EqualTo(new[] { "db-*", "web", "status" }));
-            Assert.That(options.CloudEndpoints.Select(e => e.Endpoint), Is.EqualTo(new[] { "db-postgres", "web", "status" }));
+            Assert.That(options.Tokens[0].Allow, Is.EqualTo(new[] { "db-*", "web", "status", "redis" }));
+            Assert.That(options.CloudEndpoints.Select(e => e.Endpoint), Is.EqualTo(new[] { "db-postgres", "web", "status", "redis" }));
             Assert.That(options.Limits.MaxSessionsPerToken, Is.EqualTo(4));
             Assert.That(options.Limits.MaxBindsPerSession, Is.EqualTo(256), "unset limits keep their defaults");
             Assert.That(RelayOptionsValidator.Validate(options), Is.Empty);
         });
+    }
+
+    [Test]
+    [Category("Operator")]
+    public void Load_RelativePaths_FollowTheSourceThatSetThem()
+    {
+        var folder = Directory.CreateTempSubdirectory("relay-config-").FullName;
+        try
+        {
+            var file = Path.Combine(folder, "relay.json");
+            File.WriteAllText(file, """{ "Relay": { "Tls": { "CertificatePath": "certs/relay.pfx", "KeyPath": "/abs/key.pem", "DevelopmentCertificatePath": "dev.pfx" } } }""");
+            var configuration = new ConfigurationBuilder()
+                .AddJsonFile(file)
+                .AddInMemoryCollection(new Dictionary<string, string?> { ["Relay:Tls:DevelopmentCertificatePath"] = "from-env.pfx" })
+                .Build();
+
+            var tls = RelayConfiguration.Load(configuration).Tls;
+
+            Assert.Multiple(() =>
+            {
+                Assert.That(tls.CertificatePath, Is.EqualTo(Path.Combine(folder, "certs", "relay.pfx")), "from a file: that file's folder");
+                Assert.That(tls.KeyPath, Is.EqualTo("/abs/key.pem"), "absolute paths are kept");
+                Assert.That(tls.DevelopmentCertificatePath, Is.EqualTo(Path.Combine(Directory.GetCurrentDirectory(), "from-env.pfx")), "a later non-file source wins, against the working directory");
+            });
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Test]
+    [Category("Operator")]
+    public void Load_AValueThatDoesNotConvert_IsAConfigurationErrorNamingTheKey()
+    {
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["Relay:Limits:HelloTimeout"] = "ten seconds" })
+            .Build();
+
+        var ex = Assert.Throws<RelayConfigurationException>(() => RelayConfiguration.Load(configuration));
+
+        Assert.That(ex!.Errors, Has.Count.EqualTo(1));
+        Assert.That(ex.Errors[0], Does.Contain("'Relay:Limits:HelloTimeout'").And.Contain("hh:mm:ss"));
     }
 
     [Test]

@@ -95,6 +95,7 @@ public sealed class PublicApiTests
             "SiteLink.TunnelConnectionOutcome",
             "SiteLink.TunnelEndpointKind",
             "SiteLink.TunnelEndpointOptions",
+            "SiteLink.TunnelError",
             "SiteLink.TunnelException",
             "SiteLink.TunnelPermissionException",
             "SiteLink.TunnelProtocolException",
