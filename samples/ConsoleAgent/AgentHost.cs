@@ -3,6 +3,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using SiteLink.Internal;
 
 namespace SiteLink.ConsoleAgent;
 
@@ -37,6 +38,9 @@ internal static class AgentHost
 
     /// <summary>The agent's own switches; anything else starting with -- must be a configuration key (Section:Key).</summary>
     private static readonly string[] Switches = ["--relay", "--token", "--pin", "--endpoint", "--config", "--insecure", "--help", "--version"];
+
+    /// <summary>The generic host's own switches, passed on to it.</summary>
+    private static readonly string[] HostSwitches = ["--environment", "--contentRoot", "--applicationName"];
 
     /// <summary>Builds the agent's host from the command line (and the files and environment it names).</summary>
     /// <exception cref="ArgumentException">The command line is malformed.</exception>
@@ -89,7 +93,13 @@ internal static class AgentHost
 
         try
         {
+            // Open it once here: a file the agent's user may not read is named in one line, not a stack trace.
+            File.OpenRead(full).Dispose();
             configuration.AddJsonFile(full, optional: false, reloadOnChange: false);
+        }
+        catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
+        {
+            throw new AgentConfigurationException($"The configuration file '{full}' cannot be read: {ex.Message.TrimEnd('.')}. Check its permissions for the user the agent runs as.");
         }
         catch (InvalidDataException ex)
         {
@@ -111,17 +121,32 @@ internal static class AgentHost
         var endpoints = 0;
         for (var i = 0; i < args.Length; i++)
         {
+            // Messages name the switch or the argument's position, never a value: a value may be the token.
+            if (!args[i].StartsWith("--", StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"Argument {(i + 1).ToString(CultureInfo.InvariantCulture)} is a value without an option before it (options start with --).");
+            }
+
+            var equals = args[i].IndexOf('=', StringComparison.Ordinal);
+            var name = equals < 0 ? args[i] : args[i][..equals];
+            var inline = equals < 0 ? null : args[i][(equals + 1)..];
+
             string Value()
             {
+                if (inline is not null)
+                {
+                    return inline;
+                }
+
                 if (i + 1 >= args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal))
                 {
-                    throw new ArgumentException($"{args[i]} needs a value.");
+                    throw new ArgumentException($"{name} needs a value.");
                 }
 
                 return args[++i];
             }
 
-            switch (args[i])
+            switch (name)
             {
                 case "--relay":
                     settings["SiteLink:RelayUrl"] = Value();
@@ -133,43 +158,29 @@ internal static class AgentHost
                     settings["SiteLink:PinnedCertificateSha256"] = Value();
                     break;
                 case "--insecure":
+                    if (inline is not null)
+                    {
+                        throw new ArgumentException("--insecure takes no value.");
+                    }
+
                     settings["SiteLink:AllowInsecureTransport"] = "true";
                     break;
                 case "--config":
                     settings["config"] = Value();
                     break;
                 case "--endpoint":
-                    var spec = Value();
-                    var equals = spec.IndexOf('=', StringComparison.Ordinal);
-                    if (equals <= 0 || equals == spec.Length - 1)
-                    {
-                        throw new ArgumentException($"--endpoint '{spec}' must be NAME=HOST:PORT.");
-                    }
-
-                    if (!TunnelEndpointOptions.TryParseUpstream(spec[(equals + 1)..], out _, out _))
-                    {
-                        throw new ArgumentException($"--endpoint '{spec}': '{spec[(equals + 1)..]}' is not HOST:PORT with a port from 1 to 65535 (an IPv6 address goes in brackets: [::1]:8080).");
-                    }
-
-                    // Numbered from 100 so they add to the endpoints of the files instead of overwriting them by index.
-                    var index = (100 + endpoints++).ToString(CultureInfo.InvariantCulture);
-                    settings[$"SiteLink:Endpoints:{index}:Name"] = spec[..equals];
-                    settings[$"SiteLink:Endpoints:{index}:Upstream"] = spec[(equals + 1)..];
+                    AddEndpoint(settings, Value(), endpoints++);
                     break;
                 default:
-                    // --Section:Key value and --Section:Key=value go to the host's configuration; a mistyped switch
-                    // (--relya) must not vanish into it unnoticed.
-                    if (!args[i].StartsWith("--", StringComparison.Ordinal) || !args[i].Contains(':', StringComparison.Ordinal))
+                    // --Section:Key value (or =value) and the host's own switches go to the host's configuration; a
+                    // mistyped switch (--relya, --endpiont=web=...) must not vanish into it unnoticed.
+                    if (!name.Contains(':', StringComparison.Ordinal) && !HostSwitches.Contains(name, StringComparer.OrdinalIgnoreCase))
                     {
-                        throw new ArgumentException(args[i].StartsWith('-') ? $"Unknown option {args[i]}.{Suggest(args[i])}" : $"Unexpected argument '{args[i]}'.");
+                        throw new ArgumentException($"Unknown option {name}.{OptionSuggestion.DidYouMean(name, Switches)}");
                     }
 
-                    remaining.Add(args[i]);
-                    if (!args[i].Contains('=', StringComparison.Ordinal))
-                    {
-                        remaining.Add(Value());
-                    }
-
+                    remaining.Add(name);
+                    remaining.Add(Value());
                     break;
             }
         }
@@ -177,31 +188,23 @@ internal static class AgentHost
         return (settings, [.. remaining]);
     }
 
-    /// <summary>" Did you mean --relay?" for a switch one or two edits away from a real one; empty otherwise.</summary>
-    private static string Suggest(string given)
+    private static void AddEndpoint(Dictionary<string, string?> settings, string spec, int count)
     {
-        var best = Switches.Select(known => (known, distance: Distance(given, known))).MinBy(c => c.distance);
-        return best.distance <= 2 ? $" Did you mean {best.known}?" : "";
-    }
-
-    /// <summary>Levenshtein distance (switches are short).</summary>
-    private static int Distance(string a, string b)
-    {
-        var previous = Enumerable.Range(0, b.Length + 1).ToArray();
-        for (var i = 1; i <= a.Length; i++)
+        var equals = spec.IndexOf('=', StringComparison.Ordinal);
+        if (equals <= 0 || equals == spec.Length - 1)
         {
-            var current = new int[b.Length + 1];
-            current[0] = i;
-            for (var j = 1; j <= b.Length; j++)
-            {
-                var substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-                current[j] = Math.Min(substitution, Math.Min(previous[j], current[j - 1]) + 1);
-            }
-
-            previous = current;
+            throw new ArgumentException($"--endpoint '{spec}' must be NAME=HOST:PORT.");
         }
 
-        return previous[b.Length];
+        if (!TunnelEndpointOptions.TryParseUpstream(spec[(equals + 1)..], out _, out _))
+        {
+            throw new ArgumentException($"--endpoint '{spec}': '{spec[(equals + 1)..]}' is not HOST:PORT with a port from 1 to 65535 (an IPv6 address goes in brackets: [::1]:8080).");
+        }
+
+        // Numbered from 100 so they add to the endpoints of the files instead of overwriting them by index.
+        var index = (100 + count).ToString(CultureInfo.InvariantCulture);
+        settings[$"SiteLink:Endpoints:{index}:Name"] = spec[..equals];
+        settings[$"SiteLink:Endpoints:{index}:Upstream"] = spec[(equals + 1)..];
     }
 }
 

@@ -38,9 +38,10 @@ internal static partial class AgentProgram
             return ExitStopped;
         }
 
+        IHost host;
         try
         {
-            return await RunCoreAsync(args, configure);
+            host = Build(args, configure);
         }
         catch (Exception ex) when (ex is ArgumentException or AgentConfigurationException)
         {
@@ -55,31 +56,67 @@ internal static partial class AgentProgram
         }
         catch (InvalidOperationException ex) when (ex.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal))
         {
+            // The binder names the key, the type and the value (capped: a value is the user's own text, and never the
+            // token, which is a string and always converts).
             var hint = ex.Message.Contains("TimeSpan", StringComparison.Ordinal) ? " Durations are written hh:mm:ss, e.g. \"00:00:10\"." : "";
-            await Console.Error.WriteLineAsync($"sitelink-agent: invalid configuration: {ex.Message}{hint}");
+            await Console.Error.WriteLineAsync($"sitelink-agent: invalid configuration: {Cap(ex.Message)}{hint}");
             return ExitConfiguration;
         }
         catch (Exception ex)
         {
-            await Console.Error.WriteLineAsync($"sitelink-agent failed unexpectedly: {ex}");
+            await Console.Error.WriteLineAsync($"sitelink-agent failed unexpectedly while starting: {ex}");
             return ExitUnexpected;
+        }
+
+        using (host)
+        {
+            try
+            {
+                return await RunHostAsync(host);
+            }
+            catch (Exception ex)
+            {
+                await Console.Error.WriteLineAsync($"sitelink-agent failed unexpectedly: {ex}");
+                return ExitUnexpected;
+            }
         }
     }
 
-    private static async Task<int> RunCoreAsync(string[] args, Action<HostApplicationBuilder>? configure)
+    /// <summary>
+    /// Builds the host and binds and validates the options now, before the host starts: a mistake is one message
+    /// (the caller prints it), instead of the host's "Hosting failed to start" with a stack trace.
+    /// </summary>
+    private static IHost Build(string[] args, Action<HostApplicationBuilder>? configure)
     {
         var builder = AgentHost.CreateBuilder(args);
         configure?.Invoke(builder);
-        using var host = builder.Build();
+        var host = builder.Build();
+        try
+        {
+            _ = host.Services.GetRequiredService<IOptions<TunnelSessionOptions>>().Value;
+            return host;
+        }
+        catch
+        {
+            host.Dispose();
+            throw;
+        }
+    }
 
-        // Bind and validate the options now, before the host starts: a mistake is one message here (the caller
-        // prints it), instead of the host's "Hosting failed to start" with a stack trace.
-        _ = host.Services.GetRequiredService<IOptions<TunnelSessionOptions>>().Value;
-
+    private static async Task<int> RunHostAsync(IHost host)
+    {
         var session = host.Services.GetRequiredService<ITunnelSession>();
         var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
         var logger = host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SiteLink.Agent");
+        TunnelException? fault = null;
         var refused = 0;
+        session.StateChanged += (_, e) =>
+        {
+            if (e.State == TunnelSessionState.Faulted)
+            {
+                fault = e.Exception as TunnelException;
+            }
+        };
         session.BindCompleted += (_, e) =>
         {
             // A name the relay will never accept (not in the token's Allow list, or invalid) is a configuration
@@ -98,7 +135,7 @@ internal static partial class AgentProgram
             return ExitRefused;
         }
 
-        return session.Fault?.TunnelError switch
+        return (Volatile.Read(ref fault) ?? session.Fault)?.TunnelError switch
         {
             null => ExitStopped,
             TunnelError.AuthenticationFailed => ExitAuthentication,
@@ -108,6 +145,8 @@ internal static partial class AgentProgram
             _ => ExitUnexpected,
         };
     }
+
+    private static string Cap(string text) => text.Length <= 400 ? text : text[..400] + "…";
 
     /// <summary>Which switch or variable sets the option a validation failure names.</summary>
     private static string Where(string failure) => failure switch

@@ -4,10 +4,11 @@ namespace SiteLink.Internal;
 /// Lets through one log message per interval for an event a peer can cause at will (failed authentication, refused
 /// connections), and counts the ones it held back, so a flood costs a line per interval, not a line per attempt.
 /// The held-back count is reported by the next message let through or, when a summary callback is given, at the end
-/// of the interval (so a burst that stops is still summarised). Every occurrence is still counted by the caller (the
-/// relay's counters, the agent's metrics). Compiled into both assemblies.
+/// of the interval (so a burst that stops is still summarised): at most one detailed line and one summary per
+/// interval. Every occurrence is still counted by the caller (the relay's counters, the agent's metrics). Compiled into
+/// both assemblies.
 /// </summary>
-internal sealed class LogSampler
+internal sealed class LogSampler : IDisposable
 {
     private readonly TimeProvider _timeProvider;
     private readonly long _interval;
@@ -74,24 +75,39 @@ internal sealed class LogSampler
 
     private void Flush()
     {
-        Volatile.Write(ref _armed, 0);
+        // Interlocked: a full fence, so the read of _suppressed below cannot move before it. Otherwise a ShouldLog
+        // that counts the first held-back occurrence (and sees _armed still 1) and this read (seeing 0) could both
+        // skip arming, and that count would never be summarised.
+        Interlocked.Exchange(ref _armed, 0);
         if (Volatile.Read(ref _suppressed) == 0)
         {
             return;
         }
 
-        if (TryOpenInterval())
+        if (_timeProvider.GetTimestamp() < Volatile.Read(ref _next))
         {
-            var held = Interlocked.Exchange(ref _suppressed, 0);
-            if (held > 0)
-            {
-                _summary!(held, TimeSpan.FromSeconds((double)_interval / _timeProvider.TimestampFrequency));
-            }
-        }
-        else
-        {
-            // A message was let through meanwhile and opened a new interval: summarise at its end instead.
+            // The interval is not over (a message was let through meanwhile and opened a new one): summarise at its end.
             Arm();
+            return;
+        }
+
+        // The summary does not open an interval: the next occurrence is still logged in full, with its details.
+        var held = Interlocked.Exchange(ref _suppressed, 0);
+        if (held <= 0)
+        {
+            return;
+        }
+
+        try
+        {
+            _summary!(held, TimeSpan.FromSeconds((double)_interval / _timeProvider.TimestampFrequency));
+        }
+#pragma warning disable CA1031 // On a timer thread: a failing log provider must not take the process down.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
         }
     }
+
+    public void Dispose() => _flush?.Dispose();
 }

@@ -47,7 +47,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         Relay = new RelayInfo("", "", options.RelayUrl!);
         _reconnect = ReconnectPipeline.Create(options.Reconnect, options.TimeProvider, OnReconnectAttemptFailed);
         _connectionLimit = new ConnectionLimit(options.MaxConcurrentConnections);
-        _offerLog = new OfferLog(options.TimeProvider);
+        _offerLog = new OfferLog(options.TimeProvider, _logger);
         if (options.RelayUrl!.Scheme == Uri.UriSchemeHttp)
         {
             SessionLog.InsecureTransport(_logger, options.RelayUrl);
@@ -267,6 +267,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
 
         SetState(TunnelSessionState.Closed, "the session was closed", null);
         _telemetry.Unregister(this);
+        _offerLog.Dispose();
         if (string.IsNullOrEmpty(SessionId))
         {
             SessionLog.ClosedBeforeConnecting(_logger);

@@ -33,7 +33,9 @@ public sealed class OperatorAgentTests
     [TestCase("PinnedCertificateSha256 must be 64 hexadecimal digits", "--relay", "https://127.0.0.1:8443", "--token", "t0123456789", "--pin", "xyz", "--endpoint", "web=127.0.0.1:1")]
     [TestCase("--endpoint 'web=127.0.0.1': '127.0.0.1' is not HOST:PORT", "--relay", "https://127.0.0.1:8443", "--endpoint", "web=127.0.0.1")]
     [TestCase("Unknown option --relya. Did you mean --relay?", "--relya", "https://127.0.0.1:8443")]
-    [TestCase("Unexpected argument 'web=127.0.0.1:80'", "--relay", "https://127.0.0.1:8443", "web=127.0.0.1:80")]
+    [TestCase("Unknown option --endpiont. Did you mean --endpoint?", "--relay", "https://127.0.0.1:8443", "--endpiont=web=127.0.0.1:80")]
+    [TestCase("Unknown option --tokn. Did you mean --token?", "--tokn=" + Secret)]
+    [TestCase("Argument 3 is a value without an option before it", "--relay", "https://127.0.0.1:8443", Secret)]
     [TestCase("missing.json' (--config missing.json) does not exist", "--config", "missing.json")]
     [TestCase("invalid.json' is not valid JSON: line 1, column", "--config", "invalid.json")]
     [TestCase("at 'SiteLink:HeartbeatInterval' to type 'System.TimeSpan'. Durations are written hh:mm:ss", "--relay", "https://127.0.0.1:8443", "--token", "t0123456789", "--config", "ten-seconds.json")]
@@ -51,8 +53,12 @@ public sealed class OperatorAgentTests
             Assert.That(agent.Errors.Count, Is.LessThanOrEqualTo(4), agent.AllOutput);
             Assert.That(agent.AllOutput, Does.Not.Match(@"(?m)^\s+at "), "no stack trace");
             Assert.That(agent.AllOutput, Does.Not.Contain("Hosting failed"));
+            Assert.That(agent.AllOutput, Does.Not.Contain(Secret), "a value given by mistake is never echoed: it may be the token");
         });
     }
+
+    /// <summary>Stands for a token typed in the wrong place.</summary>
+    private const string Secret = "s3cret-token-value-0123456789abcdef";
 
     [TestCase("wrong-token", 3, "AuthenticationFailed")]
     [TestCase("no-pin", 4, "CertificateRejected")]
@@ -79,7 +85,7 @@ public sealed class OperatorAgentTests
             Assert.That(agent.AllOutput, Does.Match(@"(?m)^(fail|crit): "), "logged at Error or Critical");
             Assert.That(agent.AllOutput, Does.Contain("What to do:"));
             Assert.That(agent.AllOutput, Does.Not.Match(@"(?m)^\s+at "), "no stack trace");
-            Assert.That(agent.AllOutput, Does.Not.Contain(TestRelay.AcmeToken), "the token is never printed");
+            Assert.That(agent.AllOutput, Does.Not.Contain(token), "the token is never printed");
         });
     }
 
@@ -108,7 +114,7 @@ public sealed class OperatorAgentTests
         await using var relay = await TestRelay.StartAsync(["echo"]);
         await using var upstream = TestUpstream.Echo();
         await using var agent = ProcessRunner.Dotnet(ProcessRunner.AgentDll,
-            ["--relay", relay.Server.AgentUrl.ToString(), "--pin", relay.Server.CertificateSha256!, "--endpoint", $"echo=127.0.0.1:{upstream.Port}"], _folder,
+            [$"--relay={relay.Server.AgentUrl}", "--pin", relay.Server.CertificateSha256!, $"--endpoint=echo=127.0.0.1:{upstream.Port}"], _folder,
             new Dictionary<string, string> { ["SITELINK_AUTHTOKEN"] = TestRelay.AcmeToken });
         await agent.WaitForLineAsync("Endpoint 'echo' bound", ExitTimeout);
 

@@ -55,7 +55,7 @@ public sealed partial class OperatorRelayTests
         await using var upstream = TestUpstream.Echo();
         var agentLine = agentCommand.Value
             .Replace("https://127.0.0.1:8443", agentUrl, StringComparison.Ordinal)
-            .Replace("<the printed SHA-256>", pin, StringComparison.Ordinal)
+            .Replace("SHA256_THE_RELAY_PRINTED", pin, StringComparison.Ordinal)
             .Replace("127.0.0.1:8080", $"127.0.0.1:{upstream.Port}", StringComparison.Ordinal);
         await using var agent = ProcessRunner.Bash(agentLine, ProcessRunner.RepositoryRoot);
         await agent.WaitForLineAsync("Endpoint 'web' bound", StartTimeout);
@@ -129,13 +129,39 @@ public sealed partial class OperatorRelayTests
         });
     }
 
+    [TestCase("--confg", "relay.json", "Unknown option --confg. Did you mean --config?")]
+    [TestCase("stray-value", null, "Argument 1 is a value without an option before it")]
+    public async Task AMistypedSwitch_IsRefusedByName(string first, string? second, string expected)
+    {
+        await using var relay = ProcessRunner.Dotnet(ProcessRunner.RelayDll, second is null ? [first] : [first, second], _folder);
+        var exitCode = await relay.WaitForExitAsync(StartTimeout);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(2), relay.AllOutput);
+            Assert.That(relay.AllOutput, Does.Contain(expected));
+            Assert.That(relay.AllOutput, Does.Not.Contain("stray-value"), "values are never echoed");
+        });
+    }
+
     [TestCase("missing.json", null, "missing.json' (--config missing.json) does not exist")]
     [TestCase("relay.json", "{ \"Relay\": { bad", "relay.json' is not valid JSON: line 1, column")]
     [TestCase("relay.json", "{ \"Relay\": { \"Limits\": { \"HelloTimeout\": \"ten seconds\" } } }", "at 'Relay:Limits:HelloTimeout' to type 'System.TimeSpan'")]
     [TestCase("relay.json", "{ \"Relay\": { \"Tls\": { \"CertificatePath\": \"not-a-cert.pfx\" }, \"Tokens\": [ { \"Name\": \"a\", \"Token\": \"tok-0123456789abcdefghijklmnopqrstuvwxyz\", \"Tenant\": \"t\", \"Allow\": [ \"*\" ] } ] } }", "not-a-cert.pfx' cannot be loaded")]
+    [TestCase("relay.json", "{ \"Relay\": { \"Tls\": { \"CertificatePath\": \"no-key.pfx\" }, \"Tokens\": [ { \"Name\": \"a\", \"Token\": \"tok-0123456789abcdefghijklmnopqrstuvwxyz\", \"Tenant\": \"t\", \"Allow\": [ \"*\" ] } ] } }", "no-key.pfx' has no private key")]
+    [TestCase("relay.json", "{ \"Relay\": { \"Tls\": { \"DevelopmentCertificatePath\": \"a-file/dev.pfx\" }, \"Tokens\": [ { \"Name\": \"a\", \"Token\": \"tok-0123456789abcdefghijklmnopqrstuvwxyz\", \"Tenant\": \"t\", \"Allow\": [ \"*\" ] } ] } }", "a-file/dev.pfx' cannot be written")]
     public async Task AConfigurationMistake_IsOneMessageAndExitCode2(string file, string? content, string expected)
     {
         await File.WriteAllTextAsync(Path.Combine(_folder, "not-a-cert.pfx"), "this is not a certificate");
+        await File.WriteAllTextAsync(Path.Combine(_folder, "a-file"), "a file where the certificate's folder should be");
+        using (var key = System.Security.Cryptography.ECDsa.Create())
+        {
+            var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=no-key", key, HashAlgorithmName.SHA256);
+            using var withKey = request.CreateSelfSigned(DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddDays(1));
+            using var publicOnly = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(withKey.RawData);
+            await File.WriteAllBytesAsync(Path.Combine(_folder, "no-key.pfx"), publicOnly.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pkcs12));
+        }
+
         if (content is not null)
         {
             await File.WriteAllTextAsync(Path.Combine(_folder, file), content);
@@ -208,6 +234,8 @@ public sealed partial class OperatorRelayTests
         {
             Assert.That(File.Exists(Path.Combine(configFolder, "certs", "dev.pfx")), Is.True, "a relative path in the config file is relative to that file's folder");
             Assert.That(File.Exists(Path.Combine(workingDirectory, "certs", "dev.pfx")), Is.False);
+            Assert.That(relay.AllOutput, Does.Contain($"Configuration files: {Path.Combine(Path.GetDirectoryName(ProcessRunner.RelayDll)!, "appsettings.json")}, {Path.Combine(configFolder, "relay.json")}"),
+                "the appsettings.json next to the binary applies, whatever the working directory");
             Assert.That(relay.AllOutput, Does.Not.Contain("Microsoft.AspNetCore"), "ASP.NET's per-request lines stay off");
             Assert.That(linesPerConnection, Is.LessThan(0.5), relay.AllOutput);
         });

@@ -65,6 +65,69 @@ public sealed class HardeningPrimitivesTests
     }
 
     [Test]
+    [Category("Operator")]
+    public void LogSampler_ASummary_DoesNotTakeThePlaceOfTheNextDetailedLine()
+    {
+        var time = new FakeTimeProvider();
+        var summaries = 0;
+        var sampler = new LogSampler(time, TimeSpan.FromSeconds(1), (_, _) => summaries++);
+
+        // A trickle: one occurrence every 600 ms.
+        var logged = new List<bool>();
+        for (var i = 0; i < 10; i++)
+        {
+            logged.Add(sampler.ShouldLog(out long _));
+            time.Advance(TimeSpan.FromMilliseconds(600));
+        }
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(logged, Is.EqualTo(new[] { true, false, true, false, true, false, true, false, true, false }), "every interval still starts with a detailed line");
+            Assert.That(summaries, Is.EqualTo(5), "and the one held back in it is summarised at its end");
+        });
+    }
+
+    [Test]
+    [Category("Operator")]
+    public async Task LogSampler_UnderConcurrentCallers_AccountsForEveryOccurrence_ExactlyOnce()
+    {
+        var time = new FakeTimeProvider();
+        long summarised = 0, lines = 0, heldInLines = 0;
+        var sampler = new LogSampler(time, TimeSpan.FromSeconds(1), (count, _) => Interlocked.Add(ref summarised, count));
+        const int threads = 4, perThread = 50_000;
+        using var done = new CountdownEvent(threads);
+        var callers = Enumerable.Range(0, threads).Select(_ => Task.Run(() =>
+        {
+            for (var i = 0; i < perThread; i++)
+            {
+                if (sampler.ShouldLog(out var held))
+                {
+                    Interlocked.Increment(ref lines);
+                    Interlocked.Add(ref heldInLines, held);
+                }
+            }
+
+            done.Signal();
+        })).ToArray();
+
+        // The clock moves (and the summary timer fires) while the callers run.
+        while (!done.IsSet)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(137));
+            await Task.Yield();
+        }
+
+        await Task.WhenAll(callers).WaitAsync(TimeSpan.FromSeconds(30));
+        time.Advance(TimeSpan.FromSeconds(5));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(lines + heldInLines + summarised, Is.EqualTo((long)threads * perThread), "every occurrence is in a line or a summary, once");
+            Assert.That(lines, Is.GreaterThan(0));
+        });
+    }
+
+    [Test]
     public void FailureBudget_AllowsItsCapacityAtOnce_ThenRefills_AtATenthPerSecond()
     {
         var time = new FakeTimeProvider();

@@ -60,6 +60,29 @@ public sealed class RelayConfigurationTests
 
     [Test]
     [Category("Operator")]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public void AddConfigFile_AFileTheRelayMayNotRead_IsOneLineNamingIt()
+    {
+        Assume.That(OperatingSystem.IsWindows() || Environment.UserName == "root", Is.False, "Unix permissions bind a user other than root");
+        var folder = Directory.CreateTempSubdirectory("relay-config-").FullName;
+        try
+        {
+            var file = Path.Combine(folder, "relay.json");
+            File.WriteAllText(file, "{}");
+            File.SetUnixFileMode(file, UnixFileMode.None);
+
+            var ex = Assert.Throws<RelayConfigurationException>(() => RelayConfiguration.AddConfigFile(new ConfigurationBuilder(), file));
+
+            Assert.That(ex!.Errors.Single(), Does.Contain($"'{file}' cannot be read").And.Contain("permissions"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Test]
+    [Category("Operator")]
     public void Load_AValueThatDoesNotConvert_IsAConfigurationErrorNamingTheKey()
     {
         var configuration = new ConfigurationBuilder()

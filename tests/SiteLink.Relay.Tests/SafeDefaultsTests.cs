@@ -155,7 +155,7 @@ public sealed class SafeDefaultsTests
 
         File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
 
-        var ex = Assert.Throws<RelayStartException>(() => RelayCertificate.Load(new RelayTlsOptions { DevelopmentCertificatePath = path }));
+        var ex = Assert.Throws<RelayConfigurationException>(() => RelayCertificate.Load(new RelayTlsOptions { DevelopmentCertificatePath = path }));
 
         Assert.That(ex!.Message, Does.Contain("chmod 600").And.Contain(path));
     }

@@ -77,6 +77,7 @@ public sealed class PublicApiTests
         Assert.That(exported, Is.EqualTo(new[]
         {
             "Microsoft.Extensions.DependencyInjection.ISiteLinkBuilder",
+            "Microsoft.Extensions.DependencyInjection.SiteLinkBuilderExtensions",
             "Microsoft.Extensions.DependencyInjection.SiteLinkServiceCollectionExtensions",
             "SiteLink.BindErrorCode",
             "SiteLink.ITunnelConnectionHandler",

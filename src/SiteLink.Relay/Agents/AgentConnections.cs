@@ -16,7 +16,7 @@ namespace SiteLink.Relay.Agents;
 /// or unknown calls, streams reset before they did anything) whose exhaustion closes the connection. Runs as Kestrel
 /// connection middleware (<see cref="OnConnectionAsync"/>) and as request middleware (<see cref="OnRequestAsync"/>).
 /// </summary>
-internal sealed class AgentConnections
+internal sealed class AgentConnections : IDisposable
 {
     private readonly RelayLimits _limits;
     private readonly RelayCounters _counters;
@@ -38,6 +38,12 @@ internal sealed class AgentConnections
         _logger = logger;
         _refusals = new LogSampler(timeProvider, TimeSpan.FromSeconds(10), (count, interval) => RelayLog.AgentConnectionsRefusedSummary(_logger, count, interval));
         _closures = new LogSampler(timeProvider, TimeSpan.FromSeconds(10), (count, interval) => RelayLog.AgentConnectionsClosedSummary(_logger, count, interval));
+    }
+
+    public void Dispose()
+    {
+        _refusals.Dispose();
+        _closures.Dispose();
     }
 
     /// <summary>Agent-port connections open now.</summary>

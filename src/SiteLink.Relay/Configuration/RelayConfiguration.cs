@@ -30,8 +30,9 @@ public static class RelayConfiguration
         }
         catch (InvalidOperationException ex)
         {
-            // The binder's message names the key and the type ("Failed to convert configuration value at
-            // 'Relay:Limits:HelloTimeout' to type 'System.TimeSpan'."), never the value.
+            // The binder's message names the value, the key and the type ("Failed to convert configuration value 'ten
+            // seconds' at 'Relay:Limits:HelloTimeout' to type 'System.TimeSpan'."), capped. Secrets are strings, which
+            // always convert, so they never appear here.
             throw new RelayConfigurationException([SiteLink.Internal.SafeText.Clean(ex.Message, 512) + Hint(ex)]);
         }
 
@@ -57,7 +58,13 @@ public static class RelayConfiguration
 
         try
         {
+            // Open it once here: a file the relay's user may not read is named in one line, not a stack trace.
+            File.OpenRead(full).Dispose();
             configuration.AddJsonFile(full, optional: false, reloadOnChange: true);
+        }
+        catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
+        {
+            throw new RelayConfigurationException([$"The configuration file '{full}' cannot be read: {ex.Message.TrimEnd('.')}. Check its permissions for the user the relay runs as."]);
         }
         catch (InvalidDataException ex)
         {

@@ -7,7 +7,7 @@ namespace SiteLink.Relay.Diagnostics;
 /// Failed authentications: every one counted, one per 10 seconds logged with how many were held back, so token
 /// guessing or a misconfigured fleet cannot flood the log. The secret is never logged.
 /// </summary>
-internal sealed class AuthFailureLog
+internal sealed class AuthFailureLog : IDisposable
 {
     private readonly RelayCounters _counters;
     private readonly ILogger _logger;
@@ -17,8 +17,10 @@ internal sealed class AuthFailureLog
     {
         _counters = counters;
         _logger = logger;
-        _sampler = new LogSampler(timeProvider, TimeSpan.FromSeconds(10));
+        _sampler = new LogSampler(timeProvider, TimeSpan.FromSeconds(10), (count, interval) => RelayLog.HeldBackSummary(_logger, count, "failed authentication(s)", interval));
     }
+
+    public void Dispose() => _sampler.Dispose();
 
     public void Record(string peer, string reason)
     {

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using SiteLink.Internal;
 
 namespace SiteLink.Relay.Diagnostics;
@@ -5,18 +6,20 @@ namespace SiteLink.Relay.Diagnostics;
 /// <summary>
 /// One sampler per kind of warning a peer can cause at will (refused handshakes and sessions, unknown streams, protocol
 /// errors, refused binds): the first of each kind per second is logged, with how many were held back since. A flood of
-/// bad calls costs a line a second, not a line a call.
+/// bad calls costs a line a second, not a line a call. With a logger, a burst that stops is summarised at the end of its
+/// second (event 39).
 /// </summary>
-internal sealed class PeerEventLog
+internal sealed class PeerEventLog : IDisposable
 {
-    public PeerEventLog(TimeProvider timeProvider)
+    public PeerEventLog(TimeProvider timeProvider, ILogger<PeerEventLog>? logger = null)
     {
         var second = TimeSpan.FromSeconds(1);
-        Handshakes = new LogSampler(timeProvider, second);
-        Sessions = new LogSampler(timeProvider, second);
-        UnknownStreams = new LogSampler(timeProvider, second);
-        ProtocolErrors = new LogSampler(timeProvider, second);
-        Binds = new LogSampler(timeProvider, second);
+        LogSampler Sampler(string what) => new(timeProvider, second, logger is null ? null : (count, interval) => RelayLog.HeldBackSummary(logger, count, what, interval));
+        Handshakes = Sampler("refused control stream(s)");
+        Sessions = Sampler("refused session(s)");
+        UnknownStreams = Sampler("request(s) for unknown streams");
+        ProtocolErrors = Sampler("protocol error(s)");
+        Binds = Sampler("refused bind(s)");
     }
 
     /// <summary>Control streams refused before their session started (no or bad Hello, timeouts).</summary>
@@ -33,4 +36,13 @@ internal sealed class PeerEventLog
 
     /// <summary>Refused binds.</summary>
     public LogSampler Binds { get; }
+
+    public void Dispose()
+    {
+        Handshakes.Dispose();
+        Sessions.Dispose();
+        UnknownStreams.Dispose();
+        ProtocolErrors.Dispose();
+        Binds.Dispose();
+    }
 }

@@ -86,6 +86,9 @@ internal static partial class RelayLog
     [LoggerMessage(38, LogLevel.Warning, "Agent port: {Count} more connection(s) closed in the last {Interval}.")]
     public static partial void AgentConnectionsClosedSummary(ILogger logger, long count, TimeSpan interval);
 
+    [LoggerMessage(39, LogLevel.Warning, "{Count} more {What} in the last {Interval} (held back from the log; every one is counted in the metrics).")]
+    public static partial void HeldBackSummary(ILogger logger, long count, string what, TimeSpan interval);
+
     [LoggerMessage(31, LogLevel.Debug, "Cloud endpoint '{CloudEndpoint}': connection {StreamId} from {Client} offered to session {SessionId}.")]
     public static partial void ConnectionOffered(ILogger logger, string cloudEndpoint, string streamId, string client, string sessionId);
 

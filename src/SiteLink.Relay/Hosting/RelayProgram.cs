@@ -95,6 +95,7 @@ internal static class RelayProgram
                 return ExitCannotListen;
             }
 
+            Console.WriteLine($"Configuration files: {string.Join(", ", ConfigurationFiles(builder.Configuration))}");
             PrintAddresses(app, options.RelayId, certificate);
             await app.WaitForShutdownAsync().ConfigureAwait(false);
             return ExitStopped;
@@ -107,6 +108,7 @@ internal static class RelayProgram
     /// </summary>
     internal static WebApplicationBuilder CreateBuilder(string[] args)
     {
+        CheckSwitches(args);
         var configFile = ConfigFileArgument(args);
         WebApplicationBuilder builder;
         try
@@ -115,7 +117,8 @@ internal static class RelayProgram
         }
         catch (InvalidDataException ex)
         {
-            throw RelayConfiguration.InvalidJson(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), ex);
+            // The message names the file (appsettings.json or appsettings.{Environment}.json next to the binary).
+            throw new RelayConfigurationException([$"{ex.Message} {ex.GetBaseException().Message}"]);
         }
 
         builder.Configuration.Sources.Insert(0, new Microsoft.Extensions.Configuration.Memory.MemoryConfigurationSource { InitialData = BuiltInDefaults });
@@ -129,9 +132,46 @@ internal static class RelayProgram
         return builder;
     }
 
+    /// <summary>
+    /// Every switch must be <c>--config</c>, one of the host's own, or a configuration key (<c>--Relay:AgentListen</c>):
+    /// a mistyped one (<c>--confg</c>) is refused by name instead of vanishing into the configuration. Values are never
+    /// quoted (one may be a secret).
+    /// </summary>
+    private static void CheckSwitches(string[] args)
+    {
+        for (var i = 0; i < args.Length; i++)
+        {
+            var arg = args[i];
+            if (!arg.StartsWith("--", StringComparison.Ordinal) && !arg.StartsWith('/'))
+            {
+                throw new RelayConfigurationException([$"Argument {(i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture)} is a value without an option before it (options start with --)."]);
+            }
+
+            var name = arg.Split('=', 2)[0];
+            if (!name.Contains(':', StringComparison.Ordinal) && !KnownSwitches.Contains(name, StringComparer.OrdinalIgnoreCase))
+            {
+                throw new RelayConfigurationException([$"Unknown option {name}.{SiteLink.Internal.OptionSuggestion.DidYouMean(name, KnownSwitches)} Options: --config FILE, or any configuration key as --Relay:Key VALUE."]);
+            }
+
+            if (!arg.Contains('=', StringComparison.Ordinal))
+            {
+                i++;
+            }
+        }
+    }
+
+    private static readonly string[] KnownSwitches = ["--config", "--environment", "--contentRoot", "--applicationName", "--urls"];
+
     /// <summary>The value of <c>--config</c> (or <c>--config=</c>), read before the host so its file can be checked first.</summary>
     private static string? ConfigFileArgument(string[] args) =>
         new ConfigurationBuilder().AddCommandLine(args).Build()["config"] is { Length: > 0 } file ? file : null;
+
+    /// <summary>The JSON files the configuration was read from, in order (later ones win), as absolute paths.</summary>
+    private static IEnumerable<string> ConfigurationFiles(IConfigurationRoot configuration) =>
+        configuration.Providers
+            .OfType<Microsoft.Extensions.Configuration.Json.JsonConfigurationProvider>()
+            .Where(p => p.Source.FileProvider is Microsoft.Extensions.FileProviders.PhysicalFileProvider && p.Source.FileProvider.GetFileInfo(p.Source.Path ?? "").Exists)
+            .Select(p => Path.Combine(((Microsoft.Extensions.FileProviders.PhysicalFileProvider)p.Source.FileProvider!).Root, p.Source.Path!));
 
     private static void PrintAddresses(WebApplication app, string relayId, X509Certificate2? certificate)
     {

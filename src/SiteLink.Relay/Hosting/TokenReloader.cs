@@ -70,7 +70,7 @@ internal sealed class TokenReloader : IHostedService, IDisposable
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            Reject($"the configuration could not be read: {ex.Message}");
+            Reject($"the configuration could not be read: {(ex is RelayConfigurationException configuration ? string.Join(" ", configuration.Errors) : ex.Message)}");
         }
     }
 

@@ -2,7 +2,6 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using SiteLink.Relay.Configuration;
-using SiteLink.Relay.Hosting;
 
 namespace SiteLink.Relay.Security;
 
@@ -36,10 +35,10 @@ public static class RelayCertificate
                 {
                     existing = X509CertificateLoader.LoadPkcs12FromFile(kept, tls.CertificatePassword);
                 }
-                catch (CryptographicException ex)
+                catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException)
                 {
-                    throw new RelayStartException(
-                        $"The development certificate '{kept}' cannot be read ({ex.Message}); check Relay:Tls:CertificatePassword, or delete the file for a new certificate.", ex);
+                    throw new RelayConfigurationException(
+                        [$"The development certificate '{kept}' cannot be read ({ex.Message.TrimEnd('.')}); check Relay:Tls:CertificatePassword and the file's owner, or delete the file for a new certificate."]);
                 }
 
                 if (existing.NotAfter.ToUniversalTime() > DateTime.UtcNow.AddDays(7))
@@ -52,13 +51,23 @@ public static class RelayCertificate
             }
 
             var created = CreateDevelopmentCertificate();
-            var directory = Path.GetDirectoryName(Path.GetFullPath(kept));
-            if (directory is not null)
+            try
             {
-                Directory.CreateDirectory(directory);
+                var directory = Path.GetDirectoryName(Path.GetFullPath(kept));
+                if (directory is not null)
+                {
+                    Directory.CreateDirectory(directory);
+                }
+
+                WritePrivate(kept, Export(created, tls.CertificatePassword));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                created.Dispose();
+                throw new RelayConfigurationException(
+                    [$"Relay:Tls:DevelopmentCertificatePath '{kept}' cannot be written ({ex.Message.TrimEnd('.')}); point it to a folder the relay's user may write, or remove it for a certificate that changes at every start."]);
             }
 
-            WritePrivate(kept, Export(created, tls.CertificatePassword));
             return created;
         }
 
@@ -81,7 +90,15 @@ public static class RelayCertificate
                 return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
             }
 
-            return X509CertificateLoader.LoadPkcs12FromFile(path, password);
+            var certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password);
+            if (!certificate.HasPrivateKey)
+            {
+                certificate.Dispose();
+                throw new RelayConfigurationException(
+                    [$"Relay:Tls:CertificatePath '{path}' has no private key: a server certificate needs one (export the .pfx with its key, or use a PEM certificate with Relay:Tls:KeyPath)."]);
+            }
+
+            return certificate;
         }
         catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException or ArgumentException)
         {
@@ -121,8 +138,8 @@ public static class RelayCertificate
             | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
         if ((mode & Others) != 0)
         {
-            throw new RelayStartException(
-                $"The development certificate '{path}' holds a private key but its permissions ({Convert.ToString((int)mode, 8)}) let other users read or change it; run 'chmod 600 {path}', or delete it for a new certificate.");
+            throw new RelayConfigurationException(
+                [$"The development certificate '{path}' holds a private key but its permissions ({Convert.ToString((int)mode, 8)}) let other users read or change it; run 'chmod 600 {path}', or delete it for a new certificate."]);
         }
     }
 

@@ -12,7 +12,7 @@ namespace SiteLink.Relay.Sessions;
 /// Routes public connections to agent sessions: offers each to the session serving its endpoint, and hands it to
 /// the agent's Stream call when that arrives. A connection nobody can serve is closed at once, never held open.
 /// </summary>
-internal sealed class ConnectionRouter
+internal sealed class ConnectionRouter : IDisposable
 {
     private readonly SessionRegistry _registry;
     private readonly RelayLimits _limits;
@@ -164,6 +164,8 @@ internal sealed class ConnectionRouter
             RelayLog.ConnectionRefused(_logger, client.Endpoint.Name, client.Address, message, suppressed);
         }
     }
+
+    public void Dispose() => _refusalLog.Dispose();
 
     private static string NewStreamId()
     {

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using SiteLink.Internal;
 
 namespace SiteLink.Diagnostics;
@@ -18,15 +19,26 @@ internal enum OfferEvent
 /// <summary>
 /// One log line per second for each <see cref="OfferEvent"/>, with the count held back since: a flood of offers (a
 /// misbehaving relay, or public clients against a dead upstream) cannot flood the application's log. Every occurrence is
-/// still counted in the <c>sitelink.connections</c> metric.
+/// still counted in the <c>sitelink.connections</c> metric. A burst that stops is summarised at the end of its second
+/// (event 36).
 /// </summary>
-internal sealed class OfferLog
+internal sealed class OfferLog : IDisposable
 {
     private readonly LogSampler[] _samplers;
 
-    public OfferLog(TimeProvider timeProvider)
+    public OfferLog(TimeProvider timeProvider, ILogger logger)
     {
-        _samplers = Enum.GetValues<OfferEvent>().Select(_ => new LogSampler(timeProvider, TimeSpan.FromSeconds(1))).ToArray();
+        _samplers = Enum.GetValues<OfferEvent>()
+            .Select(kind => new LogSampler(timeProvider, TimeSpan.FromSeconds(1), (count, interval) => SessionLog.HeldBackSummary(logger, count, kind, interval)))
+            .ToArray();
+    }
+
+    public void Dispose()
+    {
+        foreach (var sampler in _samplers)
+        {
+            sampler.Dispose();
+        }
     }
 
     /// <summary>Whether to log this occurrence of <paramref name="kind"/>; <paramref name="suppressed"/> says how many were held back.</summary>

@@ -18,6 +18,9 @@ internal static partial class SessionLog
     [LoggerMessage(3, LogLevel.Information, "Session {SessionId} closed.")]
     public static partial void Closed(ILogger logger, string sessionId);
 
+    [LoggerMessage(36, LogLevel.Warning, "{Count} more '{Event}' warning(s) in the last {Interval} (held back from the log; every connection is counted in sitelink.connections).")]
+    public static partial void HeldBackSummary(ILogger logger, long count, OfferEvent @event, TimeSpan interval);
+
     [LoggerMessage(33, LogLevel.Information, "Session closed before it ever connected.")]
     public static partial void ClosedBeforeConnecting(ILogger logger);
 

@@ -35,4 +35,7 @@ public sealed class TunnelBindException : TunnelException
 
     /// <summary>Why it was refused.</summary>
     public BindErrorCode Code { get; }
+
+    private protected override TunnelError DefaultError =>
+        Code is BindErrorCode.Denied or BindErrorCode.LimitExceeded ? TunnelError.PermissionDenied : TunnelError.Unknown;
 }

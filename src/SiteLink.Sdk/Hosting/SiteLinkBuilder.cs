@@ -1,6 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.Extensions.Hosting;
 
 namespace SiteLink.Hosting;
 
@@ -22,12 +21,6 @@ internal sealed class SiteLinkBuilder : ISiteLinkBuilder
     {
         Services.TryAddScoped<THandler>();
         Services.AddSingleton(new HandlerEndpointRegistration(name, typeof(THandler)));
-        return this;
-    }
-
-    public ISiteLinkBuilder StopHostOnFault()
-    {
-        Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, StopHostOnFaultService>());
         return this;
     }
 }
