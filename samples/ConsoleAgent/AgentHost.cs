@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using SiteLink.Internal;
@@ -74,6 +75,9 @@ internal static class AgentHost
         // Both do nothing when the agent runs in a terminal.
         builder.Services.AddSystemd();
         builder.Services.AddWindowsService(o => o.ServiceName = "SiteLink Agent");
+        // A standalone process: give memory back once a burst of connections is over (never done by the SDK itself).
+        builder.Services.TryAddSingleton(TimeProvider.System);
+        builder.Services.AddHostedService<Standalone.MemoryTrim>();
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
         return builder;

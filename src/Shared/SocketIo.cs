@@ -11,20 +11,29 @@ internal static class SocketIo
 {
     /// <summary>
     /// Reads up to <paramref name="size"/> bytes into a buffer rented from the shared pool. Unless
-    /// <paramref name="dataLikely"/>, it first waits with a zero-byte read, so an idle connection holds no buffer.
+    /// <paramref name="dataLikely"/>, it first waits with a zero-byte read, so an idle connection holds no buffer, and
+    /// then rents only as much as has arrived (at most <paramref name="size"/>): a few bytes, or the end of the stream,
+    /// take a small array, not the largest a read could fill.
     /// The caller gives the buffer back with <see cref="Return"/>. A read of 0 means the peer finished sending.
     /// </summary>
     public static async ValueTask<(byte[] Buffer, int Read)> ReceivePooledAsync(Socket socket, int size, bool dataLikely, CancellationToken cancellationToken)
     {
+        var want = size;
         if (!dataLikely)
         {
             await socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            // The caller holds the buffer until the bytes are written on (behind every other connection's writes on a
+            // shared transport). Renting the full size for each small read took one array per busy connection, far
+            // more than the shared pool keeps when thousands are busy at once (10,000 connections each echoing a byte,
+            // or ending): every one a fresh 64 KiB array that outlived the young generations and stayed in the heap
+            // as garbage. 0 available after the wait is the end of the stream (or a reset): the read below says which.
+            want = Math.Clamp(socket.Available, 1, size);
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(size);
+        var buffer = ArrayPool<byte>.Shared.Rent(want);
         try
         {
-            var read = await socket.ReceiveAsync(buffer.AsMemory(0, size), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            var read = await socket.ReceiveAsync(buffer.AsMemory(0, Math.Min(buffer.Length, size)), SocketFlags.None, cancellationToken).ConfigureAwait(false);
             return (buffer, read);
         }
         catch

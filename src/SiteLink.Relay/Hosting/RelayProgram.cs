@@ -2,6 +2,7 @@ using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Security;
 
@@ -66,6 +67,9 @@ internal static class RelayProgram
             builder = CreateBuilder(args);
             options = RelayConfiguration.Load(builder.Configuration);
             certificate = RelayApplication.AddRelay(builder, options);
+            // The standalone relay only (not RelayApplication, which embedding hosts use): give memory back once a
+            // burst of connections is over.
+            builder.Services.AddHostedService<Standalone.MemoryTrim>();
             RelayApplication.CheckAddressesAvailable(options);
         }
         catch (RelayConfigurationException ex)
