@@ -29,6 +29,8 @@ QUICK = "--quick" in sys.argv
 DURATION = 1 if QUICK else 5
 RUNS = 1 if QUICK else 5
 IDLE_CONNECTIONS = 300 if QUICK else 10000
+# RSS of relay and agent is read again this long after the idle connections are closed: does the memory come back?
+IDLE_AFTER_CLOSE_S = 5 if QUICK else 30
 WAN_ONE_WAY_MS = 10
 
 RELAY = os.path.join(ROOT, "src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Relay.dll")
@@ -382,15 +384,21 @@ def main():
     link_rtt = link_round_trip_ms(upstreams["echo"])
 
     log(f"-- idle: {IDLE_CONNECTIONS} connections through sitelink")
-    idle = subprocess.run(["dotnet", HELPER, "idle", str(sitelink["echo"]), str(IDLE_CONNECTIONS), "5", str(relay_pid), str(agent_pid)],
+    idle = subprocess.run(["dotnet", HELPER, "idle", str(sitelink["echo"]), str(IDLE_CONNECTIONS), f"5:{IDLE_AFTER_CLOSE_S}", str(relay_pid), str(agent_pid)],
                           capture_output=True, text=True, timeout=900)
     match = re.search(r"idle (\d+) ok (\d+) rss (\d+):(\d+) (\d+):(\d+)", idle.stdout)
     if not match:
         raise RuntimeError(f"idle scenario failed: {idle.stdout} {idle.stderr}")
     count, ok, relay_before, relay_after, agent_before, agent_after = map(int, match.groups())
     per_connection = ((relay_after - relay_before) + (agent_after - agent_before)) / count
+    # RSS some seconds after all of them were closed (None from a helper that does not report it).
+    closed = re.search(r"closed (\d+) s rss (\d+) (\d+)", idle.stdout)
+    idle_memory = {"count": count, "ok": ok, "per_connection": per_connection,
+                   "relay": (relay_before, relay_after, int(closed.group(2)) if closed else None),
+                   "agent": (agent_before, agent_after, int(closed.group(3)) if closed else None),
+                   "closed_after_s": int(closed.group(1)) if closed else None}
 
-    table = render(names, rows, wan_rows, link_rtt, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, time.time() - started)
+    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started)
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
     # A quick run is a smoke test: it must not replace the committed results of a full run.
     with open(os.path.join(ROOT, "bench/results", "quick.md" if QUICK else "latest.md"), "w") as f:
@@ -399,7 +407,7 @@ def main():
     return 0 if ok == count else 1
 
 
-def render(names, rows, wan_rows, link_rtt, errors, count, ok, relay_before, relay_after, agent_before, agent_after, per_connection, elapsed):
+def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed):
     def fmt(unit):
         return {"Gbit/s": lambda v: f"{v:.2f}", "req/s": lambda v: f"{v / 1000:.1f}k", "conn/s": lambda v: f"{v / 1000:.2f}k",
                 "ms": lambda v: f"{v:.2f}"}[unit]
@@ -434,10 +442,24 @@ def render(names, rows, wan_rows, link_rtt, errors, count, ok, relay_before, rel
     above = statistics.median(latency["sitelink"]) - statistics.median(latency["direct"])
     lines += ["", f"New connection over the WAN: sitelink is {above:.2f} ms above direct. One round trip of the delay line, measured "
               f"by a 1-byte ping-pong through it, is {link_rtt:.2f} ms (nominal {2 * WAN_ONE_WAY_MS} ms; the rest is its own timer slop)."]
+    count, ok, per_connection = idle_memory["count"], idle_memory["ok"], idle_memory["per_connection"]
+    relay_before, relay_after, relay_closed = idle_memory["relay"]
+    agent_before, agent_after, agent_closed = idle_memory["agent"]
+    after_close = idle_memory["closed_after_s"]
+
+    def mib(kib):
+        return "—" if kib is None else f"{kib / 1024:.0f}"
+
     lines += ["",
               f"Idle connections through one sitelink session: {count} opened, {ok} carried a byte both ways afterwards. "
               f"RSS relay {relay_before / 1024:.0f} → {relay_after / 1024:.0f} MiB, agent {agent_before / 1024:.0f} → {agent_after / 1024:.0f} MiB: "
               f"**{per_connection:.1f} KiB per connection** (relay + agent).",
+              "",
+              f"| idle connections | relay RSS, MiB: before / {count} open / {after_close if after_close is not None else '?'} s after closing "
+              f"| agent RSS, MiB: before / {count} open / after closing | KiB per connection (relay + agent) |",
+              "|---|---|---|---|",
+              f"| {count} opened, {ok} carried a byte | {mib(relay_before)} / {mib(relay_after)} / {mib(relay_closed)} "
+              f"| {mib(agent_before)} / {mib(agent_after)} / {mib(agent_closed)} | {per_connection:.1f} |",
               "",
               "HTTP errors (socket errors + non-2xx) per path over all wrk runs: " + ", ".join(f"{p} {e}" for p, e in errors.items()) + ".",
               ""]

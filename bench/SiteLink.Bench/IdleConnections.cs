@@ -4,12 +4,13 @@ using System.Net.Sockets;
 namespace SiteLink.Bench;
 
 /// <summary>
-/// Opens many idle connections through a path, reports the resident memory of the given processes before and after,
-/// then checks that every connection still carries a byte both ways.
+/// Opens many idle connections through a path, reports the resident memory of the given processes before and with
+/// them open, checks that every connection still carries a byte both ways, closes them all at once, and reports the
+/// resident memory again <c>afterClose</c> later (does the memory come back once the burst is over?).
 /// </summary>
 internal static class IdleConnections
 {
-    public static async Task<int> RunAsync(int targetPort, int count, TimeSpan settle, int[] pids)
+    public static async Task<int> RunAsync(int targetPort, int count, TimeSpan settle, TimeSpan afterClose, int[] pids)
     {
         var before = pids.Select(ResidentKiB).ToArray();
         var sockets = new Socket[count];
@@ -71,8 +72,13 @@ internal static class IdleConnections
             socket.Dispose();
         }
 
-        // One line the harness parses: count, ok, then per pid "before:after" KiB.
-        Console.WriteLine($"idle {count} ok {ok} rss {string.Join(' ', pids.Select((p, i) => $"{before[i]}:{after[i]}"))}");
+        await Task.Delay(afterClose);
+        var closed = pids.Select(ResidentKiB).ToArray();
+
+        // One line the harness parses: count, ok, then per pid "before:with them open" KiB; then how long after closing
+        // the last figures were taken, and per pid the KiB then.
+        Console.WriteLine($"idle {count} ok {ok} rss {string.Join(' ', pids.Select((p, i) => $"{before[i]}:{after[i]}"))}"
+            + $" closed {afterClose.TotalSeconds:0} s rss {string.Join(' ', closed)}");
         return ok == count ? 0 : 1;
     }
 

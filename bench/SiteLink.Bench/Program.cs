@@ -2,7 +2,10 @@
 //   free-ports N                          print N free loopback ports
 //   echo-server PORT                      echo every byte (for the idle-connections scenario)
 //   delay-proxy LISTEN_PORT TARGET_PORT MS  forward to 127.0.0.1:TARGET, delaying each direction by MS (a WAN link)
-//   idle TARGET_PORT COUNT SECONDS PID... open COUNT idle connections, report the PIDs' RSS, then check each still carries a byte
+//   idle TARGET_PORT COUNT SECONDS[:CLOSED_SECONDS] PID...
+//                                         open COUNT idle connections, report the PIDs' RSS SECONDS later, check each
+//                                         still carries a byte, close them all, report the RSS again CLOSED_SECONDS
+//                                         later (default: SECONDS)
 //   attack NAME --key value ...           a hostile agent or client against a relay (bench/hostile.py); prints "RESULT {json}"
 using System.Net;
 using System.Net.Sockets;
@@ -13,7 +16,9 @@ return args.FirstOrDefault() switch
     "free-ports" => FreePorts(int.Parse(args[1])),
     "echo-server" => await EchoServer.RunAsync(int.Parse(args[1]), args.Length > 2 && args[2] == "stats"),
     "delay-proxy" => await DelayProxy.RunAsync(int.Parse(args[1]), int.Parse(args[2]), TimeSpan.FromMilliseconds(double.Parse(args[3]))),
-    "idle" => await IdleConnections.RunAsync(int.Parse(args[1]), int.Parse(args[2]), TimeSpan.FromSeconds(double.Parse(args[3])), args.Skip(4).Select(int.Parse).ToArray()),
+    "idle" => await IdleConnections.RunAsync(int.Parse(args[1]), int.Parse(args[2]),
+        TimeSpan.FromSeconds(double.Parse(args[3].Split(':')[0])), TimeSpan.FromSeconds(double.Parse(args[3].Split(':')[^1])),
+        args.Skip(4).Select(int.Parse).ToArray()),
     "attack" when args.Length > 1 => await SiteLink.Bench.Attacks.Attack.RunAsync(args[1], args.Skip(2)),
     _ => Usage(),
 };
@@ -35,6 +40,6 @@ static int FreePorts(int count)
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: free-ports N | echo-server PORT | delay-proxy LISTEN TARGET MS | idle TARGET COUNT SECONDS PID... | attack NAME --key value ...");
+    Console.Error.WriteLine("usage: free-ports N | echo-server PORT | delay-proxy LISTEN TARGET MS | idle TARGET COUNT SECONDS[:CLOSED_SECONDS] PID... | attack NAME --key value ...");
     return 2;
 }
