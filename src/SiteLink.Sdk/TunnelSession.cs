@@ -34,6 +34,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     private volatile ConnectionRun? _run;
     private Task _supervisor = Task.CompletedTask;
     private Task? _closeTask;
+    private readonly CancellationTokenSource _closeAbort = new();
     private TunnelSessionState _state = TunnelSessionState.Connecting;
     private TunnelException? _fault;
     private bool _started;
@@ -143,10 +144,21 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         {
             run = await session.ConnectOnceAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (TunnelException ex)
+        catch (Exception ex)
         {
-            session.SetState(TunnelSessionState.Faulted, ex.Message, ex);
+            // Whatever ended the first attempt (a refusal, the caller's cancellation, anything), the session never
+            // reaches the caller: nothing of it may stay registered.
+            if (ex is TunnelException fault)
+            {
+                session.SetState(TunnelSessionState.Faulted, fault.Message, fault);
+            }
+            else
+            {
+                session.SetState(TunnelSessionState.Closed, $"connecting ended: {ex.GetType().Name}", ex);
+            }
+
             session._telemetry.Unregister(session);
+            session._offerLog.Dispose();
             throw;
         }
 
@@ -220,15 +232,42 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     /// <inheritdoc />
     public Task CloseAsync(CancellationToken cancellationToken = default)
     {
+        Task task;
         lock (_stateGate)
         {
-            _closeTask ??= CloseCoreAsync(cancellationToken);
-            return _closeTask;
+            // Started on the thread pool, never inline: the close raises events and logs (application code), which
+            // must not run while this lock is held.
+            _closeTask ??= Task.Run(CloseCoreAsync, CancellationToken.None);
+            task = _closeTask;
+        }
+
+        // Every caller's token can cut the drain short, not only the first one's.
+        if (cancellationToken.CanBeCanceled && !task.IsCompleted)
+        {
+            var registration = cancellationToken.UnsafeRegister(static state => ((TunnelSession)state!).AbortClose(), this);
+            _ = task.ContinueWith(static (_, state) => ((CancellationTokenRegistration)state!).Dispose(), registration,
+                CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+
+        return task;
+    }
+
+    /// <summary>Ends the drain of a close in progress (or to come) at once: connections in flight are aborted.</summary>
+    private void AbortClose()
+    {
+        try
+        {
+            _closeAbort.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The close is over.
         }
     }
 
-    private async Task CloseCoreAsync(CancellationToken cancellationToken)
+    private async Task CloseCoreAsync()
     {
+        var cancellationToken = _closeAbort.Token;
         // 1. No new connections: unbind everything and say goodbye, so the relay offers nothing more.
         await _stopping.CancelAsync().ConfigureAwait(false);
         var run = _run;
@@ -290,9 +329,9 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
             return;
         }
 
-        using var now = new CancellationTokenSource();
-        now.Cancel();
-        CloseAsync(now.Token).GetAwaiter().GetResult();
+        // At once, whatever is in progress: a graceful close already draining is cut short too.
+        AbortClose();
+        CloseAsync().GetAwaiter().GetResult();
         _stopping.Dispose();
         _aborting.Dispose();
     }

@@ -1,0 +1,140 @@
+using System.Diagnostics.Metrics;
+using System.Reflection;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
+using SiteLink.FunctionalTests.Infrastructure;
+
+namespace SiteLink.FunctionalTests;
+
+/// <summary>Opening, closing and disposing a session: nothing left behind, no application code under a lock, no hang.</summary>
+[TestFixture]
+[Category("Lifecycle")]
+public sealed class LifecycleTests
+{
+    [Test]
+    public async Task ACancelledConnect_LeavesNoSessionBehind()
+    {
+        await using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var meters = services.GetRequiredService<IMeterFactory>();
+        using var states = new MetricCollector<long>(meters, "SiteLink.Sdk", "sitelink.session.state");
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+
+        for (var i = 0; i < 3; i++)
+        {
+            var options = new TunnelSessionOptions
+            {
+                RelayUrl = new Uri("https://127.0.0.1:9"),
+                AuthToken = TestRelay.AcmeToken,
+                MeterFactory = meters,
+            };
+            Assert.That(async () => await TunnelSession.ConnectAsync(options, cancelled.Token).DefaultTimeout(), Throws.InstanceOf<OperationCanceledException>());
+        }
+
+        states.RecordObservableInstruments();
+        var sessions = states.GetMeasurementSnapshot().Sum(m => m.Value);
+        Assert.That(sessions, Is.Zero, "no session of a cancelled ConnectAsync is still counted (it used to stay 'connecting' for ever)");
+    }
+
+    [Test]
+    public async Task Closing_RunsNoApplicationCodeUnderTheSessionsLock()
+    {
+        await using var relay = await TestRelay.StartAsync(["echo"]);
+        var spy = new LockSpy();
+        var options = relay.AgentOptions();
+        options.LoggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Debug).AddProvider(spy));
+        var session = (TunnelSession)await TunnelSession.ConnectAsync(options).DefaultTimeout();
+        spy.Session = session;
+        session.StateChanged += (_, _) => spy.Check("StateChanged");
+        await session.BindHandlerAsync("echo", (_, _) => Task.CompletedTask).DefaultTimeout();
+
+        await session.CloseAsync().DefaultTimeout();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(spy.Calls, Is.GreaterThan(0), "the close logged and raised events");
+            Assert.That(spy.UnderLock, Is.Empty, "application code (a logger, an event handler) ran while the session's lock was held");
+        });
+    }
+
+    [TestCase("Dispose")]
+    [TestCase("a second CloseAsync with a cancelled token")]
+    public async Task AGracefulCloseInProgress_IsCutShort(string how)
+    {
+        // A fake clock that never moves: the 30 s drain would last for ever unless something cuts it short.
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var relay = await TestRelay.StartAsync(["hold"]);
+        var options = relay.AgentOptions();
+        options.TimeProvider = time;
+        options.DrainTimeout = TimeSpan.FromSeconds(30);
+        var session = (TunnelSession)await TunnelSession.ConnectAsync(options).DefaultTimeout();
+        var handlerCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await session.BindHandlerAsync("hold", async (_, ct) =>
+        {
+            await using var registration = ct.Register(() => handlerCancelled.TrySetResult());
+            await Task.Delay(Timeout.Infinite, ct);
+        }).DefaultTimeout();
+        using var client = await relay.ConnectClientAsync("hold");
+        await Eventually.WaitUntilAsync(() => session.ActiveConnections == 1, "a connection in flight");
+
+        var graceful = session.CloseAsync();
+        await Eventually.WaitUntilAsync(() => session.State == TunnelSessionState.Closed || session.Endpoints.Count == 0, "the close began");
+        Assert.That(graceful.IsCompleted, Is.False, "draining: the connection in flight may finish");
+        if (how == "Dispose")
+        {
+            await Task.Run(session.Dispose).DefaultTimeout("Dispose returns at once, whatever close is in progress");
+        }
+        else
+        {
+            using var now = new CancellationTokenSource();
+            await now.CancelAsync();
+            await session.CloseAsync(now.Token).DefaultTimeout("a second caller's token ends the drain");
+        }
+
+        await graceful.DefaultTimeout();
+        await handlerCancelled.Task.DefaultTimeout("the connection in flight was aborted");
+        Assert.That(session.State, Is.EqualTo(TunnelSessionState.Closed));
+    }
+
+    /// <summary>Records every log call made while the session's state lock is held by the calling thread.</summary>
+    private sealed class LockSpy : ILoggerProvider
+    {
+        private static readonly FieldInfo Gate = typeof(TunnelSession).GetField("_stateGate", BindingFlags.NonPublic | BindingFlags.Instance)
+            ?? throw new InvalidOperationException("TunnelSession._stateGate not found");
+
+        private int _calls;
+
+        public TunnelSession? Session { get; set; }
+
+        public System.Collections.Concurrent.ConcurrentQueue<string> UnderLock { get; } = new();
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        public void Check(string what)
+        {
+            Interlocked.Increment(ref _calls);
+            if (Session is { } session && Monitor.IsEntered(Gate.GetValue(session)!))
+            {
+                UnderLock.Enqueue(what);
+            }
+        }
+
+        public ILogger CreateLogger(string categoryName) => new SpyLogger(this);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class SpyLogger(LockSpy spy) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+                spy.Check(formatter(state, exception));
+        }
+    }
+}
