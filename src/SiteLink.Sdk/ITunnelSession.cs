@@ -51,8 +51,12 @@ public interface ITunnelSession : IAsyncDisposable
     /// Binds <paramref name="name"/> so that each connection the relay routes to it is forwarded to the TCP service at
     /// <paramref name="host"/>:<paramref name="port"/>, which the agent connects to itself.
     /// </summary>
+    /// <remarks>
+    /// While the session is connecting or reconnecting, the endpoint is accepted at once (not bound yet) and bound with
+    /// the others once connected; <see cref="BindCompleted"/> tells the outcome.
+    /// </remarks>
     /// <exception cref="TunnelBindException">The relay refused the name (access list, taken, invalid, limit).</exception>
-    /// <exception cref="TunnelConnectionException">The session is not connected.</exception>
+    /// <exception cref="TunnelConnectionException">The session is faulted or closed, or the relay did not answer.</exception>
     /// <exception cref="ArgumentException">The name is empty or already bound in this session, or the port is out of range.</exception>
     Task<ITunnelEndpoint> BindTcpAsync(string name, string host, int port, CancellationToken cancellationToken = default);
 

@@ -148,7 +148,16 @@ public sealed partial class TunnelSession
 
     private void OnReconnectAttemptFailed(int attempt, TimeSpan delay, Exception? exception)
     {
-        SessionLog.ReconnectAttemptFailed(_logger, attempt, delay, exception?.Message ?? "unknown");
+        // The first connection is not a reconnection: say which it is.
+        if (State == TunnelSessionState.Connecting)
+        {
+            SessionLog.ConnectAttemptFailed(_logger, attempt, delay, exception?.Message ?? "unknown");
+        }
+        else
+        {
+            SessionLog.ReconnectAttemptFailed(_logger, attempt, delay, exception?.Message ?? "unknown");
+        }
+
         _telemetry.ConnectFailures.Add(1, new KeyValuePair<string, object?>(SdkTelemetry.ErrorTypeTag, exception?.GetType().Name ?? "unknown"));
         Raise(ReconnectAttemptFailed, new TunnelReconnectEventArgs(attempt, delay, exception));
     }

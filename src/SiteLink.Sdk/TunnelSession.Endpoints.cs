@@ -54,19 +54,33 @@ public sealed partial class TunnelSession
     private async Task<EndpointBinding> BindAsync(EndpointBinding binding, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0 || _stopping.IsCancellationRequested, this);
-        var run = _run;
-        var state = State;
-        if (run is null || state != TunnelSessionState.Connected)
+        ConnectionRun? run;
+        lock (_stateGate)
         {
-            throw new TunnelConnectionException($"Cannot bind '{binding.Name}': the session is {state}.");
+            // Under the lock that (re)connecting takes to become Connected: either this endpoint is in the list the
+            // session binds once connected, or the session is connected and it is bound here. Never neither.
+            var state = _state;
+            if (state is TunnelSessionState.Faulted or TunnelSessionState.Closed)
+            {
+                throw new TunnelConnectionException($"Cannot bind '{binding.Name}': the session is {state}.");
+            }
+
+            if (!_bindingsByName.TryAdd(binding.Name, binding))
+            {
+                throw new ArgumentException($"An endpoint named '{binding.Name}' is already bound in this session.", nameof(binding));
+            }
+
+            _bindingsById[binding.BindId] = binding;
+            run = state == TunnelSessionState.Connected ? _run : null;
         }
 
-        if (!_bindingsByName.TryAdd(binding.Name, binding))
+        if (run is null)
         {
-            throw new ArgumentException($"An endpoint named '{binding.Name}' is already bound in this session.", nameof(binding));
+            // Connecting or reconnecting: accepted now, bound with the others once connected (BindCompleted tells
+            // the outcome; until then IsBound is false).
+            return binding;
         }
 
-        _bindingsById[binding.BindId] = binding;
         try
         {
             await BindOnAsync(run, binding, isRebind: false, cancellationToken).ConfigureAwait(false);

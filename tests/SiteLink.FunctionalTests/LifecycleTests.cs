@@ -98,6 +98,51 @@ public sealed class LifecycleTests
         Assert.That(session.State, Is.EqualTo(TunnelSessionState.Closed));
     }
 
+    [Test]
+    public async Task BindingWhileReconnecting_IsAccepted_AndBoundOnceConnected()
+    {
+        await using var relay = await TestRelay.StartAsync(["late"]);
+        await using var proxy = new FaultProxy(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, relay.Server.AgentUrl.Port));
+        var options = relay.AgentOptions();
+        options.RelayUrl = new Uri($"https://127.0.0.1:{proxy.Port}");
+        options.HeartbeatInterval = TimeSpan.FromMilliseconds(300);
+        options.HeartbeatTolerance = TimeSpan.FromMilliseconds(450);
+        options.Reconnect.InitialDelay = TimeSpan.FromMilliseconds(100);
+        options.Reconnect.MaxDelay = TimeSpan.FromMilliseconds(300);
+        options.ConnectTimeout = TimeSpan.FromSeconds(1);
+        await using var session = await TunnelSession.ConnectAsync(options).DefaultTimeout();
+        var recorder = new StateRecorder(session);
+        proxy.BlackHole();
+        await recorder.WaitForAsync(TunnelSessionState.Reconnecting);
+
+        var endpoint = await session.BindHandlerAsync("late", async (connection, ct) =>
+        {
+            var buffer = new byte[4096];
+            int read;
+            while ((read = await connection.Stream.ReadAsync(buffer, ct)) > 0)
+            {
+                await connection.Stream.WriteAsync(buffer.AsMemory(0, read), ct);
+            }
+        }).DefaultTimeout();
+        var boundWhileReconnecting = endpoint.IsBound;
+        proxy.Heal();
+        await Eventually.WaitUntilAsync(() => recorder.Binds.Any(b => b.EndpointName == "late" && b.Error is null), "bound once connected");
+
+        var payload = SocketTestExtensions.RandomBytes(256 * 1024);
+        using var client = await relay.ConnectClientAsync("late");
+        var receiving = client.ReadToEndAsync();
+        await client.SendAllAsync(payload).DefaultTimeout();
+        client.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+        var echoed = await receiving.DefaultTimeout();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(boundWhileReconnecting, Is.False, "accepted, not bound yet");
+            Assert.That(endpoint.IsBound, Is.True);
+            Assert.That(echoed, Is.EqualTo(payload));
+        });
+    }
+
     /// <summary>Records every log call made while the session's state lock is held by the calling thread.</summary>
     private sealed class LockSpy : ILoggerProvider
     {

@@ -91,6 +91,7 @@ public sealed partial class OperatorLogTests
     private static partial Regex SummaryCount();
 
     [Test]
+    [Category("Lifecycle")]
     public async Task ASessionClosedBeforeItConnected_SaysSo_WithoutAnEmptyId()
     {
         var logs = new TestLogSink();
@@ -106,7 +107,7 @@ public sealed partial class OperatorLogTests
         using var host = builder.Build();
         var session = host.Services.GetRequiredService<ITunnelSession>();
         await host.StartAsync().DefaultTimeout();
-        await Eventually.WaitUntilAsync(() => logs.Entries.Any(e => e.EventId.Id == 5), "a failed attempt");
+        await Eventually.WaitUntilAsync(() => logs.Entries.Any(e => e.EventId.Id == 37), "a failed attempt");
         await host.StopAsync().DefaultTimeout();
 
         Assert.Multiple(() =>
@@ -114,6 +115,8 @@ public sealed partial class OperatorLogTests
             Assert.That(session.State, Is.EqualTo(TunnelSessionState.Closed));
             Assert.That(logs.Entries.Select(e => e.Message), Has.Some.EqualTo("Session closed before it ever connected."));
             Assert.That(logs.Entries.Select(e => e.Message), Has.None.Contains("Session  closed"));
+            Assert.That(logs.Entries.Select(e => e.Message), Has.Some.StartsWith("Connecting to the relay: attempt 1 failed"), "the first connection is not a reconnection");
+            Assert.That(logs.Entries.Select(e => e.Message), Has.None.Contains("Reconnect attempt"));
         });
     }
 

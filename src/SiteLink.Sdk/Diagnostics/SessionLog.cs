@@ -33,6 +33,9 @@ internal static partial class SessionLog
     [LoggerMessage(5, LogLevel.Warning, "Reconnect attempt {Attempt} failed, next in {Delay}: {Reason}")]
     public static partial void ReconnectAttemptFailed(ILogger logger, int attempt, TimeSpan delay, string reason);
 
+    [LoggerMessage(37, LogLevel.Warning, "Connecting to the relay: attempt {Attempt} failed, next in {Delay}: {Reason}")]
+    public static partial void ConnectAttemptFailed(ILogger logger, int attempt, TimeSpan delay, string reason);
+
     [LoggerMessage(6, LogLevel.Warning, "Drain deadline reached with {Count} connection(s) still open; closing them.")]
     public static partial void DrainDeadlineReached(ILogger logger, int count);
 
