@@ -42,7 +42,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
 
     private TunnelSession(TunnelSessionOptions options)
     {
-        Options = options;
+        Options = options = options.Snapshot();
         _logger = options.LoggerFactory?.CreateLogger("SiteLink.TunnelSession") ?? NullLogger.Instance;
         _clientId = options.ClientId ?? Guid.NewGuid().ToString("N");
         Relay = new RelayInfo("", "", options.RelayUrl!);

@@ -7,6 +7,10 @@ namespace SiteLink;
 /// <summary>Settings of a <see cref="ITunnelSession"/>. Validated by <see cref="TunnelSession.ConnectAsync"/>.</summary>
 public sealed class TunnelSessionOptions
 {
+    private Dictionary<string, string> _metadata = new(StringComparer.Ordinal);
+    private TunnelReconnectOptions _reconnect = new();
+    private List<TunnelEndpointOptions> _endpoints = [];
+
     /// <summary>
     /// The relay's agent address, e.g. <c>https://connect.vendor.example</c>. Required.
     /// <c>http://</c> (HTTP/2 without TLS) is accepted only when <see cref="AllowInsecureTransport"/> is set.
@@ -23,7 +27,7 @@ public sealed class TunnelSessionOptions
     public string? ClientId { get; set; }
 
     /// <summary>Free-form labels reported to the relay (host name, product version, ...). Never put secrets here. Default: empty.</summary>
-    public IDictionary<string, string> Metadata { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+    public IDictionary<string, string> Metadata => _metadata;
 
     /// <summary>
     /// SHA-256 fingerprint of the relay's TLS certificate (64 hex digits, colons allowed). When set, the relay
@@ -66,7 +70,7 @@ public sealed class TunnelSessionOptions
     public TimeSpan HeartbeatTolerance { get; set; } = TimeSpan.FromSeconds(15);
 
     /// <summary>How the session reconnects after losing the relay.</summary>
-    public TunnelReconnectOptions Reconnect { get; } = new();
+    public TunnelReconnectOptions Reconnect => _reconnect;
 
     /// <summary>
     /// When the session closes (or the relay asks it to drain), how long tunnelled connections still running may take
@@ -99,7 +103,7 @@ public sealed class TunnelSessionOptions
     /// TCP endpoints to bind as soon as the session connects (and again after every reconnect), e.g. from the
     /// <c>SiteLink:Endpoints</c> configuration section. Default: empty.
     /// </summary>
-    public IList<TunnelEndpointOptions> Endpoints { get; } = [];
+    public IList<TunnelEndpointOptions> Endpoints => _endpoints;
 
     /// <summary>
     /// Creates the <c>SiteLink.Sdk</c> meter. Default: <see langword="null"/>, meaning a process-wide meter
@@ -119,6 +123,20 @@ public sealed class TunnelSessionOptions
     /// Default: <see langword="null"/>, meaning a <see cref="System.Net.Http.SocketsHttpHandler"/> the SDK configures.
     /// </summary>
     public Func<HttpMessageHandler>? HttpHandlerFactory { get; set; }
+
+    /// <summary>
+    /// A copy the session keeps, so changing the caller's object (or a shared <c>IOptions</c> value) later changes
+    /// nothing in a running session.
+    /// </summary>
+    internal TunnelSessionOptions Snapshot()
+    {
+        var copy = (TunnelSessionOptions)MemberwiseClone();
+        // MemberwiseClone shares the collections and the nested object: give the copy its own.
+        copy._metadata = new Dictionary<string, string>(_metadata, StringComparer.Ordinal);
+        copy._endpoints = [.. _endpoints.Select(e => new TunnelEndpointOptions { Name = e.Name, Upstream = e.Upstream })];
+        copy._reconnect = new TunnelReconnectOptions { InitialDelay = _reconnect.InitialDelay, MaxDelay = _reconnect.MaxDelay, UseJitter = _reconnect.UseJitter };
+        return copy;
+    }
 
     /// <summary>
     /// Lists every problem with these options (empty when they are valid). Secrets are never quoted.

@@ -143,6 +143,48 @@ public sealed class LifecycleTests
         });
     }
 
+    [Test]
+    public async Task ChangingTheOptionsAfterConnect_ChangesNothingInTheSession()
+    {
+        await using var relay = await TestRelay.StartAsync(["echo"]);
+        await using var proxy = new FaultProxy(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, relay.Server.AgentUrl.Port));
+        var options = relay.AgentOptions();
+        options.RelayUrl = new Uri($"https://127.0.0.1:{proxy.Port}");
+        options.Reconnect.InitialDelay = TimeSpan.FromMilliseconds(50);
+        options.Reconnect.MaxDelay = TimeSpan.FromMilliseconds(200);
+        await using var session = await TunnelSession.ConnectAsync(options).DefaultTimeout();
+        var recorder = new StateRecorder(session);
+
+        // The caller reuses its object for something else; the running session must not follow.
+        options.AuthToken = "another-token-0123456789abcdef";
+        options.Reconnect.InitialDelay = TimeSpan.FromHours(1);
+        proxy.ResetAll();
+        await recorder.WaitForAsync(TunnelSessionState.Connected);
+
+        Assert.That(session.Fault, Is.Null, "reconnected with the token it started with, at once");
+    }
+
+    [Test]
+    public void TheHostsOptions_AreNotChangedByCreatingTheSession()
+    {
+        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        builder.Services.AddSiteLink(o =>
+        {
+            o.RelayUrl = new Uri("https://127.0.0.1:9");
+            o.AuthToken = TestRelay.AcmeToken;
+        });
+        using var host = builder.Build();
+
+        _ = host.Services.GetRequiredService<ITunnelSession>();
+        var configured = host.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<TunnelSessionOptions>>().Value;
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(configured.LoggerFactory, Is.Null, "the shared IOptions value stays as configured");
+            Assert.That(configured.MeterFactory, Is.Null);
+        });
+    }
+
     /// <summary>Records every log call made while the session's state lock is held by the calling thread.</summary>
     private sealed class LockSpy : ILoggerProvider
     {

@@ -60,7 +60,8 @@ public static class SiteLinkServiceCollectionExtensions
 
     private static TunnelSession CreateSession(IServiceProvider services)
     {
-        var options = services.GetRequiredService<IOptions<TunnelSessionOptions>>().Value;
+        // A copy: the host's IOptions value is shared and stays as configured.
+        var options = services.GetRequiredService<IOptions<TunnelSessionOptions>>().Value.Snapshot();
         options.LoggerFactory ??= services.GetService<ILoggerFactory>();
         options.MeterFactory ??= services.GetService<IMeterFactory>();
         if (ReferenceEquals(options.TimeProvider, TimeProvider.System) && services.GetService<TimeProvider>() is { } time)
