@@ -185,6 +185,40 @@ public sealed class LifecycleTests
         });
     }
 
+    [Test]
+    public async Task Abort_CutsShortAGracefulCloseInProgress()
+    {
+        // A fake clock that never moves: the graceful close would wait for ever (StreamCloseTimeout never elapses).
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var relay = await TestRelay.StartAsync(["hold"]);
+        var options = relay.AgentOptions();
+        options.TimeProvider = time;
+        await using var session = await TunnelSession.ConnectAsync(options).DefaultTimeout();
+        var served = new TaskCompletionSource<TunnelStream>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var writing = new TaskCompletionSource<Task>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await session.BindHandlerAsync("hold", async (connection, _) =>
+        {
+            served.TrySetResult(connection.Stream);
+            // More than every window and buffer on the way holds, toward a client that does not read: the write
+            // blocks on flow control, holding the stream's write side.
+            var write = connection.Stream.WriteAsync(new byte[64 * 1024 * 1024], CancellationToken.None).AsTask();
+            writing.TrySetResult(write);
+            await write.ContinueWith(_ => { }, TaskScheduler.Default);
+        }).DefaultTimeout();
+        using var client = await relay.ConnectClientAsync("hold");
+        var stream = await served.Task.DefaultTimeout();
+        var write = await writing.Task.DefaultTimeout();
+        await Eventually.WaitUntilAsync(() => stream.BytesWritten > 0, "the write is under way");
+
+        var closing = stream.DisposeAsync().AsTask();
+        Assert.That(closing.IsCompleted || write.IsCompleted, Is.False, "the graceful close waits behind the blocked write");
+        stream.Abort();
+
+        // At once (well within 10 s); without the fix the close went on until the relay gave up on the stream (~25 s).
+        await closing.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.That(async () => await write.DefaultTimeout(), Throws.InstanceOf<IOException>().Or.InstanceOf<OperationCanceledException>(), "the blocked write fails");
+    }
+
     /// <summary>Records every log call made while the session's state lock is held by the calling thread.</summary>
     private sealed class LockSpy : ILoggerProvider
     {

@@ -28,6 +28,7 @@ public sealed class TunnelStream : Stream
     private bool _writesCompleted;
     private int _reading;
     private int _disposed;
+    private int _aborted;
     private long _bytesRead;
     private long _bytesWritten;
 
@@ -265,12 +266,23 @@ public sealed class TunnelStream : Stream
         }
     }
 
-    /// <summary>Aborts the connection at once: the public client's connection is reset.</summary>
+    /// <summary>
+    /// Aborts the connection at once: the public client's connection is reset. Also cuts short a graceful close in
+    /// progress (<see cref="DisposeAsync"/> waiting for the relay's side to finish).
+    /// </summary>
     public void Abort()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        if (Interlocked.Exchange(ref _aborted, 1) != 0)
         {
-            _call.Dispose();
+            return;
+        }
+
+        Volatile.Write(ref _disposed, 1);
+        var released = Volatile.Read(ref _released) != 0;
+        // Cancelling the call also fails whatever a graceful close is waiting for, which then ends at once.
+        _call.Dispose();
+        if (!released)
+        {
             // The call may be cancelled before its headers reached the relay; tell it over the control stream too,
             // so the public client is closed now rather than when the offer expires.
             _onAbort?.Invoke();
