@@ -27,14 +27,20 @@ internal sealed class DataFrame
     /// <summary>A frame carrying <paramref name="data"/>; the memory must stay untouched until the write completed.</summary>
     public static DataFrame ForData(ReadOnlyMemory<byte> data) => new() { Data = data };
 
-    /// <summary>Returns the received data's buffer to the pool. <see cref="Data"/> is empty afterwards; only the reader calls it.</summary>
+    /// <summary>
+    /// Returns the received data's buffer to the pool, cleared where data was (the same rule as
+    /// <see cref="SocketIo.Return"/>: another connection, maybe another tenant's, rents it next). <see cref="Data"/> is
+    /// empty afterwards; only the reader calls it.
+    /// </summary>
     public void Release()
     {
         var rented = _rented;
         if (rented is not null)
         {
+            var length = Data.Length;
             _rented = null;
             Data = default;
+            rented.AsSpan(0, length).Clear();
             ArrayPool<byte>.Shared.Return(rented);
         }
     }

@@ -60,6 +60,20 @@ public sealed class DataFrameTests
     }
 
     [Test]
+    [Category("Lifecycle")]
+    public void Release_ClearsTheDataBeforeThePoolHandsTheBufferToAnotherConnection()
+    {
+        var data = RandomNumberGenerator.GetBytes(10_000);
+        var bytes = new StreamFrame { Data = ByteString.CopyFrom(data) }.ToByteArray();
+        var frame = DataFrame.Marshaller.ContextualDeserializer(new DataFrameWire.SegmentedDeserializationContext(bytes, segmentSize: 4096));
+        Assert.That(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(frame.Data, out var segment), Is.True);
+
+        frame.Release();
+
+        Assert.That(segment.AsSpan().ToArray(), Has.All.EqualTo((byte)0), "one tenant's bytes never reach another's connection through the pool");
+    }
+
+    [Test]
     public void Deserialize_SkipsFieldsOfLaterVersions()
     {
         // data=1 "abc", then unknown fields of every skippable wire type, then half_close=2.
