@@ -118,11 +118,14 @@ public sealed class TunnelSessionOptions
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
     /// <summary>
-    /// Replaces the HTTP handler the session uses to reach the relay (tests, custom proxies).
-    /// The factory is called once per connection to the relay; the session disposes what it returns.
-    /// Default: <see langword="null"/>, meaning a <see cref="System.Net.Http.SocketsHttpHandler"/> the SDK configures.
+    /// Adjusts the <see cref="SocketsHttpHandler"/> the session reaches the relay with — socket options or a
+    /// <see cref="SocketsHttpHandler.ConnectCallback"/>, a client certificate, timeouts — called once per connection
+    /// attempt, after the SDK configured it. Two settings stay the SDK's: the relay's certificate validation
+    /// (<see cref="PinnedCertificateSha256"/> or the system trust store) and the single HTTP/2 connection the protocol
+    /// needs. A callback that replaces either fails the attempt with a <see cref="TunnelConnectionException"/> that says
+    /// so (not transient) instead of silently weakening trust. Default: <see langword="null"/>.
     /// </summary>
-    public Func<HttpMessageHandler>? HttpHandlerFactory { get; set; }
+    public Action<SocketsHttpHandler>? ConfigureHttpHandler { get; set; }
 
     /// <summary>
     /// A copy the session keeps, so changing the caller's object (or a shared <c>IOptions</c> value) later changes

@@ -64,7 +64,12 @@ internal sealed class RelayConnection : IAsyncDisposable
     {
         var relayUrl = options.RelayUrl!;
         string? certificateRejection = null;
-        var handler = options.HttpHandlerFactory?.Invoke() ?? CreateHandler(options, reason => certificateRejection = reason);
+        var handler = CreateHandler(options, reason => certificateRejection = reason);
+        if (options.ConfigureHttpHandler is { } configure)
+        {
+            Configure(handler, configure, relayUrl);
+        }
+
         var channel = GrpcChannel.ForAddress(relayUrl, new GrpcChannelOptions
         {
             HttpHandler = handler,
@@ -145,6 +150,37 @@ internal sealed class RelayConnection : IAsyncDisposable
             }
 
             throw;
+        }
+    }
+
+    /// <summary>Runs the application's adjustments, then checks it kept what the SDK's trust and protocol depend on.</summary>
+    private static void Configure(SocketsHttpHandler handler, Action<SocketsHttpHandler> configure, Uri relayUrl)
+    {
+        var validation = handler.SslOptions.RemoteCertificateValidationCallback;
+        try
+        {
+            configure(handler);
+        }
+        catch (Exception ex)
+        {
+            handler.Dispose();
+            throw new TunnelConnectionException($"ConfigureHttpHandler failed for the relay at {relayUrl}: {ex.Message}", ex, isTransient: false);
+        }
+
+        string? problem = null;
+        if (!ReferenceEquals(handler.SslOptions.RemoteCertificateValidationCallback, validation))
+        {
+            problem = "it replaced the relay's certificate validation; trust the relay with PinnedCertificateSha256 (or the system trust store) instead";
+        }
+        else if (handler.EnableMultipleHttp2Connections)
+        {
+            problem = "it enabled several HTTP/2 connections; a session's streams must share its one connection";
+        }
+
+        if (problem is not null)
+        {
+            handler.Dispose();
+            throw new TunnelConnectionException($"ConfigureHttpHandler cannot be used as set: {problem}.", null, isTransient: false);
         }
     }
 
