@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using SiteLink;
 using SiteLink.Hosting;
@@ -21,6 +22,24 @@ public static class SiteLinkBuilderExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, StopHostOnFaultService>());
+        return builder;
+    }
+
+    /// <summary>
+    /// Registers a health check of the session (<c>services.AddHealthChecks()</c> included): Healthy while connected,
+    /// Degraded while connecting or reconnecting, <paramref name="failureStatus"/> (default Unhealthy) when faulted or
+    /// closed; its data carries the state, the relay, the endpoints bound and the last heartbeat round trip.
+    /// </summary>
+    /// <param name="builder">The SiteLink builder.</param>
+    /// <param name="name">The check's name. Default: <c>sitelink</c>.</param>
+    /// <param name="failureStatus">The status reported when the session faulted or closed. Default: Unhealthy.</param>
+    /// <param name="tags">Tags to filter checks by (e.g. <c>ready</c>).</param>
+    public static ISiteLinkBuilder AddHealthCheck(this ISiteLinkBuilder builder, string name = "sitelink", HealthStatus? failureStatus = null, IEnumerable<string>? tags = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        builder.Services.AddHealthChecks().Add(new HealthCheckRegistration(
+            name, services => new TunnelSessionHealthCheck(services.GetRequiredService<ITunnelSession>()), failureStatus, tags));
         return builder;
     }
 }
