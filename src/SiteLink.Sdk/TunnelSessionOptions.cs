@@ -137,7 +137,13 @@ public sealed class TunnelSessionOptions
         // MemberwiseClone shares the collections and the nested object: give the copy its own.
         copy._metadata = new Dictionary<string, string>(_metadata, StringComparer.Ordinal);
         copy._endpoints = [.. _endpoints.Select(e => new TunnelEndpointOptions { Name = e.Name, Upstream = e.Upstream })];
-        copy._reconnect = new TunnelReconnectOptions { InitialDelay = _reconnect.InitialDelay, MaxDelay = _reconnect.MaxDelay, UseJitter = _reconnect.UseJitter };
+        copy._reconnect = new TunnelReconnectOptions
+        {
+            InitialDelay = _reconnect.InitialDelay,
+            MaxDelay = _reconnect.MaxDelay,
+            UseJitter = _reconnect.UseJitter,
+            ShouldRetry = _reconnect.ShouldRetry,
+        };
         return copy;
     }
 
@@ -275,4 +281,19 @@ public sealed class TunnelReconnectOptions
     /// Randomise delays so that many agents cut off at once do not reconnect in lockstep. Default: <see langword="true"/>.
     /// </summary>
     public bool UseJitter { get; set; } = true;
+
+    /// <summary>
+    /// The application's say, for each failed connection attempt the session would retry (the relay unreachable, refused, timed out):
+    /// return <see langword="false"/> to stop, and the session becomes <see cref="TunnelSessionState.Faulted"/> with that
+    /// failure (e.g. <c>context =&gt; context.Attempt &lt;= 10</c> to give up after ten attempts). Failures that are never
+    /// retried (a rejected token, an untrusted certificate, an unsupported version) fault the session whatever it says.
+    /// Called on the session's threads; it must not block. An exception from it is treated as "retry". Default:
+    /// <see langword="null"/>, retry for ever.
+    /// </summary>
+    public Func<TunnelRetryContext, bool>? ShouldRetry { get; set; }
 }
+
+/// <summary>A failure the session would retry, as <see cref="TunnelReconnectOptions.ShouldRetry"/> sees it.</summary>
+/// <param name="Error">Why the attempt failed.</param>
+/// <param name="Attempt">The failed attempt's number in this outage, from 1.</param>
+public sealed record TunnelRetryContext(Exception Error, int Attempt);

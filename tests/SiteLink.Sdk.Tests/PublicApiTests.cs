@@ -102,6 +102,7 @@ public sealed class PublicApiTests
             "SiteLink.TunnelProtocolException",
             "SiteLink.TunnelReconnectEventArgs",
             "SiteLink.TunnelReconnectOptions",
+            "SiteLink.TunnelRetryContext",
             "SiteLink.TunnelSession",
             "SiteLink.TunnelSessionOptions",
             "SiteLink.TunnelSessionState",

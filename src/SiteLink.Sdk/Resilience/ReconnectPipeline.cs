@@ -20,7 +20,7 @@ internal static class ReconnectPipeline
         return new ResiliencePipelineBuilder { TimeProvider = time }
             .AddRetry(new RetryStrategyOptions
             {
-                ShouldHandle = new PredicateBuilder().Handle<Exception>(IsTransient),
+                ShouldHandle = args => new ValueTask<bool>(args.Outcome.Exception is { } ex && IsTransient(ex) && ApplicationAllows(options, ex, args.AttemptNumber + 1)),
                 MaxRetryAttempts = int.MaxValue,
                 // Our own generator rather than Polly's jitter, which settles on exactly MaxDelay once it gets there:
                 // agents cut off together would then retry in lockstep every MaxDelay.
@@ -46,6 +46,26 @@ internal static class ReconnectPipeline
         var capped = Math.Min(ticks, options.MaxDelay.Ticks);
         var scaled = options.UseJitter ? capped * (0.5 + (0.5 * Math.Clamp(random, 0, 1))) : capped;
         return TimeSpan.FromTicks((long)scaled);
+    }
+
+    /// <summary>The application's <see cref="TunnelReconnectOptions.ShouldRetry"/>; a callback that throws means "retry".</summary>
+    private static bool ApplicationAllows(TunnelReconnectOptions options, Exception error, int attempt)
+    {
+        if (options.ShouldRetry is not { } shouldRetry)
+        {
+            return true;
+        }
+
+        try
+        {
+            return shouldRetry(new TunnelRetryContext(error, attempt));
+        }
+#pragma warning disable CA1031 // An application's callback must not end the session by accident.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            return true;
+        }
     }
 
     /// <summary>Whether a failed attempt is worth repeating.</summary>
