@@ -154,19 +154,52 @@ public sealed partial class TunnelSession
         _bindingsByName.TryRemove(new KeyValuePair<string, EndpointBinding>(binding.Name, binding));
     }
 
-    internal ValueTask UnbindAsync(EndpointBinding binding)
+    /// <summary>
+    /// Unbinds <paramref name="binding"/>: no new connections from the moment it returns. When the endpoint was bound,
+    /// waits (up to <see cref="TunnelSessionOptions.RequestTimeout"/>) for the relay to confirm it removed the route, so
+    /// a public client connecting afterwards is refused by the relay rather than offered here. Never throws: an
+    /// unanswered unbind is logged, and the relay forgets the bind with the session anyway.
+    /// </summary>
+    internal async ValueTask UnbindAsync(EndpointBinding binding, bool awaitRelay = true)
     {
-        if (!binding.IsClosed)
+        if (binding.IsClosed)
         {
-            var wasBound = binding.IsBound;
-            RemoveBinding(binding);
-            _run?.Connection.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } });
-            if (wasBound)
+            return;
+        }
+
+        var wasBound = binding.IsBound;
+        RemoveBinding(binding);
+        var run = _run;
+        TaskCompletionSource? confirmed = null;
+        if (wasBound && awaitRelay && run is not null && !run.HasEnded)
+        {
+            confirmed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _pendingUnbinds[binding.BindId] = confirmed;
+        }
+
+        var sent = run?.Connection.Send(new AgentMessage { Unbind = new Unbind { BindId = binding.BindId } }) ?? false;
+        if (confirmed is not null)
+        {
+            try
             {
-                SessionLog.EndpointUnbound(_logger, binding.Name);
+                if (sent)
+                {
+                    await confirmed.Task.WaitAsync(Options.RequestTimeout, Options.TimeProvider, run!.Connection.Lifetime).ConfigureAwait(false);
+                }
+            }
+            catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+            {
+                SessionLog.UnbindUnconfirmed(_logger, binding.Name, Options.RequestTimeout);
+            }
+            finally
+            {
+                _pendingUnbinds.TryRemove(new KeyValuePair<string, TaskCompletionSource>(binding.BindId, confirmed));
             }
         }
 
-        return ValueTask.CompletedTask;
+        if (wasBound)
+        {
+            SessionLog.EndpointUnbound(_logger, binding.Name);
+        }
     }
 }

@@ -29,6 +29,13 @@ public sealed partial class TunnelSession
                 }
 
                 break;
+            case RelayMessage.KindOneofCase.UnbindResult:
+                if (_pendingUnbinds.TryGetValue(message.UnbindResult.BindId, out var unbound))
+                {
+                    unbound.TrySetResult();
+                }
+
+                break;
             case RelayMessage.KindOneofCase.OpenStream:
                 // No parked stream was there for it: park more, so the next burst is paired at once.
                 run.Parking.Grow();
@@ -52,7 +59,7 @@ public sealed partial class TunnelSession
 
                 break;
             default:
-                // HeartbeatAck (handled by the run), UnbindResult and messages of later protocol versions need no action.
+                // HeartbeatAck (handled by the run) and messages of later protocol versions need no action.
                 break;
         }
     }

@@ -24,6 +24,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     private readonly ConcurrentDictionary<string, EndpointBinding> _bindingsById = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, EndpointBinding> _bindingsByName = new(StringComparer.OrdinalIgnoreCase);
     private readonly ConcurrentDictionary<string, TaskCompletionSource<BindResult>> _pendingBinds = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, TaskCompletionSource> _pendingUnbinds = new(StringComparer.Ordinal);
     private readonly ActivityCounter _activeConnections = new();
     private readonly ConnectionLimit _connectionLimit;
     private readonly OfferLog _offerLog;
@@ -273,7 +274,8 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         var run = _run;
         foreach (var binding in _bindingsByName.Values)
         {
-            await UnbindAsync(binding).ConfigureAwait(false);
+            // Closing: the Goodbye below ends every bind at once; no need to wait for each confirmation.
+            await UnbindAsync(binding, awaitRelay: false).ConfigureAwait(false);
         }
 
         run?.Connection.Send(new AgentMessage { Goodbye = new Goodbye { Reason = "session closing" } });

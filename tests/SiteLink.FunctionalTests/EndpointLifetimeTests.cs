@@ -1,0 +1,38 @@
+using SiteLink.FunctionalTests.Infrastructure;
+using SiteLink.Protocol.V1;
+
+namespace SiteLink.FunctionalTests;
+
+/// <summary>An endpoint's end: unbinding waits until the relay confirms the route is gone.</summary>
+[TestFixture]
+[Category("Surface")]
+public sealed class EndpointLifetimeTests
+{
+    [Test]
+    public async Task Unbinding_WaitsForTheRelaysConfirmation()
+    {
+        await using var relay = await ScriptedRelay.StartAsync();
+        var options = new TunnelSessionOptions { RelayUrl = relay.Url, AuthToken = "scripted-token", AllowInsecureTransport = true };
+        var connecting = TunnelSession.ConnectAsync(options);
+        await relay.Control.NextAsync(AgentMessage.KindOneofCase.Hello);
+        await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { Welcome = new Welcome { SessionId = "s1", RelayId = "scripted", ProtocolVersion = 1 } });
+        await using var session = await connecting.DefaultTimeout();
+        var binding = session.BindHandlerAsync("db", (_, _) => Task.CompletedTask);
+        var bind = (await relay.Control.NextAsync(AgentMessage.KindOneofCase.Bind)).Bind;
+        await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { BindResult = new BindResult { BindId = bind.BindId, Status = BindStatus.Ok } });
+        var endpoint = await binding.DefaultTimeout();
+
+        var unbinding = endpoint.DisposeAsync().AsTask();
+        var unbind = (await relay.Control.NextAsync(AgentMessage.KindOneofCase.Unbind)).Unbind;
+        var beforeConfirmation = unbinding.IsCompleted;
+        await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { UnbindResult = new UnbindResult { BindId = unbind.BindId, Found = true } });
+        await unbinding.DefaultTimeout();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(unbind.BindId, Is.EqualTo(bind.BindId));
+            Assert.That(beforeConfirmation, Is.False, "the unbind is not over until the relay says the route is gone");
+            Assert.That(session.Endpoints, Is.Empty);
+        });
+    }
+}
