@@ -170,10 +170,10 @@ public sealed partial class TunnelSession
             {
                 await BindOnAsync(run, binding, isRebind, CancellationToken.None).ConfigureAwait(false);
             }
-            catch (TunnelBindException)
+            catch (TunnelBindException refused)
             {
-                // Refused now (e.g. the token's ACL changed): the endpoint is gone; BindCompleted said why.
-                RemoveBinding(binding);
+                // Refused now (e.g. the token's ACL changed): the endpoint is gone; BindCompleted and its Completion say why.
+                RemoveBinding(binding, refused);
             }
             catch (TunnelException)
             {

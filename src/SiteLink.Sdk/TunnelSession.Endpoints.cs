@@ -147,9 +147,9 @@ public sealed partial class TunnelSession
         }
     }
 
-    private void RemoveBinding(EndpointBinding binding)
+    private void RemoveBinding(EndpointBinding binding, Exception? reason = null)
     {
-        binding.Close();
+        binding.Close(reason);
         _bindingsById.TryRemove(binding.BindId, out _);
         _bindingsByName.TryRemove(new KeyValuePair<string, EndpointBinding>(binding.Name, binding));
     }

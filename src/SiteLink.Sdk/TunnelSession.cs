@@ -201,6 +201,15 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         }
 
         SessionLog.StateChanged(_logger, previous, state, reason);
+        if (state is TunnelSessionState.Faulted or TunnelSessionState.Closed)
+        {
+            // The session's end is every endpoint's end: their Completion says how.
+            foreach (var binding in _bindingsByName.Values)
+            {
+                binding.Close(state == TunnelSessionState.Faulted ? exception ?? new TunnelConnectionException(reason, null, isTransient: false) : null);
+            }
+        }
+
         if (state == TunnelSessionState.Faulted && exception is TunnelException fault)
         {
             // One line an operator can act on; the state change above says when, this says why and what to do.

@@ -33,6 +33,29 @@ public sealed class EndpointLifetimeTests
             Assert.That(unbind.BindId, Is.EqualTo(bind.BindId));
             Assert.That(beforeConfirmation, Is.False, "the unbind is not over until the relay says the route is gone");
             Assert.That(session.Endpoints, Is.Empty);
+            Assert.That(endpoint.Completion.IsCompletedSuccessfully, Is.True, "unbound by the application: completed");
+        });
+    }
+
+    [Test]
+    public async Task Completion_EndsWithTheSession_FaultedWithItsFault()
+    {
+        await using var relay = await TestRelay.StartAsync(["a", "b"]);
+        var closing = await relay.ConnectAgentAsync();
+        var closed = await closing.BindHandlerAsync("a", (_, _) => Task.CompletedTask).DefaultTimeout();
+        var revoked = await relay.ConnectAgentAsync(TestRelay.GlobexToken);
+        var faulted = await revoked.BindHandlerAsync("b", (_, _) => Task.CompletedTask).DefaultTimeout();
+        Assert.That(closed.Completion.IsCompleted || faulted.Completion.IsCompleted, Is.False, "bound endpoints are not over");
+
+        await closing.CloseAsync().DefaultTimeout();
+        relay.Server.RevokeToken("globex");
+        await closed.Completion.DefaultTimeout();
+        var ex = Assert.ThrowsAsync<TunnelAuthenticationException>(async () => await faulted.Completion.DefaultTimeout());
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(closed.Completion.IsCompletedSuccessfully, Is.True, "the session was closed: completed");
+            Assert.That(ex!.TunnelError, Is.EqualTo(TunnelError.AuthenticationFailed), "the session's fault ends the endpoint with it");
         });
     }
 }

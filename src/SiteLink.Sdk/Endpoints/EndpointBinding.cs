@@ -10,6 +10,7 @@ internal abstract class EndpointBinding : ITunnelEndpoint
     private readonly TunnelSession _session;
     private int _bound;
     private int _closed;
+    private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     protected EndpointBinding(TunnelSession session, string name)
     {
@@ -41,8 +42,10 @@ internal abstract class EndpointBinding : ITunnelEndpoint
     /// <summary>Bound (true) or waiting to be bound again after a reconnect (false).</summary>
     internal void SetBound(bool bound) => Volatile.Write(ref _bound, bound ? 1 : 0);
 
-    /// <summary>Removes the endpoint for good; returns false when it already was.</summary>
-    internal bool Close()
+    public Task Completion => _completion.Task;
+
+    /// <summary>Removes the endpoint for good, ended by <paramref name="reason"/> (null: by the application); returns false when it already was.</summary>
+    internal bool Close(Exception? reason = null)
     {
         SetBound(false);
         if (Interlocked.Exchange(ref _closed, 1) != 0)
@@ -51,6 +54,15 @@ internal abstract class EndpointBinding : ITunnelEndpoint
         }
 
         OnClosed();
+        if (reason is null)
+        {
+            _completion.TrySetResult();
+        }
+        else
+        {
+            _completion.TrySetException(reason);
+        }
+
         return true;
     }
 

@@ -27,6 +27,13 @@ public interface ITunnelEndpoint : IAsyncDisposable
 
     /// <summary>Whether the endpoint is still bound.</summary>
     bool IsBound { get; }
+
+    /// <summary>
+    /// Completes when the endpoint ends for good: successfully when the application unbound it or closed the session;
+    /// faulted with the <see cref="TunnelException"/> that ended it when the relay refused it on a rebind
+    /// (<see cref="TunnelBindException"/>) or the session faulted. A lost connection does not end it (it is bound again).
+    /// </summary>
+    Task Completion { get; }
 }
 
 /// <summary>An endpoint whose connections the application accepts itself.</summary>
