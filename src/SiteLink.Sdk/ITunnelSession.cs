@@ -25,6 +25,9 @@ public interface ITunnelSession : IAsyncDisposable
     /// <summary>The round-trip time of the last heartbeat the relay answered; null before the first answer.</summary>
     TimeSpan? LastHeartbeatRoundTrip { get; }
 
+    /// <summary>The number of tunnelled connections being served right now.</summary>
+    int ActiveConnections { get; }
+
     /// <summary>Raised on every state change, with the reason. Handlers run on the session's threads and must not block.</summary>
     event EventHandler<TunnelStateChangedEventArgs>? StateChanged;
 

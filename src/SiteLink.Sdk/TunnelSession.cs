@@ -104,7 +104,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     /// <inheritdoc />
     public IReadOnlyCollection<ITunnelEndpoint> Endpoints => _bindingsByName.Values.Where(b => b.IsBound).ToArray();
 
-    /// <summary>The number of tunnelled connections being served right now.</summary>
+    /// <inheritdoc />
     public int ActiveConnections => _activeConnections.Count;
 
     /// <inheritdoc />
@@ -125,12 +125,14 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     /// <summary>
     /// Connects to the relay and returns the running session. This first connection is tried once: a bad token,
     /// refused session or unreachable relay throws at once. Once connected, the session reconnects by itself.
+    /// Returns the concrete type (as <c>GrpcChannel.ForAddress</c> does); <see cref="ITunnelSession"/>, which it
+    /// implements in full, is for dependency injection and test doubles.
     /// </summary>
     /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
     /// <exception cref="TunnelAuthenticationException">The relay rejected the authtoken.</exception>
     /// <exception cref="TunnelPermissionException">The relay refused the session (limit, version).</exception>
     /// <exception cref="TunnelConnectionException">The relay could not be reached, or its certificate was not trusted.</exception>
-    public static async Task<ITunnelSession> ConnectAsync(TunnelSessionOptions options, CancellationToken cancellationToken = default)
+    public static async Task<TunnelSession> ConnectAsync(TunnelSessionOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();

@@ -70,6 +70,23 @@ public sealed class PublicApiTests
     }
 
     [Test]
+    [Category("Surface")]
+    public void OneEntryType_ConnectAsyncReturnsTheSession_AndTheInterfaceCoversEverythingButSyncDispose()
+    {
+        var connect = typeof(TunnelSession).GetMethod(nameof(TunnelSession.ConnectAsync))!;
+        var concreteOnly = typeof(TunnelSession).GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+            .Select(p => p.Name)
+            .Except(typeof(ITunnelSession).GetProperties().Select(p => p.Name))
+            .ToArray();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(connect.ReturnType, Is.EqualTo(typeof(Task<TunnelSession>)), "like GrpcChannel.ForAddress: the concrete type");
+            Assert.That(concreteOnly, Is.Empty, "nothing a caller of the interface cannot reach");
+        });
+    }
+
+    [Test]
     public void PublicSurface_IsTheDocumentedSetOfTypes()
     {
         var exported = typeof(ITunnelSession).Assembly.GetExportedTypes().Select(t => t.FullName).Order().ToArray();
