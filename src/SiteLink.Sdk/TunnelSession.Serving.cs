@@ -186,10 +186,11 @@ public sealed partial class TunnelSession
         // The relay's words about the client are capped and cleaned before the application, logs or traces see them.
         var info = new TunnelConnectionInfo(
             binding.Name,
-            SafeText.Clean(message.ClientAddress, SafeText.MaxIdLength),
+            // The relay's text, capped, parsed: an address the application can use, or null (never the relay's raw words).
+            System.Net.IPEndPoint.TryParse(SafeText.Clean(message.ClientAddress, SafeText.MaxIdLength), out var client) ? client : null,
             string.IsNullOrEmpty(message.Sni) ? null : SafeText.Clean(message.Sni, 255),
             SafeText.Clean(message.StreamId, SafeText.MaxIdLength));
-        SessionLog.ConnectionOpened(_logger, info.StreamId, info.ClientAddress, binding.Name);
+        SessionLog.ConnectionOpened(_logger, info.StreamId, info.ClientAddress?.ToString() ?? "unknown", binding.Name);
         // Every way a connection ends (refused, failed, released) ends its telemetry exactly once: that is also when its
         // places in the connection limits come back.
         var telemetry = new ConnectionTelemetry(_telemetry, Options.TimeProvider, info, (outcome, duration) =>

@@ -43,7 +43,7 @@ public sealed class InProcessEndpointTests
             Assert.That(reply[..32], Is.EqualTo(SHA256.HashData(payload)));
             Assert.That(BitConverter.ToInt64(reply, 32), Is.EqualTo(payload.Length));
             Assert.That(info.EndpointName, Is.EqualTo("digest"));
-            Assert.That(info.ClientAddress, Is.EqualTo(client.LocalEndPoint!.ToString()));
+            Assert.That(info.ClientAddress, Is.EqualTo(client.LocalEndPoint), "an IPEndPoint, as Kestrel's RemoteEndPoint");
             Assert.That(info.StreamId, Is.Not.Empty);
         });
     }

@@ -109,7 +109,12 @@ internal sealed class ConnectionTelemetry
         if (_activity is not null)
         {
             _activity.SetTag(SdkTelemetry.EndpointTag, info.EndpointName);
-            _activity.SetTag("client.address", info.ClientAddress);
+            if (info.ClientAddress is System.Net.IPEndPoint client)
+            {
+                _activity.SetTag("client.address", client.Address.ToString());
+                _activity.SetTag("client.port", client.Port);
+            }
+
             _activity.SetTag("sitelink.stream_id", info.StreamId);
             _activity.SetTag("network.transport", "tcp");
         }

@@ -2,10 +2,13 @@ namespace SiteLink;
 
 /// <summary>Who a tunnelled connection came from and which endpoint it was routed to.</summary>
 /// <param name="EndpointName">The internal endpoint the relay routed the connection to.</param>
-/// <param name="ClientAddress">The public client's address as the relay saw it (<c>ip:port</c>).</param>
+/// <param name="ClientAddress">
+/// The public client's address as the relay saw it (an <see cref="System.Net.IPEndPoint"/>, as Kestrel's
+/// <c>ConnectionContext.RemoteEndPoint</c>), or <see langword="null"/> when the relay named none it could parse.
+/// </param>
 /// <param name="ServerName">The TLS server name (SNI) the client asked for, or <see langword="null"/>.</param>
 /// <param name="StreamId">The relay's identifier of this connection, for correlating logs.</param>
-public sealed record TunnelConnectionInfo(string EndpointName, string ClientAddress, string? ServerName, string StreamId);
+public sealed record TunnelConnectionInfo(string EndpointName, System.Net.EndPoint? ClientAddress, string? ServerName, string StreamId);
 
 /// <summary>One tunnelled connection: a duplex byte stream to the public client, and who it is.</summary>
 public sealed class TunnelConnection : IAsyncDisposable
