@@ -58,4 +58,42 @@ public sealed class EndpointLifetimeTests
             Assert.That(ex!.TunnelError, Is.EqualTo(TunnelError.AuthenticationFailed), "the session's fault ends the endpoint with it");
         });
     }
+
+    [Test]
+    public async Task APipeHandler_ReadsToTheClientsEnd_AndCompletingOutputHalfCloses()
+    {
+        await using var relay = await TestRelay.StartAsync(["pipe"]);
+        await using var session = await relay.ConnectAgentAsync();
+        await session.BindHandlerAsync("pipe", async (connection, ct) =>
+        {
+            var transport = connection.Transport;
+            while (true)
+            {
+                var result = await transport.Input.ReadAsync(ct);
+                foreach (var segment in result.Buffer)
+                {
+                    await transport.Output.WriteAsync(segment, ct);
+                }
+
+                transport.Input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted)
+                {
+                    break;
+                }
+            }
+
+            await transport.Input.CompleteAsync();
+            await transport.Output.CompleteAsync();
+        }).DefaultTimeout();
+
+        var payload = SocketTestExtensions.RandomBytes(2 * 1024 * 1024);
+        using var client = await relay.ConnectClientAsync("pipe");
+        var receiving = client.ReadToEndAsync();
+        await client.SendAllAsync(payload).DefaultTimeout();
+        client.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+        var echoed = await receiving.DefaultTimeout();
+
+        Assert.That(System.Security.Cryptography.SHA256.HashData(echoed), Is.EqualTo(System.Security.Cryptography.SHA256.HashData(payload)),
+            "2 MiB through IDuplexPipe both ways, and the end of the stream after the output completed");
+    }
 }

@@ -28,6 +28,15 @@ public sealed class TunnelConnection : IAsyncDisposable
     /// </summary>
     public TunnelStream Stream { get; }
 
+    /// <summary>
+    /// The same connection as an <see cref="System.IO.Pipelines.IDuplexPipe"/>, for pipe-based handlers (as Kestrel's
+    /// <c>ConnectionContext.Transport</c>): completing <c>Output</c> closes this side's sending direction, <c>Input</c>
+    /// completes when the client closed its side. Use either this or <see cref="Stream"/> for each direction, not both.
+    /// </summary>
+    public System.IO.Pipelines.IDuplexPipe Transport => _transport ??= new Bridging.TunnelDuplexPipe(Stream);
+
+    private System.IO.Pipelines.IDuplexPipe? _transport;
+
     /// <summary>Closes the connection gracefully: what was written is delivered, then the client sees the end of the stream.</summary>
     public ValueTask DisposeAsync() => Stream.DisposeAsync();
 }
