@@ -1,5 +1,6 @@
 using Polly;
 using SiteLink.Diagnostics;
+using SiteLink.Endpoints;
 using SiteLink.Protocol;
 using SiteLink.Protocol.V1;
 
@@ -37,8 +38,8 @@ public sealed partial class TunnelSession
             return;
         }
 
-        SetState(TunnelSessionState.Connected, $"connected to relay {Relay.RelayId}", null);
-        await RebindAllAsync(run, isRebind: false).ConfigureAwait(false);
+        SetState(TunnelSessionState.Connected, $"connected to relay {Relay.RelayId}", null, out var toBind);
+        await RebindAllAsync(run, toBind, isRebind: false).ConfigureAwait(false);
         await SuperviseAsync(run).ConfigureAwait(false);
     }
 
@@ -139,10 +140,10 @@ public sealed partial class TunnelSession
 
             run = next;
 
-            SetState(TunnelSessionState.Connected, $"reconnected to relay {Relay.RelayId}", null);
+            SetState(TunnelSessionState.Connected, $"reconnected to relay {Relay.RelayId}", null, out var toBind);
             _telemetry.Reconnects.Add(1);
-            SessionLog.Reconnected(_logger, Relay.RelayId, _bindingsByName.Count);
-            await RebindAllAsync(run, isRebind: true).ConfigureAwait(false);
+            SessionLog.Reconnected(_logger, Relay.RelayId, toBind.Length);
+            await RebindAllAsync(run, toBind, isRebind: true).ConfigureAwait(false);
         }
     }
 
@@ -162,9 +163,9 @@ public sealed partial class TunnelSession
         Raise(ReconnectAttemptFailed, new TunnelReconnectEventArgs(attempt, delay, exception));
     }
 
-    private async Task RebindAllAsync(ConnectionRun run, bool isRebind)
+    private async Task RebindAllAsync(ConnectionRun run, EndpointBinding[] bindings, bool isRebind)
     {
-        var rebinds = _bindingsByName.Values.Where(b => !b.IsClosed).Select(async binding =>
+        var rebinds = bindings.Where(b => !b.IsClosed).Select(async binding =>
         {
             try
             {

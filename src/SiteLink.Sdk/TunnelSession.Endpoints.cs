@@ -74,7 +74,8 @@ public sealed partial class TunnelSession
             run = state == TunnelSessionState.Connected ? _run : null;
         }
 
-        if (run is null)
+        // A connection that already ended but is not yet seen as lost (state still Connected): the reconnect binds it.
+        if (run is null || run.HasEnded)
         {
             // Connecting or reconnecting: accepted now, bound with the others once connected (BindCompleted tells
             // the outcome; until then IsBound is false).
@@ -86,9 +87,14 @@ public sealed partial class TunnelSession
             await BindOnAsync(run, binding, isRebind: false, cancellationToken).ConfigureAwait(false);
             return binding;
         }
-        catch
+        catch (TunnelConnectionException) when (run.HasEnded && State is not (TunnelSessionState.Faulted or TunnelSessionState.Closed))
         {
-            RemoveBinding(binding);
+            // The connection dropped under the bind: it stays declared and is bound once reconnected.
+            return binding;
+        }
+        catch (Exception ex)
+        {
+            RemoveBinding(binding, ex as TunnelException);
             throw;
         }
     }
@@ -186,6 +192,10 @@ public sealed partial class TunnelSession
                 {
                     await confirmed.Task.WaitAsync(Options.RequestTimeout, Options.TimeProvider, run!.Connection.Lifetime).ConfigureAwait(false);
                 }
+            }
+            catch (ObjectDisposedException)
+            {
+                // The connection was disposed meanwhile: the relay forgets the bind with it.
             }
             catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
             {

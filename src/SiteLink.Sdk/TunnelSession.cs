@@ -165,12 +165,12 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
             throw;
         }
 
-        session.SetState(TunnelSessionState.Connected, $"connected to relay {session.Relay.RelayId}", null);
+        session.SetState(TunnelSessionState.Connected, $"connected to relay {session.Relay.RelayId}", null, out var declared);
         session._supervisor = session.SuperviseAsync(run);
         try
         {
             // Endpoints declared in the options are part of connecting: a refusal fails the call.
-            foreach (var binding in session._bindingsByName.Values.ToArray())
+            foreach (var binding in declared)
             {
                 await session.BindOnAsync(run, binding, isRebind: false, cancellationToken).ConfigureAwait(false);
             }
@@ -184,9 +184,17 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         return session;
     }
 
-    private void SetState(TunnelSessionState state, string reason, Exception? exception)
+    private void SetState(TunnelSessionState state, string reason, Exception? exception) => SetState(state, reason, exception, out _);
+
+    /// <summary>
+    /// Changes the state. When it becomes Connected, <paramref name="toBind"/> is the list of endpoints this (re)connect
+    /// must bind, taken under the same lock as the change: an endpoint bound concurrently is either in it or sees
+    /// Connected and binds itself, never both (<see cref="BindAsync"/>).
+    /// </summary>
+    private void SetState(TunnelSessionState state, string reason, Exception? exception, out EndpointBinding[] toBind)
     {
         TunnelSessionState previous;
+        toBind = [];
         lock (_stateGate)
         {
             previous = _state;
@@ -200,6 +208,10 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
             {
                 _fault = exception as TunnelException;
             }
+            else if (state == TunnelSessionState.Connected)
+            {
+                toBind = [.. _bindingsByName.Values.Where(b => !b.IsClosed)];
+            }
         }
 
         SessionLog.StateChanged(_logger, previous, state, reason);
@@ -208,7 +220,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
             // The session's end is every endpoint's end: their Completion says how.
             foreach (var binding in _bindingsByName.Values)
             {
-                binding.Close(state == TunnelSessionState.Faulted ? exception ?? new TunnelConnectionException(reason, null, isTransient: false) : null);
+                binding.Close(state == TunnelSessionState.Faulted ? exception as TunnelException ?? new TunnelConnectionException(reason, exception, isTransient: false) : null);
             }
         }
 

@@ -211,12 +211,64 @@ public sealed class LifecycleTests
         await Eventually.WaitUntilAsync(() => stream.BytesWritten > 0, "the write is under way");
 
         var closing = stream.DisposeAsync().AsTask();
-        Assert.That(closing.IsCompleted || write.IsCompleted, Is.False, "the graceful close waits behind the blocked write");
+        Assert.That(write.IsCompleted, Is.False, "the write is blocked on flow control (if windows ever grow past 64 MiB, raise the payload)");
+        Assert.That(closing.IsCompleted, Is.False, "the graceful close waits behind the blocked write");
         stream.Abort();
 
         // At once (well within 10 s); without the fix the close went on until the relay gave up on the stream (~25 s).
         await closing.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.That(async () => await write.DefaultTimeout(), Throws.InstanceOf<IOException>().Or.InstanceOf<OperationCanceledException>(), "the blocked write fails");
+    }
+
+    [Test]
+    public async Task AnEndpointBoundAsTheSessionConnects_IsBoundOnce()
+    {
+        await using var relay = await ScriptedRelay.StartAsync();
+        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSiteLink(o =>
+        {
+            o.RelayUrl = relay.Url;
+            o.AuthToken = "scripted-token";
+            o.AllowInsecureTransport = true;
+        });
+        using var host = builder.Build();
+        var session = host.Services.GetRequiredService<ITunnelSession>();
+        Task<ITunnelEndpoint>? binding = null;
+        // An application that binds the moment it sees Connected (from the session's own thread).
+        session.StateChanged += (_, e) =>
+        {
+            if (e.State == TunnelSessionState.Connected)
+            {
+                binding ??= session.BindHandlerAsync("x", (_, _) => Task.CompletedTask);
+            }
+        };
+        await host.StartAsync().DefaultTimeout();
+        await relay.Control.NextAsync(SiteLink.Protocol.V1.AgentMessage.KindOneofCase.Hello);
+        await relay.Control.ToAgent.Writer.WriteAsync(new SiteLink.Protocol.V1.RelayMessage { Welcome = new SiteLink.Protocol.V1.Welcome { SessionId = "s1", RelayId = "scripted", ProtocolVersion = 1 } });
+        var first = (await relay.Control.NextAsync(SiteLink.Protocol.V1.AgentMessage.KindOneofCase.Bind)).Bind;
+        await relay.Control.ToAgent.Writer.WriteAsync(new SiteLink.Protocol.V1.RelayMessage { BindResult = new SiteLink.Protocol.V1.BindResult { BindId = first.BindId, Status = SiteLink.Protocol.V1.BindStatus.Ok } });
+        await Eventually.WaitUntilAsync(() => binding is not null, "the application bound");
+        await binding!.DefaultTimeout();
+
+        // A sentinel bind: every Bind the agent sent before it is on the control stream ahead of it.
+        var sentinel = session.BindHandlerAsync("sentinel", (_, _) => Task.CompletedTask);
+        var binds = new List<SiteLink.Protocol.V1.Bind>();
+        while (true)
+        {
+            var bind = (await relay.Control.NextAsync(SiteLink.Protocol.V1.AgentMessage.KindOneofCase.Bind)).Bind;
+            if (bind.Name == "sentinel")
+            {
+                await relay.Control.ToAgent.Writer.WriteAsync(new SiteLink.Protocol.V1.RelayMessage { BindResult = new SiteLink.Protocol.V1.BindResult { BindId = bind.BindId, Status = SiteLink.Protocol.V1.BindStatus.Ok } });
+                break;
+            }
+
+            binds.Add(bind);
+        }
+
+        await sentinel.DefaultTimeout();
+        await host.StopAsync().DefaultTimeout();
+        Assert.That(binds.Select(b => b.Name), Is.Empty, "'x' was bound once, not again by the connect's own list");
     }
 
     /// <summary>Records every log call made while the session's state lock is held by the calling thread.</summary>

@@ -61,6 +61,8 @@ internal abstract class EndpointBinding : ITunnelEndpoint
         else
         {
             _completion.TrySetException(reason);
+            // Most applications never await Completion: its fault must not surface as an unobserved task exception.
+            _ = _completion.Task.Exception;
         }
 
         return true;

@@ -32,6 +32,8 @@ public interface ITunnelEndpoint : IAsyncDisposable
     /// Completes when the endpoint ends for good: successfully when the application unbound it or closed the session;
     /// faulted with the <see cref="TunnelException"/> that ended it when the relay refused it on a rebind
     /// (<see cref="TunnelBindException"/>) or the session faulted. A lost connection does not end it (it is bound again).
+    /// It completes as soon as the agent stops routing connections to the endpoint; <c>DisposeAsync</c> returns once the
+    /// relay also confirmed the route is gone.
     /// </summary>
     Task Completion { get; }
 }

@@ -33,7 +33,8 @@ public sealed class TunnelConnection : IAsyncDisposable
     /// <c>ConnectionContext.Transport</c>): completing <c>Output</c> closes this side's sending direction, <c>Input</c>
     /// completes when the client closed its side. Use either this or <see cref="Stream"/> for each direction, not both.
     /// </summary>
-    public System.IO.Pipelines.IDuplexPipe Transport => _transport ??= new Bridging.TunnelDuplexPipe(Stream);
+    public System.IO.Pipelines.IDuplexPipe Transport =>
+        Volatile.Read(ref _transport) ?? Interlocked.CompareExchange(ref _transport, new Bridging.TunnelDuplexPipe(Stream), null) ?? _transport!;
 
     private System.IO.Pipelines.IDuplexPipe? _transport;
 
