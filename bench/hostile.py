@@ -37,6 +37,8 @@ import tempfile
 import threading
 import time
 
+import benchlib
+
 BENCH_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(BENCH_ROOT, "bench/SiteLink.Bench/bin/Release/net10.0/SiteLink.Bench.dll")
 RSS_LIMIT_KIB = 4 * 1024 * 1024
@@ -61,25 +63,13 @@ TOKEN_EVIL = "evil-" + os.urandom(16).hex()
 TOKEN_GOOD = "good-" + os.urandom(16).hex()
 
 work = tempfile.mkdtemp(prefix="sitelink-hostile-")
-processes = []
+group = benchlib.ProcessGroup(work)
+start, stop_all = group.start, group.stop_all
+free_port, wait_port = benchlib.free_port, benchlib.wait_port
 
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(name, args, env=None):
-    out = open(os.path.join(work, name + ".log"), "w")
-    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=work, env={**os.environ, **(env or {})},
-                               start_new_session=True)
-    processes.append((name, process))
-    return process
 
 
 def stop(process, grace=10):
@@ -98,26 +88,8 @@ def stop(process, grace=10):
         process.wait()
 
 
-def stop_all():
-    for _, process in reversed(processes):
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.time() + 10
-    for _, process in reversed(processes):
-        try:
-            process.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def read_log(name):
-    with open(os.path.join(work, name + ".log"), errors="replace") as f:
+    with open(group.log_path(name), errors="replace") as f:
         return f.read()
 
 
@@ -131,17 +103,6 @@ def wait_log(name, pattern, process, timeout=60):
             raise RuntimeError(f"{name} exited with {process.returncode}: {read_log(name)[-2000:]}")
         time.sleep(0.1)
     raise RuntimeError(f"{name} did not log {pattern!r}; see {os.path.join(work, name + '.log')}")
-
-
-def wait_port(port, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 def wait_echo(port, timeout=60):

@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+import benchlib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--quick" in sys.argv
 DURATION = 1 if QUICK else 5
@@ -39,51 +41,13 @@ HELPER = os.path.join(ROOT, "bench/SiteLink.Bench/bin/Release/net10.0/SiteLink.B
 TOKEN = "bench-token-" + os.urandom(12).hex()
 
 work = tempfile.mkdtemp(prefix="sitelink-bench-")
-processes = []
+group = benchlib.ProcessGroup(work)
+start, stop_all = group.start, group.stop_all
+free_port, wait_port = benchlib.free_port, benchlib.wait_port
 
 
 def log(message):
     print(message, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(name, args, env=None, cwd=None):
-    out = open(os.path.join(work, name + ".log"), "w")
-    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or work,
-                               env={**os.environ, **(env or {})}, start_new_session=True)
-    processes.append((name, process))
-    return process
-
-
-def stop_all():
-    for name, process in reversed(processes):
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.time() + 10
-    for name, process in reversed(processes):
-        try:
-            process.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def wait_port(port, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 def wait_http(port, timeout=60):
@@ -102,7 +66,7 @@ def wait_http(port, timeout=60):
 
 
 def wait_log(name, pattern, timeout=60):
-    path = os.path.join(work, name + ".log")
+    path = group.log_path(name)
     deadline = time.time() + timeout
     while time.time() < deadline:
         with open(path) as f:
