@@ -4,7 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using SiteLink.Internal;
+using SiteLink.Standalone;
 
 namespace SiteLink.ConsoleAgent;
 
@@ -56,7 +56,7 @@ internal static class AgentHost
 
         if (settings.TryGetValue("config", out var configFile) && configFile is not null)
         {
-            AddConfigFile(builder.Configuration, configFile);
+            ConfigFile.AddJson(builder.Configuration, configFile, reloadOnChange: false, "the agent");
         }
 
         // Like other agents' *_AUTHTOKEN variables: the secret stays out of the command line and the process list.
@@ -81,40 +81,6 @@ internal static class AgentHost
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
         return builder;
-    }
-
-    /// <summary>
-    /// Adds the <c>--config</c> file (relative to the working directory). A missing or malformed file throws
-    /// <see cref="AgentConfigurationException"/> naming it and, for JSON, the line.
-    /// </summary>
-    private static void AddConfigFile(IConfigurationBuilder configuration, string path)
-    {
-        var full = Path.GetFullPath(path);
-        if (!File.Exists(full))
-        {
-            throw new AgentConfigurationException($"The configuration file '{full}' (--config {path}) does not exist.");
-        }
-
-        try
-        {
-            // Open it once here: a file the agent's user may not read is named in one line, not a stack trace.
-            File.OpenRead(full).Dispose();
-            configuration.AddJsonFile(full, optional: false, reloadOnChange: false);
-        }
-        catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
-        {
-            throw new AgentConfigurationException($"The configuration file '{full}' cannot be read: {ex.Message.TrimEnd('.')}. Check its permissions for the user the agent runs as.");
-        }
-        catch (InvalidDataException ex)
-        {
-            var cause = ex.GetBaseException();
-            var where = cause is System.Text.Json.JsonException { LineNumber: { } line, BytePositionInLine: { } column }
-                ? $"line {(line + 1).ToString(CultureInfo.InvariantCulture)}, column {(column + 1).ToString(CultureInfo.InvariantCulture)}: "
-                : "";
-            var message = cause.Message;
-            var cut = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
-            throw new AgentConfigurationException($"The configuration file '{full}' is not valid JSON: {where}{(cut > 0 ? message[..cut] : message)}");
-        }
     }
 
     /// <summary>Turns the agent's switches into configuration keys; returns what is left for the host.</summary>
@@ -211,6 +177,3 @@ internal static class AgentHost
         settings[$"SiteLink:Endpoints:{index}:Upstream"] = spec[(equals + 1)..];
     }
 }
-
-/// <summary>The agent's configuration cannot be read (a missing file, malformed JSON). The message names the file.</summary>
-internal sealed class AgentConfigurationException(string message) : Exception(message);

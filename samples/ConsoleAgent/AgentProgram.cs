@@ -43,7 +43,7 @@ internal static partial class AgentProgram
         {
             host = Build(args, configure);
         }
-        catch (Exception ex) when (ex is ArgumentException or AgentConfigurationException)
+        catch (Exception ex) when (ex is ArgumentException or Standalone.ConfigFileException)
         {
             await Console.Error.WriteLineAsync($"sitelink-agent: {ex.Message}{Environment.NewLine}Run 'sitelink-agent --help' for the options.");
             return ExitConfiguration;

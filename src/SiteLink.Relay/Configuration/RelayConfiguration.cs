@@ -50,52 +50,14 @@ public static class RelayConfiguration
     {
         ArgumentNullException.ThrowIfNull(configuration);
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
-        var full = Path.GetFullPath(path);
-        if (!File.Exists(full))
-        {
-            throw new RelayConfigurationException([$"The configuration file '{full}' (--config {path}) does not exist."]);
-        }
-
         try
         {
-            // Open it once here: a file the relay's user may not read is named in one line, not a stack trace.
-            File.OpenRead(full).Dispose();
-            configuration.AddJsonFile(full, optional: false, reloadOnChange: true);
+            Standalone.ConfigFile.AddJson(configuration, path, reloadOnChange: true, "the relay");
         }
-        catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
+        catch (Standalone.ConfigFileException ex)
         {
-            throw new RelayConfigurationException([$"The configuration file '{full}' cannot be read: {ex.Message.TrimEnd('.')}. Check its permissions for the user the relay runs as."]);
+            throw new RelayConfigurationException([ex.Message]);
         }
-        catch (InvalidDataException ex)
-        {
-            throw InvalidJson(full, ex);
-        }
-    }
-
-    /// <summary>The one-line problem for a JSON configuration file that does not parse.</summary>
-    internal static RelayConfigurationException InvalidJson(string file, InvalidDataException ex) =>
-        new([$"The configuration file '{file}' is not valid JSON: {Describe(Innermost(ex))}"]);
-
-    /// <summary>The parser's words with a one-based line and column (its own are zero-based).</summary>
-    private static string Describe(Exception ex)
-    {
-        if (ex is not System.Text.Json.JsonException { LineNumber: { } line, BytePositionInLine: { } column } json)
-        {
-            return ex.Message;
-        }
-
-        var cut = json.Message.IndexOf(" LineNumber:", StringComparison.Ordinal);
-        return $"line {line + 1}, column {column + 1}: {(cut > 0 ? json.Message[..cut] : json.Message)}";
-    }
-
-    private static Exception Innermost(Exception ex)
-    {
-        while (ex.InnerException is { } inner)
-        {
-            ex = inner;
-        }
-
-        return ex;
     }
 
     private static string Hint(InvalidOperationException ex) =>

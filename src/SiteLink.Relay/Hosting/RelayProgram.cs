@@ -154,7 +154,7 @@ internal static class RelayProgram
             var name = arg.Split('=', 2)[0];
             if (!name.Contains(':', StringComparison.Ordinal) && !KnownSwitches.Contains(name, StringComparer.OrdinalIgnoreCase))
             {
-                throw new RelayConfigurationException([$"Unknown option {name}.{SiteLink.Internal.OptionSuggestion.DidYouMean(name, KnownSwitches)} Options: --config FILE, or any configuration key as --Relay:Key VALUE."]);
+                throw new RelayConfigurationException([$"Unknown option {name}.{Standalone.OptionSuggestion.DidYouMean(name, KnownSwitches)} Options: --config FILE, or any configuration key as --Relay:Key VALUE."]);
             }
 
             if (!arg.Contains('=', StringComparison.Ordinal))

@@ -1,8 +1,8 @@
-namespace SiteLink.Internal;
+namespace SiteLink.Standalone;
 
 /// <summary>
 /// " Did you mean --relay?" for a mistyped command-line switch one or two edits away from a known one. Compiled into
-/// the relay and the standalone agent.
+/// the standalone relay and agent.
 /// </summary>
 internal static class OptionSuggestion
 {
