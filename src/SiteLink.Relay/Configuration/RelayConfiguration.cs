@@ -90,11 +90,15 @@ public static class RelayConfiguration
                 continue;
             }
 
-            return provider is JsonConfigurationProvider { Source: { FileProvider: PhysicalFileProvider files, Path: { } file } }
-                ? Path.GetDirectoryName(Path.Combine(files.Root, file))
-                : null;
+            return FileOf(provider) is { } file ? Path.GetDirectoryName(file) : null;
         }
 
         return null;
     }
+
+    /// <summary>The full path of the JSON file a configuration provider reads; null for any other provider.</summary>
+    internal static string? FileOf(IConfigurationProvider provider) =>
+        provider is JsonConfigurationProvider { Source: { FileProvider: PhysicalFileProvider files, Path: { } file } }
+            ? Path.Combine(files.Root, file)
+            : null;
 }

@@ -172,10 +172,7 @@ internal static class RelayProgram
 
     /// <summary>The JSON files the configuration was read from, in order (later ones win), as absolute paths.</summary>
     private static IEnumerable<string> ConfigurationFiles(IConfigurationRoot configuration) =>
-        configuration.Providers
-            .OfType<Microsoft.Extensions.Configuration.Json.JsonConfigurationProvider>()
-            .Where(p => p.Source.FileProvider is Microsoft.Extensions.FileProviders.PhysicalFileProvider && p.Source.FileProvider.GetFileInfo(p.Source.Path ?? "").Exists)
-            .Select(p => Path.Combine(((Microsoft.Extensions.FileProviders.PhysicalFileProvider)p.Source.FileProvider!).Root, p.Source.Path!));
+        configuration.Providers.Select(RelayConfiguration.FileOf).OfType<string>().Where(File.Exists);
 
     private static void PrintAddresses(WebApplication app, string relayId, X509Certificate2? certificate)
     {
