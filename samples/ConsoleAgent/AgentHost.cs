@@ -166,9 +166,9 @@ internal static class AgentHost
             throw new ArgumentException($"--endpoint '{spec}' must be NAME=HOST:PORT.");
         }
 
-        if (!TunnelEndpointOptions.TryParseUpstream(spec[(equals + 1)..], out _, out _))
+        if (!ForwardEndpointOptions.TryParseUpstream(spec[(equals + 1)..], out _))
         {
-            throw new ArgumentException($"--endpoint '{spec}': '{spec[(equals + 1)..]}' is not HOST:PORT with a port from 1 to 65535 (an IPv6 address goes in brackets: [::1]:8080).");
+            throw new ArgumentException($"--endpoint '{spec}': '{spec[(equals + 1)..]}' is not HOST:PORT or tcp://HOST:PORT with a port from 1 to 65535 (an IPv6 address goes in brackets: [::1]:8080).");
         }
 
         // Numbered from 100 so they add to the endpoints of the files instead of overwriting them by index.

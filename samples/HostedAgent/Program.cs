@@ -11,7 +11,7 @@ var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings {
 builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddScoped<StatusReport>();
 builder.Services.AddSiteLink()
-    .AddHandlerEndpoint<StatusHandler>("status")
+    .AddConnectionHandler<StatusHandler>("status", endpoint => endpoint.Description = "Agent status page")
     // A permanent fault (bad token, untrusted relay, unsupported version) stops the service instead of leaving it up
     // and silent; the exit code below tells the service manager.
     .StopHostOnFault();

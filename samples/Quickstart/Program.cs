@@ -56,8 +56,12 @@ await using var session = await TunnelSession.ConnectAsync(new TunnelSessionOpti
     PinnedCertificateSha256 = relay.CertificateSha256,
     ClientId = "quickstart-agent",
 });
-await session.BindTcpAsync("echo", echo.EndPoint.Address.ToString(), echo.EndPoint.Port);
-await session.BindTcpAsync("web", "127.0.0.1", web.Url.Port);
+await session.ForwardAsync("echo", new Uri($"tcp://{echo.EndPoint}"), new EndpointOptions { Description = "TCP echo service" });
+await session.ForwardAsync("web", new Uri($"tcp://127.0.0.1:{web.Url.Port}"), new EndpointOptions
+{
+    Description = "Internal web API",
+    Metadata = { ["site"] = "quickstart", ["owner"] = "platform-team" },
+});
 await session.BindHandlerAsync("hello", async (connection, ct) =>
 {
     var greeting = $"Hello {connection.Info.ClientAddress}, this is an in-process handler behind SiteLink.\n";

@@ -55,7 +55,8 @@ internal static class SafeText
         return builder.ToString();
     }
 
-    private static bool IsClean(ReadOnlySpan<char> span)
+    /// <summary>Whether <paramref name="span"/> has no control or formatting character (so it can be stored and echoed as is).</summary>
+    public static bool IsClean(ReadOnlySpan<char> span)
     {
         foreach (var c in span)
         {

@@ -51,30 +51,58 @@ public interface ITunnelSession : IAsyncDisposable
     Task CloseAsync(CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// Binds <paramref name="name"/> so that each connection the relay routes to it is forwarded to the TCP service at
-    /// <paramref name="host"/>:<paramref name="port"/>, which the agent connects to itself.
+    /// Binds <paramref name="name"/> so that each connection the relay routes to it is forwarded to the service at
+    /// <paramref name="upstream"/> (<c>tcp://host:port</c>), which the agent connects to itself.
     /// </summary>
+    /// <param name="name">The internal endpoint name the relay's cloud endpoints refer to (letters, digits, '-', '_', '.').</param>
+    /// <param name="upstream">Where connections go, e.g. <c>new Uri("tcp://10.0.0.12:5432")</c>.</param>
+    /// <param name="options">The endpoint's settings (description, metadata); copied, null for the defaults.</param>
+    /// <param name="cancellationToken">Stops waiting for the relay's answer (the endpoint is then removed).</param>
+    /// <returns>The endpoint; dispose it to unbind.</returns>
     /// <remarks>
     /// While the session is connecting or reconnecting, the endpoint is accepted at once (not bound yet) and bound with
-    /// the others once connected; <see cref="BindCompleted"/> tells the outcome.
+    /// the others once connected; <see cref="BindCompleted"/> and <see cref="ITunnelEndpoint.Completion"/> tell the outcome.
     /// </remarks>
     /// <exception cref="TunnelBindException">The relay refused the name (access list, taken, invalid, limit).</exception>
     /// <exception cref="TunnelConnectionException">The session is faulted or closed, or the relay did not answer.</exception>
-    /// <exception cref="ArgumentException">The name is empty or already bound in this session, or the port is out of range.</exception>
-    Task<ITunnelEndpoint> BindTcpAsync(string name, string host, int port, CancellationToken cancellationToken = default);
+    /// <exception cref="ArgumentException">
+    /// The name is empty or already bound in this session, the upstream is not <c>tcp://host:port</c>, or the options
+    /// are past their limits.
+    /// </exception>
+    Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, EndpointOptions? options = null, CancellationToken cancellationToken = default);
+
+    /// <summary>As <see cref="ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/> with default options.</summary>
+    Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, CancellationToken cancellationToken);
 
     /// <summary>
     /// Binds <paramref name="name"/> to an in-process handler, called once per tunnelled connection with a duplex stream.
     /// The connection is closed when the handler's task completes; an exception from the handler aborts it and is logged.
     /// </summary>
+    /// <param name="name">The internal endpoint name.</param>
+    /// <param name="handler">Serves one connection; called concurrently for concurrent connections.</param>
+    /// <param name="options">The endpoint's settings; copied, null for the defaults.</param>
+    /// <param name="cancellationToken">Stops waiting for the relay's answer.</param>
     /// <exception cref="TunnelBindException">The relay refused the name.</exception>
-    Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, CancellationToken cancellationToken = default);
+    /// <exception cref="TunnelConnectionException">The session is faulted or closed, or the relay did not answer.</exception>
+    /// <exception cref="ArgumentException">The name is empty or already bound, or the options are past their limits.</exception>
+    Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, EndpointOptions? options = null, CancellationToken cancellationToken = default);
+
+    /// <summary>As <see cref="BindHandlerAsync(string, TunnelConnectionHandler, EndpointOptions?, CancellationToken)"/> with default options.</summary>
+    Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, CancellationToken cancellationToken);
 
     /// <summary>
     /// Binds <paramref name="name"/> to a listener the application pulls connections from, like a socket listener.
     /// </summary>
+    /// <param name="name">The internal endpoint name.</param>
+    /// <param name="options">The endpoint's settings; copied, null for the defaults.</param>
+    /// <param name="cancellationToken">Stops waiting for the relay's answer.</param>
     /// <exception cref="TunnelBindException">The relay refused the name.</exception>
-    Task<ITunnelListener> ListenAsync(string name, CancellationToken cancellationToken = default);
+    /// <exception cref="TunnelConnectionException">The session is faulted or closed, or the relay did not answer.</exception>
+    /// <exception cref="ArgumentException">The name is empty or already bound, or the options are past their limits.</exception>
+    Task<ITunnelListener> ListenAsync(string name, EndpointOptions? options = null, CancellationToken cancellationToken = default);
+
+    /// <summary>As <see cref="ListenAsync(string, EndpointOptions?, CancellationToken)"/> with default options.</summary>
+    Task<ITunnelListener> ListenAsync(string name, CancellationToken cancellationToken);
 }
 
 /// <summary>The lifecycle of a <see cref="ITunnelSession"/>.</summary>

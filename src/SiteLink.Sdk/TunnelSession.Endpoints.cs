@@ -21,34 +21,60 @@ public sealed partial class TunnelSession
     }
 
     /// <summary>Declares an in-process handler endpoint (used by the host integration).</summary>
-    internal void DeclareHandler(string name, TunnelConnectionHandler handler) => Declare(new HandlerBinding(this, name, handler));
+    internal void DeclareHandler(string name, TunnelConnectionHandler handler, EndpointOptions? options) =>
+        Declare(new HandlerBinding(this, name, handler, CheckOptions(options)));
 
     /// <inheritdoc />
-    public async Task<ITunnelEndpoint> BindTcpAsync(string name, string host, int port, CancellationToken cancellationToken = default)
+    public Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, CancellationToken cancellationToken) =>
+        ForwardAsync(name, upstream, null, cancellationToken);
+
+    /// <inheritdoc />
+    public async Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(host);
-        ArgumentOutOfRangeException.ThrowIfLessThan(port, 1);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535);
-        return await BindAsync(new TcpForwardBinding(this, CheckName(name), host, port), cancellationToken).ConfigureAwait(false);
+        ArgumentNullException.ThrowIfNull(upstream);
+        if (Upstreams.FindProblem(upstream) is { } problem)
+        {
+            throw new ArgumentException($"Cannot forward '{name}': {problem}.", nameof(upstream));
+        }
+
+        return await BindAsync(new ForwardBinding(this, CheckName(name), upstream, CheckOptions(options)), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
-    public async Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, CancellationToken cancellationToken = default)
+    public Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, CancellationToken cancellationToken) =>
+        BindHandlerAsync(name, handler, null, cancellationToken);
+
+    /// <inheritdoc />
+    public async Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(handler);
-        return await BindAsync(new HandlerBinding(this, CheckName(name), handler), cancellationToken).ConfigureAwait(false);
+        return await BindAsync(new HandlerBinding(this, CheckName(name), handler, CheckOptions(options)), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
-    public async Task<ITunnelListener> ListenAsync(string name, CancellationToken cancellationToken = default)
+    public Task<ITunnelListener> ListenAsync(string name, CancellationToken cancellationToken) =>
+        ListenAsync(name, null, cancellationToken);
+
+    /// <inheritdoc />
+    public async Task<ITunnelListener> ListenAsync(string name, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
-        return (ListenerBinding)await BindAsync(new ListenerBinding(this, CheckName(name), Options.ListenerBacklog), cancellationToken).ConfigureAwait(false);
+        return (ListenerBinding)await BindAsync(new ListenerBinding(this, CheckName(name), Options.ListenerBacklog, CheckOptions(options)), cancellationToken).ConfigureAwait(false);
     }
 
     private static string CheckName(string name)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         return name;
+    }
+
+    private static EndpointOptions? CheckOptions(EndpointOptions? options)
+    {
+        if (options?.FindProblem() is { } problem)
+        {
+            throw new ArgumentException($"Invalid endpoint options: {problem}.", nameof(options));
+        }
+
+        return options;
     }
 
     private async Task<EndpointBinding> BindAsync(EndpointBinding binding, CancellationToken cancellationToken)
@@ -106,7 +132,11 @@ public sealed partial class TunnelSession
         _pendingBinds[binding.BindId] = answer;
         try
         {
-            var bind = new Bind { BindId = binding.BindId, Name = binding.Name, Kind = ErrorMapping.ToWireKind(binding.Kind) };
+            var bind = new Bind { BindId = binding.BindId, Name = binding.Name, Kind = ErrorMapping.ToWireKind(binding.Kind), Description = binding.Description ?? "" };
+            foreach (var (key, value) in binding.Metadata)
+            {
+                bind.Metadata[key] = value;
+            }
             if (!run.Connection.Send(new AgentMessage { Bind = bind }))
             {
                 throw new TunnelConnectionException($"Cannot bind '{binding.Name}': the connection to the relay is closing.");

@@ -262,7 +262,7 @@ public sealed partial class TunnelSession
     {
         if (_offerLog.ShouldLog(OfferEvent.UpstreamConnectFailed, out var held))
         {
-            SessionLog.UpstreamConnectFailed(_logger, binding.Name, binding.Upstream ?? "", offer.StreamId, reason, held);
+            SessionLog.UpstreamConnectFailed(_logger, binding.Name, binding.Upstream?.ToString() ?? "", offer.StreamId, reason, held);
         }
 
         offer.Telemetry.End("refused");

@@ -59,9 +59,9 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         foreach (var endpoint in options.Endpoints)
         {
             // Validated before the session is created.
-            if (TunnelEndpointOptions.TryParseUpstream(endpoint.Upstream, out var host, out var port))
+            if (ForwardEndpointOptions.TryParseUpstream(endpoint.Upstream, out var upstream))
             {
-                Declare(new TcpForwardBinding(this, endpoint.Name, host, port));
+                Declare(new ForwardBinding(this, endpoint.Name, upstream, endpoint));
             }
         }
     }

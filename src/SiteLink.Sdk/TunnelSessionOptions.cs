@@ -9,7 +9,7 @@ public sealed class TunnelSessionOptions
 {
     private Dictionary<string, string> _metadata = new(StringComparer.Ordinal);
     private TunnelReconnectOptions _reconnect = new();
-    private List<TunnelEndpointOptions> _endpoints = [];
+    private List<ForwardEndpointOptions> _endpoints = [];
 
     /// <summary>
     /// The relay's agent address, e.g. <c>https://connect.vendor.example</c>. Required.
@@ -100,10 +100,11 @@ public sealed class TunnelSessionOptions
     public int MaxConcurrentConnectionsPerEndpoint { get; set; } = 1024;
 
     /// <summary>
-    /// TCP endpoints to bind as soon as the session connects (and again after every reconnect), e.g. from the
-    /// <c>SiteLink:Endpoints</c> configuration section. Default: empty.
+    /// Forward endpoints to bind as soon as the session connects (and again after every reconnect), e.g. from the
+    /// <c>SiteLink:Endpoints</c> configuration section (<c>Name</c>, <c>Upstream</c>, <c>Description</c>,
+    /// <c>Metadata</c>). Default: empty.
     /// </summary>
-    public IList<TunnelEndpointOptions> Endpoints => _endpoints;
+    public IList<ForwardEndpointOptions> Endpoints => _endpoints;
 
     /// <summary>
     /// Creates the <c>SiteLink.Sdk</c> meter. Default: <see langword="null"/>, meaning a process-wide meter
@@ -136,7 +137,7 @@ public sealed class TunnelSessionOptions
         var copy = (TunnelSessionOptions)MemberwiseClone();
         // MemberwiseClone shares the collections and the nested object: give the copy its own.
         copy._metadata = new Dictionary<string, string>(_metadata, StringComparer.Ordinal);
-        copy._endpoints = [.. _endpoints.Select(e => new TunnelEndpointOptions { Name = e.Name, Upstream = e.Upstream })];
+        copy._endpoints = [.. _endpoints.Select(e => e.CopyTo(new ForwardEndpointOptions { Name = e.Name, Upstream = e.Upstream }))];
         copy._reconnect = new TunnelReconnectOptions
         {
             InitialDelay = _reconnect.InitialDelay,
@@ -245,9 +246,16 @@ public sealed class TunnelSessionOptions
                 errors.Add($"{where}.Name '{endpoint.Name}' is declared more than once.");
             }
 
-            if (!TunnelEndpointOptions.TryParseUpstream(endpoint.Upstream, out _, out _))
+            if (!ForwardEndpointOptions.TryParseUpstream(endpoint.Upstream, out _))
             {
-                errors.Add($"{where}.Upstream '{endpoint.Upstream}' is not host:port with a port from 1 to 65535.");
+                // A value with user information is not echoed: it may hold a password.
+                var shown = endpoint.Upstream?.Contains('@', StringComparison.Ordinal) == true ? "(not shown: it has user information)" : $"'{endpoint.Upstream}'";
+                errors.Add($"{where}.Upstream {shown} is not tcp://host:port or host:port with a port from 1 to 65535.");
+            }
+
+            if (endpoint.FindProblem() is { } problem)
+            {
+                errors.Add($"{where}: {problem}.");
             }
         }
 

@@ -23,7 +23,7 @@ public sealed class ConnectionEventTests
         using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
         {
             probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            await session.BindTcpAsync("dead", "127.0.0.1", ((IPEndPoint)probe.LocalEndPoint!).Port).DefaultTimeout();
+            await session.ForwardAsync("dead", Loopback.Tcp(((IPEndPoint)probe.LocalEndPoint!).Port)).DefaultTimeout();
         }
 
         using (var client = await relay.ConnectClientAsync("ok"))

@@ -29,7 +29,7 @@ public sealed class ErrorHandlingTests
         await using var relay = await TestRelay.StartAsync(["echo"]);
         await using var upstream = TestUpstream.Echo();
         var good = await relay.ConnectAgentAsync();
-        await good.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await good.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         var options = relay.AgentOptions("not-a-valid-token-at-all");
         var watch = Stopwatch.StartNew();
 
@@ -53,8 +53,8 @@ public sealed class ErrorHandlingTests
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync(TestRelay.AcmeRestrictedToken);
 
-        var ex = Assert.ThrowsAsync<TunnelBindException>(() => session.BindTcpAsync("billing-api", "127.0.0.1", upstream.Port).DefaultTimeout());
-        await session.BindTcpAsync("db-main", "127.0.0.1", upstream.Port).DefaultTimeout();
+        var ex = Assert.ThrowsAsync<TunnelBindException>(() => session.ForwardAsync("billing-api", upstream.Uri).DefaultTimeout());
+        await session.ForwardAsync("db-main", upstream.Uri).DefaultTimeout();
 
         Assert.Multiple(() =>
         {
@@ -73,9 +73,9 @@ public sealed class ErrorHandlingTests
         await using var upstream = TestUpstream.Echo();
         var first = await relay.ConnectAgentAsync();
         var second = await relay.ConnectAgentAsync();
-        await first.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await first.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
-        var ex = Assert.ThrowsAsync<TunnelBindException>(() => second.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout());
+        var ex = Assert.ThrowsAsync<TunnelBindException>(() => second.ForwardAsync("echo", upstream.Uri).DefaultTimeout());
 
         Assert.That(ex!.Code, Is.EqualTo(BindErrorCode.NameTaken));
         await AssertEchoesAsync(relay, "echo");
@@ -124,8 +124,8 @@ public sealed class ErrorHandlingTests
         await using var relay = await TestRelay.StartAsync(["dead", "echo"]);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("dead", "127.0.0.1", ClosedPort()).DefaultTimeout();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("dead", Loopback.Tcp(ClosedPort())).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         var watch = Stopwatch.StartNew();
 
         var closed = await relay.ConnectAndWaitForCloseAsync("dead");
@@ -147,7 +147,7 @@ public sealed class ErrorHandlingTests
         await using var relay = await TestRelay.StartAsync(["echo"]);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         using var raw = new RawAgent(relay);
         using var rawGlobex = new RawAgent(relay, TestRelay.GlobexToken);
 
@@ -250,7 +250,7 @@ public sealed class ErrorHandlingTests
     {
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         using var raw = new RawAgent(relay);
         var (control, welcome) = await raw.HandshakeAsync();
         StatusCode status;
@@ -384,7 +384,7 @@ public sealed class ErrorHandlingTests
             o.PinnedCertificateSha256 = null;
             o.AllowInsecureTransport = true;
         });
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
         Assert.That(refused!.Message, Does.Contain("AllowInsecureTransport"));
         await AssertEchoesAsync(relay, "echo");

@@ -366,7 +366,7 @@ public sealed class HostileAgentPortTests
     private static async Task<ITunnelSession> ConnectGoodAgentAsync(TestRelay relay, TestUpstream upstream)
     {
         var session = await relay.ConnectAgentAsync(TestRelay.GlobexToken);
-        await session.BindTcpAsync(GoodEndpoint, "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync(GoodEndpoint, upstream.Uri).DefaultTimeout();
         await AssertGoodAgentServesAsync(relay);
         return session;
     }

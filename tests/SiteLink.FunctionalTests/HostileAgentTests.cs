@@ -235,7 +235,7 @@ public sealed class HostileAgentTests
             o.HeartbeatInterval = TimeSpan.FromMinutes(5);
             o.HeartbeatTolerance = TimeSpan.FromMinutes(6);
         });
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams == 8, "8 parked");
         var parkedCalls = relay.Server.Counters.ConnectionsPairedParked;
 

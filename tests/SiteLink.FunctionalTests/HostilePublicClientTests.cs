@@ -49,7 +49,7 @@ public sealed class HostilePublicClientTests
         await using var good = await GoodAgent.StartAsync(relay);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
         var silent = await ConnectSilentlyAsync(relay, "echo", 100);
         await Eventually.WaitUntilAsync(() => relay.Server.Counters.Refused(RefusalReason.ClientIpLimit) == 80, "80 refused");
@@ -78,7 +78,7 @@ public sealed class HostilePublicClientTests
         await using var relay = await TestRelay.StartAsync(["echo"], o => o.CloudEndpoints[0].MaxConnections = 10);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
         var silent = await ConnectSilentlyAsync(relay, "echo", 25);
         await Eventually.WaitUntilAsync(() => relay.Server.Counters.Refused(RefusalReason.EndpointLimit) == 15, "15 refused");
@@ -97,7 +97,7 @@ public sealed class HostilePublicClientTests
         await using var relay = await TestRelay.StartAsync(["echo"], o => o.CloudEndpoints[0].IdleTimeout = TimeSpan.FromSeconds(20), time);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         var silent = await ConnectSilentlyAsync(relay, "echo", 10);
         using var busy = await relay.ConnectClientAsync("echo");
         await Eventually.WaitUntilAsync(() => upstream.Open == 11, "all 11 bridged");
@@ -132,8 +132,8 @@ public sealed class HostilePublicClientTests
         closed.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
         var deadPort = ((System.Net.IPEndPoint)closed.LocalEndPoint!).Port;
         var session = await relay.ConnectAgentAsync(configure: o => o.MaxConcurrentConnections = 3);
-        await session.BindTcpAsync("dead", "127.0.0.1", deadPort).DefaultTimeout();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("dead", Loopback.Tcp(deadPort)).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
         for (var i = 0; i < 10; i++)
         {
@@ -165,8 +165,8 @@ public sealed class HostilePublicClientTests
             o.MaxConcurrentConnectionsPerEndpoint = 10;
             o.MaxConcurrentConnections = 15;
         });
-        await session.BindTcpAsync("one", "127.0.0.1", upstream.Port).DefaultTimeout();
-        await session.BindTcpAsync("two", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("one", upstream.Uri).DefaultTimeout();
+        await session.ForwardAsync("two", upstream.Uri).DefaultTimeout();
         var toOne = await ConnectSilentlyAsync(relay, "one", 14);
         await Eventually.WaitUntilAsync(() => upstream.Open == 10 && relay.Server.Counters.Refused(RefusalReason.AgentRefused) == 4, "one: 10 served, 4 refused by the agent");
         var toTwo = await ConnectSilentlyAsync(relay, "two", 8);

@@ -24,7 +24,7 @@ public sealed class HostileRelayTests
         await relay.Control.NextAsync(AgentMessage.KindOneofCase.Hello);
         await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { Welcome = new Welcome { SessionId = "s1", RelayId = "scripted", ProtocolVersion = 1 } });
         var session = await connecting.DefaultTimeout();
-        var binding = session.BindTcpAsync("db", "127.0.0.1", upstreamPort);
+        var binding = session.ForwardAsync("db", Loopback.Tcp(upstreamPort));
         var bind = (await relay.Control.NextAsync(AgentMessage.KindOneofCase.Bind)).Bind;
         await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { BindResult = new BindResult { BindId = bind.BindId, Status = BindStatus.Ok } });
         await binding.DefaultTimeout();
@@ -77,7 +77,7 @@ public sealed class HostileRelayTests
         {
             var forged = "bad\r\n2026-01-01 [Critical] forged line\u001b[2J" + new string('x', 100_000);
             await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { Error = new Error { Code = ErrorCode.Protocol, Message = forged } });
-            var refusing = session.BindTcpAsync("other", "127.0.0.1", upstream.Port);
+            var refusing = session.ForwardAsync("other", upstream.Uri);
             var bind = (await relay.Control.NextAsync(AgentMessage.KindOneofCase.Bind)).Bind;
             await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { BindResult = new BindResult { BindId = bind.BindId, Status = BindStatus.Denied, Message = forged } });
             var refused = Assert.ThrowsAsync<TunnelBindException>(() => refusing.DefaultTimeout());

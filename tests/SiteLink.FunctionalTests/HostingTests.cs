@@ -145,7 +145,7 @@ public sealed class HostingTests
     {
         await using var relay = await TestRelay.StartAsync(["gate"]);
         var builder = AgentHost(relay);
-        builder.Services.AddSiteLink().AddHandlerEndpoint<GateHandler>("gate");
+        builder.Services.AddSiteLink().AddConnectionHandler<GateHandler>("gate");
         using var host = builder.Build();
         var session = host.Services.GetRequiredService<ITunnelSession>();
         await host.StartAsync().DefaultTimeout();
@@ -176,7 +176,7 @@ public sealed class HostingTests
         await using var relay = await TestRelay.StartAsync(["probe"]);
         var builder = AgentHost(relay);
         builder.Services.AddScoped<ScopedProbe>();
-        builder.Services.AddSiteLink().AddHandlerEndpoint<ProbeHandler>("probe");
+        builder.Services.AddSiteLink().AddConnectionHandler<ProbeHandler>("probe");
         using var host = builder.Build();
         var session = host.Services.GetRequiredService<ITunnelSession>();
         await host.StartAsync().DefaultTimeout();

@@ -216,7 +216,7 @@ public sealed partial class OperatorRelayTests
         await using var upstream = TestUpstream.Echo();
         var options = new TunnelSessionOptions { RelayUrl = agentUrl, AuthToken = Token, PinnedCertificateSha256 = pin };
         await using var session = await TunnelSession.ConnectAsync(options).DefaultTimeout();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         var linesBefore = relay.Output.Count;
         const int connections = 20;
         for (var i = 0; i < connections; i++)

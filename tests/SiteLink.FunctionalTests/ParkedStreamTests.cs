@@ -25,7 +25,7 @@ public sealed class ParkedStreamTests
         await using var relay = await TestRelay.StartAsync(["echo"]);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync(configure: o => o.ParkedStreams = parked);
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         if (expectParked)
         {
             await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams == parked, "the agent parked its streams");
@@ -57,7 +57,7 @@ public sealed class ParkedStreamTests
         var session = await relay.ConnectAgentAsync();
         using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
-        await session.BindTcpAsync("dead", "127.0.0.1", ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port).DefaultTimeout();
+        await session.ForwardAsync("dead", Loopback.Tcp(((System.Net.IPEndPoint)probe.LocalEndPoint!).Port)).DefaultTimeout();
         await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams > 0, "the agent parked its streams");
 
         var closed = await relay.ConnectAndWaitForCloseAsync("dead");
@@ -76,7 +76,7 @@ public sealed class ParkedStreamTests
         await using var relay = await TestRelay.StartAsync(["echo"], o => o.Limits.MaxParkedStreamsPerSession = 24);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         await Eventually.WaitUntilAsync(() => relay.Server.ParkedStreams == 8, "a fresh connection parks 8 streams");
 
         // 40 connections at once: more than are parked, so some take the OpenStream round trip.

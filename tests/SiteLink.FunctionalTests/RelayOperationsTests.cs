@@ -72,7 +72,7 @@ public sealed class RelayOperationsTests
 
         await using var a = await TunnelSession.ConnectAsync(Agent(TokenA)).DefaultTimeout();
         await using var b = await TunnelSession.ConnectAsync(Agent(TokenB)).DefaultTimeout();
-        await b.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await b.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
         // The operator removes token A from the file.
         Write(path, Config("127.0.0.1:0", 0, ("acme-b", TokenB)));

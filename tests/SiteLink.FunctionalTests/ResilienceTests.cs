@@ -49,7 +49,7 @@ public sealed class ResilienceTests
         await using var proxy = new FaultProxy(AgentEndPoint(relay));
         await using var session = await TunnelSession.ConnectAsync(ThroughProxy(relay, proxy)).DefaultTimeout();
         var recorder = new StateRecorder(session);
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         await AssertEchoesAsync(relay, "echo");
         var firstSession = session.SessionId;
         await Eventually.WaitUntilAsync(() => session.LastHeartbeatRoundTrip is not null, "a heartbeat was answered");
@@ -103,7 +103,7 @@ public sealed class ResilienceTests
             Fast(options);
             await using var session = await TunnelSession.ConnectAsync(options).DefaultTimeout();
             var recorder = new StateRecorder(session);
-            await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+            await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
             await AssertEchoesAsync(first, "echo");
 
             await first.DisposeAsync();
@@ -137,7 +137,7 @@ public sealed class ResilienceTests
         await using var proxy = new FaultProxy(AgentEndPoint(relay));
         var session = (TunnelSession)await TunnelSession.ConnectAsync(ThroughProxy(relay, proxy)).DefaultTimeout();
         var recorder = new StateRecorder(session);
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         await AssertEchoesAsync(relay, "echo");
         var socketsBefore = OpenSockets();
 

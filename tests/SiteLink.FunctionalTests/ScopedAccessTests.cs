@@ -18,7 +18,7 @@ public sealed class ScopedAccessTests
         await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { Welcome = new Welcome { SessionId = "s1", RelayId = "scripted", ProtocolVersion = 1 } });
         await using var session = await connecting.DefaultTimeout();
 
-        var binding = session.BindTcpAsync("db", "127.0.0.1", upstream.Port);
+        var binding = session.ForwardAsync("db", upstream.Uri);
         var bind = (await relay.Control.NextAsync(AgentMessage.KindOneofCase.Bind)).Bind;
         await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { BindResult = new BindResult { BindId = bind.BindId, Status = BindStatus.Ok } });
         await binding.DefaultTimeout();
@@ -51,7 +51,7 @@ public sealed class ScopedAccessTests
             Welcome = new Welcome { SessionId = "s1", RelayId = "scripted", ProtocolVersion = 1, Limits = new Limits { MaxParkedStreams = 2, MaxFrameSize = 65536 } },
         });
         await using var session = await connecting.DefaultTimeout();
-        var binding = session.BindTcpAsync("db", "127.0.0.1", upstream.Port);
+        var binding = session.ForwardAsync("db", upstream.Uri);
         var bind = (await relay.Control.NextAsync(AgentMessage.KindOneofCase.Bind)).Bind;
         await relay.Control.ToAgent.Writer.WriteAsync(new RelayMessage { BindResult = new BindResult { BindId = bind.BindId, Status = BindStatus.Ok } });
         await binding.DefaultTimeout();

@@ -13,7 +13,7 @@ public sealed class TcpForwardTests
         await using var relay = await TestRelay.StartAsync(["echo"]);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
         const int size = 64 * 1024 * 1024;
         var payload = SocketTestExtensions.RandomBytes(size);
@@ -39,7 +39,7 @@ public sealed class TcpForwardTests
         await using var relay = await TestRelay.StartAsync(["echo"]);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
         async Task<bool> OneConnectionAsync(int index)
         {
@@ -68,7 +68,7 @@ public sealed class TcpForwardTests
         await using var relay = await TestRelay.StartAsync(["digest"]);
         await using var upstream = TestUpstream.DigestAfterEof();
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("digest", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("digest", upstream.Uri).DefaultTimeout();
         var payload = SocketTestExtensions.RandomBytes(3 * 1024 * 1024 + 17);
         using var client = await relay.ConnectClientAsync("digest");
 
@@ -105,7 +105,7 @@ public sealed class TcpForwardTests
         });
         await using var relay = await TestRelay.StartAsync(["greeter"]);
         var session = await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("greeter", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("greeter", upstream.Uri).DefaultTimeout();
         using var client = await relay.ConnectClientAsync("greeter");
 
         var greeting = await client.ReadToEndAsync().DefaultTimeout();
@@ -131,7 +131,7 @@ public sealed class TcpForwardTests
         });
         await using var relay = await TestRelay.StartAsync(["flaky"]);
         var session = (TunnelSession)await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("flaky", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("flaky", upstream.Uri).DefaultTimeout();
         using var client = await relay.ConnectClientAsync("flaky");
 
         await client.SendAsync(new byte[1000]).DefaultTimeout();
@@ -164,7 +164,7 @@ public sealed class TcpForwardTests
         });
         await using var relay = await TestRelay.StartAsync(["sink"]);
         var session = (TunnelSession)await relay.ConnectAgentAsync();
-        await session.BindTcpAsync("sink", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("sink", upstream.Uri).DefaultTimeout();
         var client = await relay.ConnectClientAsync("sink");
 
         await client.SendAllAsync(new byte[1024 * 1024]).DefaultTimeout();
@@ -182,11 +182,11 @@ public sealed class TcpForwardTests
         await using var relay = await TestRelay.StartAsync(["echo"]);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
-        var endpoint = await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        var endpoint = await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
 
         await endpoint.DisposeAsync().DefaultTimeout();
         var refusedAfterUnbind = await relay.ConnectAndWaitForCloseAsync("echo");
-        await session.BindTcpAsync("echo", "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
         using var client = await relay.ConnectClientAsync("echo");
         await client.SendAsync("again"u8.ToArray()).DefaultTimeout();
         client.Shutdown(SocketShutdown.Send);

@@ -70,10 +70,12 @@ public sealed class HostingTests
         settings["SiteLink:Endpoints:0:Name"] = "postgres";
         settings["SiteLink:Endpoints:0:Upstream"] = "10.0.0.12:5432";
         settings["SiteLink:Endpoints:1:Name"] = "api";
-        settings["SiteLink:Endpoints:1:Upstream"] = "[::1]:8080";
+        settings["SiteLink:Endpoints:0:Description"] = "Plant database";
+        settings["SiteLink:Endpoints:0:Metadata:engine"] = "postgresql";
+        settings["SiteLink:Endpoints:1:Upstream"] = "tcp://[::1]:8080";
         var services = new ServiceCollection();
         services.AddSingleton(Configuration(settings));
-        services.AddSiteLink().AddTcpEndpoint("from-code", "localhost:9000");
+        services.AddSiteLink().AddForward("from-code", new Uri("tcp://localhost:9000"), endpoint => endpoint.Metadata["tier"] = "gold");
 
         using var provider = services.BuildServiceProvider();
         var options = provider.GetRequiredService<IOptions<TunnelSessionOptions>>().Value;
@@ -89,7 +91,10 @@ public sealed class HostingTests
             Assert.That(options.Reconnect.MaxDelay, Is.EqualTo(TimeSpan.FromMinutes(1)));
             Assert.That(options.Reconnect.UseJitter, Is.False);
             Assert.That(options.Metadata["site"], Is.EqualTo("plant-3"));
-            Assert.That(options.Endpoints.Select(e => $"{e.Name}={e.Upstream}"), Is.EqualTo(new[] { "postgres=10.0.0.12:5432", "api=[::1]:8080", "from-code=localhost:9000" }));
+            Assert.That(options.Endpoints.Select(e => $"{e.Name}={e.Upstream}"), Is.EqualTo(new[] { "postgres=10.0.0.12:5432", "api=tcp://[::1]:8080", "from-code=tcp://localhost:9000" }));
+            Assert.That(options.Endpoints[0].Description, Is.EqualTo("Plant database"));
+            Assert.That(options.Endpoints[0].Metadata, Is.EqualTo(new Dictionary<string, string> { ["engine"] = "postgresql" }));
+            Assert.That(options.Endpoints[2].Metadata, Is.EqualTo(new Dictionary<string, string> { ["tier"] = "gold" }));
             Assert.That(options.Validate(), Is.Empty);
         });
     }
@@ -109,11 +114,14 @@ public sealed class HostingTests
             ["SiteLink:Endpoints:0:Upstream"] = "db.internal",
             ["SiteLink:Endpoints:1:Name"] = "db",
             ["SiteLink:Endpoints:1:Upstream"] = "db.internal:99999",
+            ["SiteLink:Endpoints:2:Name"] = "web",
+            ["SiteLink:Endpoints:2:Upstream"] = "http://web.internal:8080",
+            ["SiteLink:Endpoints:2:Metadata:bad key"] = "x",
             ["SiteLink:Metadata:note"] = "super-secret-should-not-leak",
         });
         builder.Services.AddSiteLink()
-            .AddTcpEndpoint("api", "api.internal:8080")
-            .AddHandlerEndpoint<NoopHandler>("api");
+            .AddForward("api", new Uri("tcp://api.internal:8080"))
+            .AddConnectionHandler<NoopHandler>("api", endpoint => endpoint.Description = new string('d', 300));
         using var host = builder.Build();
 
         var ex = Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync().WaitAsync(Limit));
@@ -123,10 +131,13 @@ public sealed class HostingTests
             "RelayUrl 'ftp://relay.example/' must use https://",
             "AuthToken is required",
             "HeartbeatTolerance (00:00:10) must be finite and longer than HeartbeatInterval",
-            "Endpoints[0].Upstream 'db.internal' is not host:port",
+            "Endpoints[0].Upstream 'db.internal' is not tcp://host:port or host:port",
             "Endpoints[1].Name 'db' is declared more than once",
             "Endpoints[1].Upstream 'db.internal:99999'",
             "Endpoint name 'api' (NoopHandler) is declared more than once",
+            "Endpoints[2].Upstream 'http://web.internal:8080'",
+            "Endpoints[2]: metadata key 'bad key' is not 1 to 64 letters",
+            "Endpoint 'api' (NoopHandler): the description is 300 characters (at most 256)",
         };
         Assert.Multiple(() =>
         {

@@ -309,7 +309,8 @@ internal sealed class TunnelService
                 var result = _registry.Bind(session, message.Bind);
                 if (result.Status == BindStatus.Ok)
                 {
-                    RelayLog.Bound(_logger, session.Id, message.Bind.Name, session.Token.Tenant);
+                    // Within the bind rules' limits (checked before it was accepted), so safe to log as is.
+                    RelayLog.Bound(_logger, session.Id, message.Bind.Name, session.Token.Tenant, message.Bind.Description.Length == 0 ? "" : $": {message.Bind.Description}");
                 }
                 else if (_sampled.Binds.ShouldLog(out var suppressed))
                 {

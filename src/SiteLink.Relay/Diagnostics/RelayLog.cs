@@ -56,8 +56,8 @@ internal static partial class RelayLog
     [LoggerMessage(17, LogLevel.Warning, "Drain deadline reached with {Connections} connection(s) still open; closing them.")]
     public static partial void DrainDeadlineReached(ILogger logger, long connections);
 
-    [LoggerMessage(20, LogLevel.Information, "Session {SessionId} bound '{Endpoint}' (tenant {Tenant}).")]
-    public static partial void Bound(ILogger logger, string sessionId, string endpoint, string tenant);
+    [LoggerMessage(20, LogLevel.Information, "Session {SessionId} bound '{Endpoint}' (tenant {Tenant}){Description}.")]
+    public static partial void Bound(ILogger logger, string sessionId, string endpoint, string tenant, string description);
 
     [LoggerMessage(21, LogLevel.Warning, "Session {SessionId}: bind of '{Endpoint}' refused: {Status}: {Reason}. ({Suppressed} more since the last such message.)")]
     public static partial void BindRefused(ILogger logger, string sessionId, string endpoint, string status, string reason, long suppressed);

@@ -56,6 +56,15 @@ public sealed class RelayServer : IAsyncDisposable
     /// <exception cref="KeyNotFoundException">No cloud endpoint has that name.</exception>
     public IPEndPoint GetCloudEndpoint(string name) => _app.Services.GetRequiredService<CloudEndpointHost>().BoundEndpoints[name];
 
+    /// <summary>
+    /// Who serves a tenant's internal endpoint right now and what the agent declared about it (its description and
+    /// metadata); null when no session binds it.
+    /// </summary>
+    public BoundEndpointInfo? FindEndpoint(string tenant, string endpoint) =>
+        _app.Services.GetRequiredService<Sessions.SessionRegistry>().Describe(tenant, endpoint) is var (session, bound)
+            ? new BoundEndpointInfo(bound.Name, session.Token.Tenant, session.Id, session.ClientId, bound.Description, bound.Metadata)
+            : null;
+
     /// <summary>Revokes a token by name: its new calls are refused and its sessions end.</summary>
     public void RevokeToken(string name)
     {
@@ -128,3 +137,12 @@ public sealed class RelayServer : IAsyncDisposable
         }
     }
 }
+
+/// <summary>An internal endpoint bound on the relay, as <see cref="RelayServer.FindEndpoint"/> reports it.</summary>
+/// <param name="Name">The endpoint's name (lower case).</param>
+/// <param name="Tenant">The tenant whose agent bound it.</param>
+/// <param name="SessionId">The agent session serving it.</param>
+/// <param name="ClientId">The agent's client id, as it introduced itself.</param>
+/// <param name="Description">What the agent said the endpoint is; empty when nothing.</param>
+/// <param name="Metadata">The metadata the agent declared with the bind.</param>
+public sealed record BoundEndpointInfo(string Name, string Tenant, string SessionId, string ClientId, string Description, IReadOnlyDictionary<string, string> Metadata);

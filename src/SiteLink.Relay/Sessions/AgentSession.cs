@@ -75,8 +75,8 @@ internal sealed class AgentSession
     /// <summary>The HTTP/2 connection the control stream came on; the session's data streams must come on it too.</summary>
     public string ConnectionId { get; }
 
-    /// <summary>Bind id → endpoint name (lower case). Guarded by the registry's lock.</summary>
-    public Dictionary<string, string> Binds { get; } = new(StringComparer.Ordinal);
+    /// <summary>Bind id → the endpoint bound (name in lower case). Guarded by the registry's lock.</summary>
+    public Dictionary<string, BoundEndpoint> Binds { get; } = new(StringComparer.Ordinal);
 
     public ConcurrentDictionary<string, PendingStream> Pending { get; } = new(StringComparer.Ordinal);
 
@@ -276,3 +276,9 @@ internal sealed record SessionEnd(string Reason, Status Status, string Kind, boo
     public static SessionEnd ProtocolViolation(string detail) => new(
         $"protocol violation: {detail}", new Status(StatusCode.InvalidArgument, detail), "protocol_error");
 }
+
+/// <summary>
+/// An endpoint a session bound, as the agent declared it: the name (lower case) and the description and metadata,
+/// within <see cref="Internal.EndpointDescriptionRules"/>'s limits (the bind was refused otherwise).
+/// </summary>
+internal sealed record BoundEndpoint(string Name, string Description, IReadOnlyDictionary<string, string> Metadata);

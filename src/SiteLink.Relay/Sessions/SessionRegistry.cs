@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Collections.ObjectModel;
 using System.Globalization;
 using System.Net;
 using SiteLink.Internal;
@@ -143,9 +144,9 @@ internal sealed class SessionRegistry
                 return [];
             }
 
-            foreach (var name in session.Binds.Values)
+            foreach (var bound in session.Binds.Values)
             {
-                var key = (session.Token.Tenant, name);
+                var key = (session.Token.Tenant, bound.Name);
                 if (_routes.TryGetValue(key, out var route) && route.Session == session)
                 {
                     _routes.Remove(key);
@@ -211,6 +212,11 @@ internal sealed class SessionRegistry
             return Result(BindStatus.Invalid, "endpoint pooling is not enabled on this relay");
         }
 
+        if (EndpointDescriptionRules.FindProblem(bind.Description, bind.Metadata) is { } problem)
+        {
+            return Result(BindStatus.Invalid, $"'{bind.Name}': {problem}");
+        }
+
         if (!session.Token.Acl.Allows(bind.Name))
         {
             return Result(BindStatus.Denied, $"token '{session.Token.Name}' may not bind '{bind.Name}' (allowed: {string.Join(", ", session.Token.Acl.Patterns)})");
@@ -243,7 +249,10 @@ internal sealed class SessionRegistry
             }
 
             _routes[key] = (session, bind.BindId);
-            session.Binds[bind.BindId] = name;
+            session.Binds[bind.BindId] = new BoundEndpoint(
+                name,
+                bind.Description,
+                bind.Metadata.Count == 0 ? ReadOnlyDictionary<string, string>.Empty : new Dictionary<string, string>(bind.Metadata, StringComparer.Ordinal).AsReadOnly());
         }
 
         return Result(BindStatus.Ok, "");
@@ -254,11 +263,12 @@ internal sealed class SessionRegistry
     {
         lock (_gate)
         {
-            if (!session.Binds.Remove(bindId, out var name))
+            if (!session.Binds.Remove(bindId, out var bound))
             {
                 return null;
             }
 
+            var name = bound.Name;
             var key = (session.Token.Tenant, name);
             if (_routes.TryGetValue(key, out var route) && route.Session == session)
             {
@@ -280,6 +290,24 @@ internal sealed class SessionRegistry
                 Unbind(session, bindId);
             }
         }
+    }
+
+    /// <summary>
+    /// The endpoint a tenant's name is bound to right now, with the session serving it and what the agent declared
+    /// about it (description, metadata); null when nobody binds it. For operators and the relay's own tooling.
+    /// </summary>
+    public (AgentSession Session, BoundEndpoint Endpoint)? Describe(string tenant, string endpoint)
+    {
+        lock (_gate)
+        {
+            if (_routes.TryGetValue((tenant.ToLowerInvariant(), endpoint.ToLowerInvariant()), out var route)
+                && route.Session.Binds.TryGetValue(route.BindId, out var bound))
+            {
+                return (route.Session, bound);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Finds the session serving a tenant's endpoint.</summary>

@@ -12,10 +12,14 @@ internal abstract class EndpointBinding : ITunnelEndpoint
     private int _closed;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    protected EndpointBinding(TunnelSession session, string name)
+    protected EndpointBinding(TunnelSession session, string name, EndpointOptions? options)
     {
         _session = session;
         Name = name;
+        Description = string.IsNullOrEmpty(options?.Description) ? null : options.Description;
+        Metadata = options is null || options.Metadata.Count == 0
+            ? System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty
+            : options.Metadata.ToDictionary(StringComparer.Ordinal).AsReadOnly();
         BindId = "b-" + Guid.NewGuid().ToString("N");
         Connections = new Resilience.ConnectionLimit(session.Options.MaxConcurrentConnectionsPerEndpoint);
     }
@@ -29,7 +33,11 @@ internal abstract class EndpointBinding : ITunnelEndpoint
 
     public abstract TunnelEndpointKind Kind { get; }
 
-    public virtual string? Upstream => null;
+    public virtual Uri? Upstream => null;
+
+    public string? Description { get; }
+
+    public IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>Bound on the current connection to the relay.</summary>
     public bool IsBound => Volatile.Read(ref _bound) == 1;

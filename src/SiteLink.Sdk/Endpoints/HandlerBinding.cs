@@ -6,8 +6,8 @@ internal sealed class HandlerBinding : EndpointBinding
 {
     private readonly TunnelConnectionHandler _handler;
 
-    public HandlerBinding(TunnelSession session, string name, TunnelConnectionHandler handler)
-        : base(session, name)
+    public HandlerBinding(TunnelSession session, string name, TunnelConnectionHandler handler, EndpointOptions? options)
+        : base(session, name, options)
     {
         _handler = handler;
     }

@@ -3,8 +3,8 @@ namespace SiteLink;
 /// <summary>What an endpoint forwards its connections to.</summary>
 public enum TunnelEndpointKind
 {
-    /// <summary>A TCP service the agent connects to.</summary>
-    TcpForward,
+    /// <summary>A service the agent connects to (<see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/>).</summary>
+    Forward,
 
     /// <summary>An in-process <see cref="TunnelConnectionHandler"/>.</summary>
     Handler,
@@ -22,8 +22,14 @@ public interface ITunnelEndpoint : IAsyncDisposable
     /// <summary>What the endpoint forwards to.</summary>
     TunnelEndpointKind Kind { get; }
 
-    /// <summary>For <see cref="TunnelEndpointKind.TcpForward"/>, the upstream as <c>host:port</c>; otherwise <see langword="null"/>.</summary>
-    string? Upstream { get; }
+    /// <summary>For <see cref="TunnelEndpointKind.Forward"/>, the service connections go to (<c>tcp://host:port</c>); otherwise <see langword="null"/>.</summary>
+    Uri? Upstream { get; }
+
+    /// <summary>The description sent to the relay (<see cref="EndpointOptions.Description"/>); null when none.</summary>
+    string? Description { get; }
+
+    /// <summary>The metadata sent to the relay (<see cref="EndpointOptions.Metadata"/>), as it was when the endpoint was bound.</summary>
+    IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>Whether the endpoint is still bound.</summary>
     bool IsBound { get; }

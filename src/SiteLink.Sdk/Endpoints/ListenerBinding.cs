@@ -9,8 +9,8 @@ internal sealed class ListenerBinding : EndpointBinding, ITunnelListener
     private readonly Channel<TunnelConnection> _backlog;
     private readonly int _capacity;
 
-    public ListenerBinding(TunnelSession session, string name, int backlog)
-        : base(session, name)
+    public ListenerBinding(TunnelSession session, string name, int backlog, EndpointOptions? options)
+        : base(session, name, options)
     {
         _capacity = backlog;
         _backlog = Channel.CreateBounded<TunnelConnection>(new BoundedChannelOptions(backlog)

@@ -9,24 +9,29 @@ internal sealed class SiteLinkBuilder : ISiteLinkBuilder
 
     public IServiceCollection Services { get; }
 
-    public ISiteLinkBuilder AddTcpEndpoint(string name, string upstream)
+    public ISiteLinkBuilder AddForward(string name, Uri upstream, Action<EndpointOptions>? configure = null)
     {
+        ArgumentNullException.ThrowIfNull(upstream);
+        var endpoint = new ForwardEndpointOptions { Name = name, Upstream = upstream.OriginalString };
+        configure?.Invoke(endpoint);
         // Goes through the options, so code and configuration endpoints are validated together.
-        Services.Configure<TunnelSessionOptions>(o => o.Endpoints.Add(new TunnelEndpointOptions { Name = name, Upstream = upstream }));
+        Services.Configure<TunnelSessionOptions>(o => o.Endpoints.Add(endpoint.CopyTo(new ForwardEndpointOptions { Name = endpoint.Name, Upstream = endpoint.Upstream })));
         return this;
     }
 
-    public ISiteLinkBuilder AddHandlerEndpoint<THandler>(string name)
+    public ISiteLinkBuilder AddConnectionHandler<THandler>(string name, Action<EndpointOptions>? configure = null)
         where THandler : class, ITunnelConnectionHandler
     {
+        var options = new EndpointOptions();
+        configure?.Invoke(options);
         Services.TryAddScoped<THandler>();
-        Services.AddSingleton(new HandlerEndpointRegistration(name, typeof(THandler)));
+        Services.AddSingleton(new HandlerEndpointRegistration(name, typeof(THandler), options));
         return this;
     }
 }
 
 /// <summary>An in-process endpoint declared in code, whose handler is resolved from DI per connection.</summary>
-internal sealed record HandlerEndpointRegistration(string Name, Type HandlerType)
+internal sealed record HandlerEndpointRegistration(string Name, Type HandlerType, EndpointOptions Options)
 {
     public TunnelConnectionHandler CreateHandler(IServiceProvider services) => async (connection, cancellationToken) =>
     {

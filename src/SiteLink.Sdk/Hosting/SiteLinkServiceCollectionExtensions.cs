@@ -72,7 +72,7 @@ public static class SiteLinkServiceCollectionExtensions
         var session = TunnelSession.CreateUnstarted(options);
         foreach (var registration in services.GetServices<HandlerEndpointRegistration>())
         {
-            session.DeclareHandler(registration.Name, registration.CreateHandler(services));
+            session.DeclareHandler(registration.Name, registration.CreateHandler(services), registration.Options);
         }
 
         return session;

@@ -23,6 +23,11 @@ internal sealed class TunnelSessionOptionsValidator : IValidateOptions<TunnelSes
             {
                 errors.Add($"Endpoint name '{handler.Name}' ({handler.HandlerType.Name}) is declared more than once.");
             }
+
+            if (handler.Options.FindProblem() is { } problem)
+            {
+                errors.Add($"Endpoint '{handler.Name}' ({handler.HandlerType.Name}): {problem}.");
+            }
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

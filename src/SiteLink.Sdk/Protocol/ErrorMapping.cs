@@ -37,7 +37,7 @@ internal static class ErrorMapping
     public static EndpointKind ToWireKind(TunnelEndpointKind kind) => kind switch
     {
         // Every kind of this version carries raw TCP bytes; the kind says how the agent serves them, not the wire.
-        TunnelEndpointKind.TcpForward or TunnelEndpointKind.Handler or TunnelEndpointKind.Listener => EndpointKind.Tcp,
+        TunnelEndpointKind.Forward or TunnelEndpointKind.Handler or TunnelEndpointKind.Listener => EndpointKind.Tcp,
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
     };
 }

@@ -30,7 +30,7 @@ internal sealed class GoodAgent : IAsyncDisposable
     {
         var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync(TestRelay.GlobexToken);
-        await session.BindTcpAsync(CloudEndpoint, "127.0.0.1", upstream.Port).DefaultTimeout();
+        await session.ForwardAsync(CloudEndpoint, upstream.Uri).DefaultTimeout();
         return new GoodAgent(relay, upstream, session);
     }
 

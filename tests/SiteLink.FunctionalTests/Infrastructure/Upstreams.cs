@@ -27,6 +27,9 @@ internal sealed class TestUpstream : IAsyncDisposable
 
     public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
 
+    /// <summary>The address a forward endpoint points at: <c>tcp://127.0.0.1:port</c>.</summary>
+    public Uri Uri => Loopback.Tcp(Port);
+
     public int Accepted => Volatile.Read(ref _accepted);
 
     /// <summary>Connections accepted and not yet finished.</summary>
@@ -136,4 +139,11 @@ internal sealed class TestUpstream : IAsyncDisposable
         await Task.WhenAll(connections).DefaultTimeout();
         _stop.Dispose();
     }
+}
+
+/// <summary>Upstream addresses on the loopback interface.</summary>
+internal static class Loopback
+{
+    /// <summary><c>tcp://127.0.0.1:port</c>, as a forward endpoint takes it.</summary>
+    public static Uri Tcp(int port) => new($"tcp://127.0.0.1:{port}");
 }

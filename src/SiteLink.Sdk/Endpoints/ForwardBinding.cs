@@ -1,26 +1,25 @@
-using System.Globalization;
 using System.Net.Sockets;
 
 namespace SiteLink.Endpoints;
 
-/// <summary>Forwards each connection to a TCP service the agent connects to.</summary>
-internal sealed class TcpForwardBinding : EndpointBinding
+/// <summary>Forwards each connection to a TCP service the agent connects to (<c>tcp://host:port</c>).</summary>
+internal sealed class ForwardBinding : EndpointBinding
 {
+    private readonly Uri _upstream;
     private readonly string _host;
     private readonly int _port;
 
-    public TcpForwardBinding(TunnelSession session, string name, string host, int port)
-        : base(session, name)
+    public ForwardBinding(TunnelSession session, string name, Uri upstream, EndpointOptions? options)
+        : base(session, name, options)
     {
-        _host = host;
-        _port = port;
+        _upstream = upstream;
+        _host = Upstreams.HostOf(upstream);
+        _port = upstream.Port;
     }
 
-    public override TunnelEndpointKind Kind => TunnelEndpointKind.TcpForward;
+    public override TunnelEndpointKind Kind => TunnelEndpointKind.Forward;
 
-    public override string Upstream => _host.Contains(':', StringComparison.Ordinal)
-        ? $"[{_host}]:{_port.ToString(CultureInfo.InvariantCulture)}"
-        : $"{_host}:{_port.ToString(CultureInfo.InvariantCulture)}";
+    public override Uri Upstream => _upstream;
 
     public override async Task ServeAsync(Offer offer, CancellationToken cancellationToken)
     {
