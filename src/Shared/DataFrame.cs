@@ -27,6 +27,13 @@ internal sealed class DataFrame
     /// <summary>A frame carrying <paramref name="data"/>; the memory must stay untouched until the write completed.</summary>
     public static DataFrame ForData(ReadOnlyMemory<byte> data) => new() { Data = data };
 
+    /// <summary>Makes <see cref="Data"/> a copy of <paramref name="data"/> this frame owns (in-memory transports).</summary>
+    public DataFrame WithOwnedCopy(ReadOnlySpan<byte> data)
+    {
+        Data = data.ToArray();
+        return this;
+    }
+
     /// <summary>
     /// Returns the received data's buffer to the pool, cleared where data was (the same rule as
     /// <see cref="SocketIo.Return"/>: another connection, maybe another tenant's, rents it next). <see cref="Data"/> is

@@ -99,6 +99,7 @@ public sealed class PublicApiTests
             "SiteLink.BindErrorCode",
             "SiteLink.EndpointOptions",
             "SiteLink.ForwardEndpointOptions",
+            "SiteLink.InMemoryTunnelConnection",
             "SiteLink.ITunnelConnectionHandler",
             "SiteLink.ITunnelEndpoint",
             "SiteLink.ITunnelListener",

@@ -40,4 +40,54 @@ public sealed class TunnelConnection : IAsyncDisposable
 
     /// <summary>Closes the connection gracefully: what was written is delivered, then the client sees the end of the stream.</summary>
     public ValueTask DisposeAsync() => Stream.DisposeAsync();
+
+    /// <summary>
+    /// Creates a connection that lives in memory, for unit tests of a <see cref="TunnelConnectionHandler"/> or an
+    /// <see cref="ITunnelConnectionHandler"/>: give <see cref="InMemoryTunnelConnection.Connection"/> to the handler and
+    /// play the public client with <see cref="InMemoryTunnelConnection.Client"/>, a <see cref="TunnelStream"/> too. The
+    /// connection behaves as a tunnelled one: either end's <see cref="TunnelStream.CompleteWritesAsync"/> gives the other
+    /// the end of the stream (reads return 0) while it can still write; <see cref="TunnelStream.Abort"/> on either end
+    /// makes the other's reads and writes fail with an <see cref="IOException"/>; an end that stops reading eventually
+    /// stops the other's writes; every frame's bytes are copied when written.
+    /// </summary>
+    /// <param name="info">Who the handler sees as connected. Default: endpoint <c>test</c>, client 127.0.0.1:50000.</param>
+    public static InMemoryTunnelConnection CreateInMemory(TunnelConnectionInfo? info = null)
+    {
+        var tunnel = new Bridging.InMemoryTunnel(maxFrameSize: 64 * 1024, closeTimeout: TimeSpan.FromSeconds(10));
+        var connection = new TunnelConnection(
+            info ?? new TunnelConnectionInfo("test", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 50000), null, "in-memory"),
+            tunnel.Agent);
+        return new InMemoryTunnelConnection(connection, tunnel.Client);
+    }
+}
+
+/// <summary>
+/// Both ends of an in-memory tunnelled connection (<see cref="TunnelConnection.CreateInMemory"/>). Disposing it closes
+/// both ends gracefully, together.
+/// </summary>
+public sealed class InMemoryTunnelConnection : IAsyncDisposable
+{
+    internal InMemoryTunnelConnection(TunnelConnection connection, TunnelStream client)
+    {
+        Connection = connection;
+        Client = client;
+    }
+
+    /// <summary>The connection, as the SDK hands it to a handler.</summary>
+    public TunnelConnection Connection { get; }
+
+    /// <summary>
+    /// The public client's end: what it writes the connection reads, what the connection writes it reads (0 at the end
+    /// of the stream). <see cref="TunnelStream.CompleteWritesAsync"/> is the client shutting down its sending side.
+    /// </summary>
+    public TunnelStream Client { get; }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        // Together: each end's graceful close waits for the other's end of the stream.
+        var client = Client.DisposeAsync().AsTask();
+        var connection = Connection.DisposeAsync().AsTask();
+        await Task.WhenAll(client, connection).ConfigureAwait(false);
+    }
 }

@@ -1,0 +1,104 @@
+using System.Threading.Channels;
+using Grpc.Core;
+using SiteLink.Internal;
+
+namespace SiteLink.Bridging;
+
+/// <summary>
+/// The two ends of an in-memory tunnelled connection (<see cref="TunnelConnection.CreateInMemory"/>), each a
+/// <see cref="TunnelStream"/>: frames one end writes reach the other through bounded channels, so a side that stops reading
+/// stops the other's writes as the relay's flow control would. Every frame's bytes are copied when written: the writer
+/// may reuse its buffer as soon as the write completed, as it may on the real transport.
+/// </summary>
+internal sealed class InMemoryTunnel : IDisposable
+{
+    /// <summary>Frames in flight per direction before a writer waits.</summary>
+    private const int Capacity = 16;
+
+    private readonly Channel<DataFrame> _toClient = Channel.CreateBounded<DataFrame>(new BoundedChannelOptions(Capacity) { SingleReader = true });
+    private readonly Channel<DataFrame> _toAgent = Channel.CreateBounded<DataFrame>(new BoundedChannelOptions(Capacity) { SingleReader = true });
+
+    public InMemoryTunnel(int maxFrameSize, TimeSpan closeTimeout)
+    {
+        Agent = new TunnelStream(new Writer(_toClient.Writer), new Reader(_toAgent.Reader), this, maxFrameSize, closeTimeout, TimeProvider.System);
+        Client = new TunnelStream(new Writer(_toAgent.Writer), new Reader(_toClient.Reader), this, maxFrameSize, closeTimeout, TimeProvider.System);
+    }
+
+    /// <summary>The agent's end, as a handler gets it.</summary>
+    public TunnelStream Agent { get; }
+
+    /// <summary>The public client's end: the same kind of stream, so it can half-close too.</summary>
+    public TunnelStream Client { get; }
+
+    /// <summary>
+    /// An end released the "call" (aborted, or closed): whatever did not finish gracefully is reset, as cancelling a gRPC
+    /// call resets its HTTP/2 stream. A direction already completed stays as it ended.
+    /// </summary>
+    public void Dispose() => Reset();
+
+    private void Reset()
+    {
+        var reset = new IOException("The tunnelled connection was reset.");
+        _toClient.Writer.TryComplete(reset);
+        _toAgent.Writer.TryComplete(reset);
+    }
+
+    private static DataFrame Copy(DataFrame frame) =>
+        new DataFrame { HalfClose = frame.HalfClose }.WithOwnedCopy(frame.Data.Span);
+
+    private sealed class Writer(ChannelWriter<DataFrame> channel) : IClientStreamWriter<DataFrame>
+    {
+        public WriteOptions? WriteOptions { get; set; }
+
+        public Task WriteAsync(DataFrame message) => WriteAsync(message, CancellationToken.None);
+
+        public async Task WriteAsync(DataFrame message, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await channel.WriteAsync(Copy(message), cancellationToken).ConfigureAwait(false);
+            }
+            catch (ChannelClosedException ex)
+            {
+                throw new InvalidOperationException("The in-memory connection is closed.", ex);
+            }
+            catch (IOException ex)
+            {
+                throw new InvalidOperationException(ex.Message, ex);
+            }
+        }
+
+        public Task CompleteAsync()
+        {
+            channel.TryComplete();
+            return Task.CompletedTask;
+        }
+    }
+
+    private sealed class Reader(ChannelReader<DataFrame> channel) : IAsyncStreamReader<DataFrame>
+    {
+        public DataFrame Current { get; private set; } = null!;
+
+        public async Task<bool> MoveNext(CancellationToken cancellationToken)
+        {
+            try
+            {
+                if (await channel.WaitToReadAsync(cancellationToken).ConfigureAwait(false) && channel.TryRead(out var frame))
+                {
+                    Current = frame;
+                    return true;
+                }
+
+                return false;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw new RpcException(new Status(StatusCode.Cancelled, "Cancelled by the reader."));
+            }
+            catch (Exception ex) when (ex is IOException or ChannelClosedException)
+            {
+                throw new RpcException(new Status(StatusCode.Cancelled, ex.Message));
+            }
+        }
+    }
+}
