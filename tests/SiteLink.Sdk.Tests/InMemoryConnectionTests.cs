@@ -63,6 +63,28 @@ public sealed class InMemoryConnectionTests
     }
 
     [Test]
+    public async Task TheReadmeFlow_AHandlerThatWritesAndReturns_IsReadToItsEnd()
+    {
+        static async Task Status(TunnelConnection connection, CancellationToken ct)
+        {
+            for (var i = 0; i < 100; i++)
+            {
+                await connection.Stream.WriteAsync(new byte[4096], ct);
+            }
+        }
+
+        await using var pair = TunnelConnection.CreateInMemory();
+        using var reply = new MemoryStream();
+        var reading = pair.Client.CopyToAsync(reply);
+        await pair.Client.CompleteWritesAsync().AsTask().WaitAsync(Limit);
+        await Status(pair.Connection, CancellationToken.None).WaitAsync(Limit);
+        await pair.Connection.DisposeAsync().AsTask().WaitAsync(Limit);
+        await reading.WaitAsync(Limit);
+
+        Assert.That(reply.Length, Is.EqualTo(100 * 4096));
+    }
+
+    [Test]
     public async Task TheHandlerSeesTheInfoGiven_AndTheDefaultIsALoopbackClient()
     {
         var info = new TunnelConnectionInfo("billing", new IPEndPoint(IPAddress.Parse("203.0.113.9"), 40123), "billing.example", "s-1");
