@@ -57,6 +57,11 @@ internal sealed class InMemoryTunnel : IDisposable
             try
             {
                 await channel.WriteAsync(Copy(message), cancellationToken).ConfigureAwait(false);
+                if (message.HalfClose)
+                {
+                    // Nothing follows a half-close: the other end's graceful close need not wait for this one's.
+                    channel.TryComplete();
+                }
             }
             catch (ChannelClosedException ex)
             {
