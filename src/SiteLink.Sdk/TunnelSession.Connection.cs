@@ -187,16 +187,31 @@ public sealed partial class TunnelSession
     private async Task DrainAsync(ConnectionRun run, TimeSpan deadline)
     {
         var limit = deadline > TimeSpan.Zero && deadline < Options.DrainTimeout ? deadline : Options.DrainTimeout;
-        run.Connection.Send(new AgentMessage { Goodbye = new Goodbye { Reason = "draining at the relay's request" } });
         try
         {
+            run.Connection.Send(new AgentMessage { Goodbye = new Goodbye { Reason = "draining at the relay's request" } });
             await run.Streams.WhenIdleAsync().WaitAsync(limit, Options.TimeProvider).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {
             // Connections still open at the deadline are closed with the connection.
         }
+#pragma warning disable CA1031 // Nobody awaits this task: the connection is disposed below whatever happened.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            TryLog(() => SessionLog.UnexpectedFailure(_logger, "draining a connection the relay gave up", ex));
+        }
 
-        await run.DisposeAsync().ConfigureAwait(false);
+        try
+        {
+            await run.DisposeAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // As above.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            TryLog(() => SessionLog.UnexpectedFailure(_logger, "closing a drained connection", ex));
+        }
     }
 }

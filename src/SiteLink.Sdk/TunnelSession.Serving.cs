@@ -74,9 +74,16 @@ public sealed partial class TunnelSession
             {
                 call = run.Connection.OpenParked(run.SessionId, run.Connection.Lifetime);
             }
-            catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or RpcException)
+#pragma warning disable CA1031 // Whatever stopped the call from opening, nothing is parked: its place is given back.
+            catch (Exception ex)
+#pragma warning restore CA1031
             {
                 run.OnParkedDone();
+                if (ex is not (InvalidOperationException or ObjectDisposedException or RpcException))
+                {
+                    TryLog(() => SessionLog.UnexpectedFailure(_logger, "parking a stream", ex));
+                }
+
                 return;
             }
 
@@ -84,7 +91,30 @@ public sealed partial class TunnelSession
         }
     }
 
+    /// <summary>Waits for the relay to pair a parked stream with a connection, then serves it; nobody awaits it.</summary>
     private async Task WaitParkedAsync(ConnectionRun run, AsyncDuplexStreamingCall<DataFrame, DataFrame> call)
+    {
+        var done = false;
+        try
+        {
+            await WaitParkedCoreAsync(run, call, () => done = true).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Nobody awaits this task: every failure is handled here.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            if (!done)
+            {
+                // It no longer waits: give its place back so another is parked, and release the call.
+                run.OnParkedDone();
+                call.Dispose();
+            }
+
+            TryLog(() => SessionLog.UnexpectedFailure(_logger, "waiting on a parked stream", ex));
+        }
+    }
+
+    private async Task WaitParkedCoreAsync(ConnectionRun run, AsyncDuplexStreamingCall<DataFrame, DataFrame> call, Action onDone)
     {
         OpenStream? open = null;
         var parkedAt = Options.TimeProvider.GetTimestamp();
@@ -106,6 +136,7 @@ public sealed partial class TunnelSession
         }
 
         run.OnParkedDone();
+        onDone();
         if (open is null)
         {
             call.Dispose();
@@ -137,7 +168,63 @@ public sealed partial class TunnelSession
     /// <summary>A parked stream the relay ends after at least this long is replaced at once.</summary>
     private static readonly TimeSpan ParkedReplaceMinimumAge = TimeSpan.FromSeconds(1);
 
+    /// <summary>How far serving an offer got, so a failure nobody expected can finish what was started.</summary>
+    private sealed class ServeProgress
+    {
+        public ConnectionSlot? Slot;
+        public ConnectionTelemetry? Telemetry;
+        public bool Answered;
+    }
+
+    /// <summary>
+    /// Serves one offer; nobody awaits it. Whatever throws, the offer is answered (refused if it was not yet) and its
+    /// places in the connection limits come back: a failure here must not leave a public client waiting for the relay's
+    /// timeout or a connection counted for ever.
+    /// </summary>
     private async Task ServeAsync(ConnectionRun run, OpenStream message, AsyncDuplexStreamingCall<DataFrame, DataFrame>? parkedCall = null)
+    {
+        var progress = new ServeProgress();
+        try
+        {
+            await ServeCoreAsync(run, message, parkedCall, progress).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Nobody awaits this task: every failure is handled here.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            if (progress.Telemetry is { } telemetry)
+            {
+                telemetry.End("aborted");
+            }
+            else
+            {
+                progress.Slot?.Release();
+            }
+
+            if (!progress.Answered)
+            {
+                Refuse(run, message, parkedCall, StreamRefusal.Aborted, "the agent failed to serve it");
+            }
+
+            TryLog(() => SessionLog.UnexpectedFailure(_logger, "serving a connection", ex));
+        }
+    }
+
+    /// <summary>Logs, unless logging itself fails (a broken sink must not stop the cleanup that follows or precedes it).</summary>
+    private static void TryLog(Action log)
+    {
+        try
+        {
+            log();
+        }
+#pragma warning disable CA1031 // The logging pipeline threw: nothing better can be done with it.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    private async Task ServeCoreAsync(ConnectionRun run, OpenStream message, AsyncDuplexStreamingCall<DataFrame, DataFrame>? parkedCall, ServeProgress progress)
     {
         // Leave the read loop at once; serving (connecting upstream, bridging) happens here.
         await Task.Yield();
@@ -149,6 +236,7 @@ public sealed partial class TunnelSession
                 SessionLog.MalformedOffer(_logger, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), held);
             }
 
+            progress.Answered = true;
             _telemetry.OnRefused(UnknownEndpointTag, "malformed_offer");
             parkedCall?.Dispose();
             return;
@@ -163,6 +251,7 @@ public sealed partial class TunnelSession
             }
 
             // Tagged with a fixed value, not the relay's text: a relay cannot grow the metric's series.
+            progress.Answered = true;
             _telemetry.OnRefused(UnknownEndpointTag, "unknown_endpoint");
             Refuse(run, message, parkedCall, StreamRefusal.UnknownEndpoint, "no endpoint is bound with that bind id");
             return;
@@ -178,11 +267,13 @@ public sealed partial class TunnelSession
                 SessionLog.ConnectionLimitReached(_logger, binding.Name, SafeText.Clean(message.StreamId, SafeText.MaxIdLength), limit, max, held);
             }
 
+            progress.Answered = true;
             _telemetry.OnRefused(binding.Name, "overloaded");
             Refuse(run, message, parkedCall, StreamRefusal.Overloaded, $"endpoint '{binding.Name}': the agent serves {max} connections at once ({limit})");
             return;
         }
 
+        progress.Slot = slot;
         // The relay's words about the client are capped and cleaned before the application, logs or traces see them.
         var info = new TunnelConnectionInfo(
             binding.Name,
@@ -203,6 +294,7 @@ public sealed partial class TunnelSession
                 _ => TunnelConnectionOutcome.Aborted,
             }, duration));
         });
+        progress.Telemetry = telemetry;
         Raise(ConnectionOpened, new TunnelConnectionEventArgs(info, null, TimeSpan.Zero));
         var offer = new Offer(run, message, info, telemetry, parkedCall);
         try
@@ -214,9 +306,10 @@ public sealed partial class TunnelSession
 #pragma warning restore CA1031
         {
             offer.Telemetry.End("aborted");
-            LogStreamOpenFailed(offer, $"{ex.GetType().Name}: {ex.Message}");
             // So the relay closes the public client now rather than when the offer expires.
             Refuse(run, message, parkedCall, StreamRefusal.Aborted, "the agent failed to serve it");
+            progress.Answered = true;
+            TryLog(() => LogStreamOpenFailed(offer, $"{ex.GetType().Name}: {ex.Message}"));
         }
     }
 
@@ -306,6 +399,12 @@ public sealed partial class TunnelSession
         catch (Exception ex) when (ex is RpcException or OperationCanceledException or IOException or InvalidOperationException)
         {
             // Ended by the relay (expected) or timed out.
+        }
+#pragma warning disable CA1031 // Nobody awaits this task: the call is released below whatever happened.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            TryLog(() => SessionLog.UnexpectedFailure(_logger, "releasing a refused parked stream", ex));
         }
         finally
         {

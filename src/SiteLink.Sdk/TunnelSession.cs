@@ -249,7 +249,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            SessionLog.EventHandlerFailed(_logger, typeof(T).Name, ex);
+            TryLog(() => SessionLog.EventHandlerFailed(_logger, typeof(T).Name, ex));
         }
     }
 

@@ -357,8 +357,10 @@ public sealed class TunnelStream : Stream
     {
         if (disposing && Volatile.Read(ref _disposed) == 0)
         {
-            // Synchronous disposal cannot wait for the relay: close in the background.
-            _ = DisposeAsync().AsTask();
+            // Synchronous disposal cannot wait for the relay: close in the background. Its failures were the connection's
+            // own (handled inside); anything else is observed here, never left to surface as an unobserved exception.
+            _ = DisposeAsync().AsTask().ContinueWith(
+                static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
 
         base.Dispose(disposing);

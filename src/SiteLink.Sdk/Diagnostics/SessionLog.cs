@@ -21,6 +21,9 @@ internal static partial class SessionLog
     [LoggerMessage(36, LogLevel.Warning, "{Count} more '{Event}' warning(s) in the last {Interval} (held back from the log; every connection is counted in sitelink.connections).")]
     public static partial void HeldBackSummary(ILogger logger, long count, OfferEvent @event, TimeSpan interval);
 
+    [LoggerMessage(39, LogLevel.Error, "Unexpected failure {Activity}; what it had started was ended and the session goes on.")]
+    public static partial void UnexpectedFailure(ILogger logger, string activity, Exception exception);
+
     [LoggerMessage(38, LogLevel.Warning, "The relay did not confirm the unbind of endpoint '{EndpointName}' within {Timeout}; it forgets it with the session at the latest.")]
     public static partial void UnbindUnconfirmed(ILogger logger, string endpointName, TimeSpan timeout);
 
