@@ -77,7 +77,9 @@ public sealed class TunnelStream : Stream
     public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
     /// <inheritdoc />
+#pragma warning disable RS0027 // The signature is Stream's.
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+#pragma warning restore RS0027
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         if (buffer.IsEmpty)
@@ -200,7 +202,9 @@ public sealed class TunnelStream : Stream
     }
 
     /// <inheritdoc />
+#pragma warning disable RS0027 // The signature is Stream's.
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+#pragma warning restore RS0027
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);

@@ -45,13 +45,11 @@ public sealed class TunnelAuthenticationException : TunnelException
 /// <summary>The relay refused something the agent asked for (a limit, a version, a permission). Retrying does not help.</summary>
 public sealed class TunnelPermissionException : TunnelException
 {
-    /// <summary>Creates the exception.</summary>
-    public TunnelPermissionException(string message, Exception? innerException = null) : base(message, innerException) { }
-
     /// <summary>Creates the exception, saying what kind of refusal it is (e.g. <see cref="TunnelError.VersionNotSupported"/>).</summary>
-    public TunnelPermissionException(string message, Exception? innerException, TunnelError tunnelError) : base(message, innerException, tunnelError) { }
-
-    private protected override TunnelError DefaultError => TunnelError.PermissionDenied;
+    public TunnelPermissionException(string message, Exception? innerException = null, TunnelError tunnelError = TunnelError.PermissionDenied)
+        : base(message, innerException, tunnelError)
+    {
+    }
 }
 
 /// <summary>
@@ -60,23 +58,14 @@ public sealed class TunnelPermissionException : TunnelException
 /// </summary>
 public sealed class TunnelConnectionException : TunnelException
 {
-    /// <summary>Creates the exception.</summary>
-    public TunnelConnectionException(string message, Exception? innerException = null, bool isTransient = true)
-        : base(message, innerException)
-    {
-        _isTransient = isTransient;
-    }
-
-    /// <summary>Creates the exception, saying what kind of failure it is (e.g. <see cref="TunnelError.CertificateRejected"/>).</summary>
-    public TunnelConnectionException(string message, Exception? innerException, bool isTransient, TunnelError tunnelError)
+    /// <summary>Creates the exception, saying whether retrying may help and what kind of failure it is (e.g. <see cref="TunnelError.CertificateRejected"/>).</summary>
+    public TunnelConnectionException(string message, Exception? innerException = null, bool isTransient = true, TunnelError tunnelError = TunnelError.ConnectionFailed)
         : base(message, innerException, tunnelError)
     {
         _isTransient = isTransient;
     }
 
     private readonly bool _isTransient;
-
-    private protected override TunnelError DefaultError => TunnelError.ConnectionFailed;
 
     /// <inheritdoc />
     public override bool IsTransient => _isTransient;

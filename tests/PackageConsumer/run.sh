@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Packs SiteLink.Sdk, checks what the package holds, then builds and runs tests/PackageConsumer against it from a
+# local folder feed, for net8.0 and net10.0 (the net8.0 build runs on the newest installed runtime when .NET 8 is not
+# installed: it still loads the package's lib/net8.0 assembly and its net8.0 dependencies).
+# Needs the Release build of the solution (for the relay the consumer talks to). Exit code 0 when all is well.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+feed="$work/feed"
+
+echo "-- pack (Release, CI-deterministic paths)"
+dotnet pack "$root/src/SiteLink.Sdk" -c Release -o "$feed" -p:ContinuousIntegrationBuild=true --nologo -v q
+nupkg="$(ls "$feed"/SiteLink.Sdk.*.nupkg | grep -v snupkg)"
+snupkg="$(ls "$feed"/SiteLink.Sdk.*.snupkg)"
+version="$(basename "$nupkg" .nupkg)"; version="${version#SiteLink.Sdk.}"
+echo "$(basename "$nupkg") ($(stat -c %s "$nupkg") bytes), $(basename "$snupkg") ($(stat -c %s "$snupkg") bytes)"
+
+echo "-- package contents"
+python3 - "$nupkg" "$snupkg" <<'PY'
+import re, sys, zipfile
+nupkg, snupkg = zipfile.ZipFile(sys.argv[1]), zipfile.ZipFile(sys.argv[2])
+names = set(nupkg.namelist())
+problems = []
+for needed in ["README.md", "icon.png", "lib/net8.0/SiteLink.Sdk.dll", "lib/net8.0/SiteLink.Sdk.xml",
+               "lib/net10.0/SiteLink.Sdk.dll", "lib/net10.0/SiteLink.Sdk.xml"]:
+    if needed not in names:
+        problems.append(f"missing {needed}")
+for pdb in ["lib/net8.0/SiteLink.Sdk.pdb", "lib/net10.0/SiteLink.Sdk.pdb"]:
+    if pdb not in snupkg.namelist():
+        problems.append(f"symbols package lacks {pdb}")
+nuspec = nupkg.read("SiteLink.Sdk.nuspec").decode()
+for tag in ["<license type=\"expression\">MIT</license>", "<icon>icon.png</icon>", "<readme>README.md</readme>", "<tags>", "<repository "]:
+    if tag not in nuspec:
+        problems.append(f"nuspec lacks {tag}")
+net8 = nuspec.split('targetFramework="net8.0"')[1].split("</group>")[0]
+for dep in re.findall(r'id="(Microsoft\.Extensions\.[^"]+)" version="([^"]+)"', net8):
+    if not dep[1].startswith("8."):
+        problems.append(f"net8.0 depends on {dep[0]} {dep[1]} (must be 8.x)")
+readme = nupkg.read("README.md").decode()
+if re.search(r"\]\((?!https?://)[^)]+\)", readme):
+    problems.append("README.md links into the repository (relative link)")
+for tfm in ["net8.0", "net10.0"]:
+    doc = nupkg.read(f"lib/{tfm}/SiteLink.Sdk.xml").decode()
+    leaked = sorted(set(re.findall(r'name="[A-Z]:SiteLink\.(Protocol|Internal|Bridging|Endpoints|Diagnostics|Hosting|Resilience|Security)\.', doc)))
+    if leaked:
+        problems.append(f"{tfm} XML docs describe internals: {leaked}")
+    if 'name="T:SiteLink.TunnelSession"' not in doc:
+        problems.append(f"{tfm} XML docs lack the public API")
+for info in sorted(nupkg.infolist(), key=lambda i: i.filename):
+    print(f"  {info.file_size:>8}  {info.filename}")
+if problems:
+    print("PACKAGE PROBLEMS:\n  " + "\n  ".join(problems))
+    sys.exit(1)
+print("package contents OK")
+PY
+
+echo "-- consumer (restores SiteLink.Sdk $version from the folder feed)"
+cp "$root/tests/PackageConsumer/PackageConsumer.csproj" "$root/tests/PackageConsumer/Program.cs" "$work/"
+# Only a local folder is added; every other package comes from the sources the machine is configured with.
+cat > "$work/nuget.config" <<XML
+<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <packageSources>
+    <add key="sitelink-local-feed" value="$feed" />
+  </packageSources>
+</configuration>
+XML
+# A package of the same version restored earlier must not stand in for the one just packed.
+rm -rf "${NUGET_PACKAGES:-$HOME/.nuget/packages}/sitelink.sdk/$version"
+relay_dll="$root/src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Relay.dll"
+[ -f "$relay_dll" ] || { echo "build the solution first (dotnet build SiteLink.Sdk.sln -c Release): $relay_dll is missing" >&2; exit 1; }
+dotnet restore "$work/PackageConsumer.csproj" -p:SiteLinkSdkVersion="$version" --nologo -v q
+for tfm in net8.0 net10.0; do
+  echo "-- consumer on $tfm"
+  dotnet build "$work/PackageConsumer.csproj" -c Release -f "$tfm" --no-restore -p:SiteLinkSdkVersion="$version" --nologo -v q
+  DOTNET_ROLL_FORWARD=Major timeout 300 dotnet "$work/bin/Release/$tfm/PackageConsumer.dll" --relay-dll "$relay_dll"
+done
+echo "package consumer OK"
