@@ -17,5 +17,7 @@ builder.Services.AddSiteLink()
     .StopHostOnFault();
 
 using var host = builder.Build();
+// Resolved before running: RunAsync disposes the host, and its services with it, when it returns.
+var session = host.Services.GetRequiredService<ITunnelSession>();
 await host.RunAsync();
-return host.Services.GetRequiredService<ITunnelSession>().Fault is null ? 0 : 1;
+return session.Fault is null ? 0 : 1;

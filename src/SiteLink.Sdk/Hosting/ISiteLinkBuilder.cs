@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using SiteLink;
 
 namespace Microsoft.Extensions.DependencyInjection;
@@ -26,7 +27,7 @@ public interface ISiteLinkBuilder
     /// </summary>
     /// <param name="name">The internal endpoint name.</param>
     /// <param name="configure">Sets the endpoint's options (description, metadata); null for the defaults.</param>
-    ISiteLinkBuilder AddConnectionHandler<THandler>(string name, Action<EndpointOptions>? configure = null)
+    ISiteLinkBuilder AddConnectionHandler<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] THandler>(string name, Action<EndpointOptions>? configure = null)
         where THandler : class, ITunnelConnectionHandler;
 
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 
@@ -19,7 +20,7 @@ internal sealed class SiteLinkBuilder : ISiteLinkBuilder
         return this;
     }
 
-    public ISiteLinkBuilder AddConnectionHandler<THandler>(string name, Action<EndpointOptions>? configure = null)
+    public ISiteLinkBuilder AddConnectionHandler<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] THandler>(string name, Action<EndpointOptions>? configure = null)
         where THandler : class, ITunnelConnectionHandler
     {
         var options = new EndpointOptions();

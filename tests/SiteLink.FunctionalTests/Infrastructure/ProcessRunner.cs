@@ -52,6 +52,8 @@ internal sealed class ProcessRunner : IAsyncDisposable
 
     public static string AgentDll => Binary("samples/ConsoleAgent", "sitelink-agent.dll");
 
+    public static string HostedAgentDll => Binary("samples/HostedAgent", "HostedAgent.dll");
+
     public IReadOnlyCollection<string> Output => _stdout;
 
     public IReadOnlyCollection<string> Errors => _stderr;

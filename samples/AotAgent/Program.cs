@@ -1,0 +1,28 @@
+// A SiteLink agent compiled ahead of time to a native executable: options from configuration ("SiteLink" section:
+// appsettings.json, SiteLink__* environment variables, --SiteLink:RelayUrl=... arguments), one in-process endpoint
+// "status". See AotAgent.csproj for why it exists.
+using System.Text;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using SiteLink;
+
+var builder = Host.CreateApplicationBuilder(args);
+builder.Services.AddSiteLink()
+    .AddConnectionHandler<StatusHandler>("status", endpoint => endpoint.Description = "native agent status")
+    .StopHostOnFault();
+
+using var host = builder.Build();
+// Resolved before running: RunAsync disposes the host, and its services with it, when it returns.
+var session = host.Services.GetRequiredService<ITunnelSession>();
+await host.RunAsync();
+return session.Fault is null ? 0 : 1;
+
+/// <summary>Answers every connection with one line about the agent.</summary>
+internal sealed class StatusHandler(ITunnelSession session) : ITunnelConnectionHandler
+{
+    public async Task HandleAsync(TunnelConnection connection, CancellationToken cancellationToken)
+    {
+        var line = $"native SiteLink agent, session {session.SessionId}, {session.ActiveConnections} connection(s), client {connection.Info.ClientAddress}\n";
+        await connection.Stream.WriteAsync(Encoding.UTF8.GetBytes(line), cancellationToken);
+    }
+}
