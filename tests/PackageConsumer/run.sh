@@ -55,10 +55,37 @@ if problems:
 print("package contents OK")
 PY
 
+echo "-- Source Link (a clone of HEAD whose origin is a GitHub URL, as on a release build machine)"
+git clone -q "$root" "$work/clone"
+git -C "$work/clone" remote set-url origin https://github.com/sitelink-example/sitelink.git
+commit="$(git -C "$work/clone" rev-parse HEAD)"
+dotnet pack "$work/clone/src/SiteLink.Sdk" -c Release -o "$work/linked" -p:ContinuousIntegrationBuild=true --nologo -v q
+python3 - "$work/linked/SiteLink.Sdk.$version.snupkg" "$work/linked/SiteLink.Sdk.$version.nupkg" "$commit" <<'PY'
+import re, sys, zipfile
+snupkg, nupkg, commit = zipfile.ZipFile(sys.argv[1]), zipfile.ZipFile(sys.argv[2]), sys.argv[3]
+expected = f'"/_/*":"https://raw.githubusercontent.com/sitelink-example/sitelink/{commit}/*"'
+problems = []
+for tfm in ["net8.0", "net10.0"]:
+    pdb = snupkg.read(f"lib/{tfm}/SiteLink.Sdk.pdb")
+    if expected.encode() not in pdb:
+        problems.append(f"{tfm} PDB has no Source Link map to the commit ({expected})")
+    if b"/tmp/" in pdb or b"/home/" in pdb:
+        problems.append(f"{tfm} PDB holds build-machine paths (not deterministic)")
+nuspec = nupkg.read("SiteLink.Sdk.nuspec").decode()
+if f'url="https://github.com/sitelink-example/sitelink.git"' not in nuspec or f'commit="{commit}"' not in nuspec:
+    problems.append("nuspec lacks the repository URL and commit")
+if problems:
+    print("SOURCE LINK PROBLEMS:\n  " + "\n  ".join(problems))
+    sys.exit(1)
+print(f"Source Link OK: /_/* -> raw.githubusercontent.com/.../{commit[:12]}/*, deterministic paths, repository in the nuspec")
+PY
+
 echo "-- consumer (restores SiteLink.Sdk $version from the folder feed)"
-cp "$root/tests/PackageConsumer/PackageConsumer.csproj" "$root/tests/PackageConsumer/Program.cs" "$work/"
+consumer="$work/consumer"
+mkdir -p "$consumer"
+cp "$root/tests/PackageConsumer/PackageConsumer.csproj" "$root/tests/PackageConsumer/Program.cs" "$consumer/"
 # Only a local folder is added; every other package comes from the sources the machine is configured with.
-cat > "$work/nuget.config" <<XML
+cat > "$consumer/nuget.config" <<XML
 <?xml version="1.0" encoding="utf-8"?>
 <configuration>
   <packageSources>
@@ -70,10 +97,10 @@ XML
 rm -rf "${NUGET_PACKAGES:-$HOME/.nuget/packages}/sitelink.sdk/$version"
 relay_dll="$root/src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Relay.dll"
 [ -f "$relay_dll" ] || { echo "build the solution first (dotnet build SiteLink.Sdk.sln -c Release): $relay_dll is missing" >&2; exit 1; }
-dotnet restore "$work/PackageConsumer.csproj" -p:SiteLinkSdkVersion="$version" --nologo -v q
+dotnet restore "$consumer/PackageConsumer.csproj" -p:SiteLinkSdkVersion="$version" --nologo -v q
 for tfm in net8.0 net10.0; do
   echo "-- consumer on $tfm"
-  dotnet build "$work/PackageConsumer.csproj" -c Release -f "$tfm" --no-restore -p:SiteLinkSdkVersion="$version" --nologo -v q
-  DOTNET_ROLL_FORWARD=Major timeout 300 dotnet "$work/bin/Release/$tfm/PackageConsumer.dll" --relay-dll "$relay_dll"
+  dotnet build "$consumer/PackageConsumer.csproj" -c Release -f "$tfm" --no-restore -p:SiteLinkSdkVersion="$version" --nologo -v q
+  DOTNET_ROLL_FORWARD=Major timeout 300 dotnet "$consumer/bin/Release/$tfm/PackageConsumer.dll" --relay-dll "$relay_dll"
 done
 echo "package consumer OK"
