@@ -7,6 +7,9 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 using SiteLink;
 
 if (args.Length != 2 || args[0] != "--relay-dll")
@@ -20,6 +23,37 @@ static string FileVersion(Type type) => FileVersionInfo.GetVersionInfo(type.Asse
 Console.WriteLine($"runtime {RuntimeInformation.FrameworkDescription}; SiteLink.Sdk {FileVersion(typeof(TunnelSession))} built for "
     + $"{sdk.GetCustomAttributes(typeof(System.Runtime.Versioning.TargetFrameworkAttribute), false).OfType<System.Runtime.Versioning.TargetFrameworkAttribute>().Single().FrameworkName}");
 Console.WriteLine($"Grpc.Net.Client {FileVersion(typeof(Grpc.Net.Client.GrpcChannel))}, Google.Protobuf {FileVersion(typeof(Google.Protobuf.ByteString))}");
+
+// Configuration binding as a host does it (source-generated on net10.0, reflection on net8.0): every kind of option.
+{
+    var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+    {
+        ["SiteLink:RelayUrl"] = "https://relay.example:8443",
+        ["SiteLink:AuthToken"] = "consumer-config-token-0123456789",
+        ["SiteLink:HeartbeatInterval"] = "00:00:07",
+        ["SiteLink:Reconnect:MaxDelay"] = "00:02:00",
+        ["SiteLink:Metadata:site"] = "plant-9",
+        ["SiteLink:Endpoints:0:Name"] = "db",
+        ["SiteLink:Endpoints:0:Upstream"] = "tcp://10.0.0.12:5432",
+        ["SiteLink:Endpoints:0:Description"] = "Plant database",
+        ["SiteLink:Endpoints:0:Metadata:engine"] = "postgresql",
+    }).Build();
+    var services = new ServiceCollection();
+    services.AddSingleton<IConfiguration>(configuration);
+    services.AddSiteLink();
+    using var provider = services.BuildServiceProvider();
+    var bound = provider.GetRequiredService<IOptions<TunnelSessionOptions>>().Value;
+    var endpoint = bound.Endpoints.Single();
+    var seen = $"{bound.RelayUrl} {bound.HeartbeatInterval} {bound.Reconnect.MaxDelay} {bound.Metadata["site"]} {endpoint.Name} {endpoint.Upstream} {endpoint.Description} {endpoint.Metadata["engine"]}";
+    const string expected = "https://relay.example:8443/ 00:00:07 00:02:00 plant-9 db tcp://10.0.0.12:5432 Plant database postgresql";
+    if (seen != expected)
+    {
+        Console.Error.WriteLine($"configuration binding: got '{seen}', expected '{expected}'");
+        return 1;
+    }
+
+    Console.WriteLine("configuration binding: every option bound");
+}
 
 var folder = Directory.CreateTempSubdirectory("sitelink-consumer-");
 const string Token = "package-consumer-token-0123456789abcdef";
