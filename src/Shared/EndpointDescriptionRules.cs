@@ -31,7 +31,7 @@ internal static class EndpointDescriptionRules
                 return Invariant($"the description is {description.Length} characters (at most {MaxDescriptionLength})");
             }
 
-            if (!SafeText.IsClean(description))
+            if (!SafeText.IsClean(description) || HasLoneSurrogate(description))
             {
                 return "the description contains control or formatting characters";
             }
@@ -65,13 +65,31 @@ internal static class EndpointDescriptionRules
                 return Invariant($"metadata '{key}' is {value.Length} characters (at most {MaxMetadataValueLength})");
             }
 
-            if (!SafeText.IsClean(value))
+            if (!SafeText.IsClean(value) || HasLoneSurrogate(value))
             {
                 return $"metadata '{key}' contains control or formatting characters";
             }
         }
 
         return null;
+    }
+
+    /// <summary>Half of a surrogate pair on its own: not text (UTF-8 cannot carry it; protobuf would turn it into U+FFFD).</summary>
+    private static bool HasLoneSurrogate(string text)
+    {
+        for (var i = 0; i < text.Length; i++)
+        {
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+            {
+                i++;
+            }
+            else if (char.IsSurrogate(text[i]))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private static bool IsKeyChar(char c) => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':' or '/';

@@ -71,9 +71,6 @@ public interface ITunnelSession : IAsyncDisposable
     /// </exception>
     Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, EndpointOptions? options = null, CancellationToken cancellationToken = default);
 
-    /// <summary>As <see cref="ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/> with default options.</summary>
-    Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, CancellationToken cancellationToken);
-
     /// <summary>
     /// Binds <paramref name="name"/> to an in-process handler, called once per tunnelled connection with a duplex stream.
     /// The connection is closed when the handler's task completes; an exception from the handler aborts it and is logged.
@@ -87,9 +84,6 @@ public interface ITunnelSession : IAsyncDisposable
     /// <exception cref="ArgumentException">The name is empty or already bound, or the options are past their limits.</exception>
     Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, EndpointOptions? options = null, CancellationToken cancellationToken = default);
 
-    /// <summary>As <see cref="BindHandlerAsync(string, TunnelConnectionHandler, EndpointOptions?, CancellationToken)"/> with default options.</summary>
-    Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, CancellationToken cancellationToken);
-
     /// <summary>
     /// Binds <paramref name="name"/> to a listener the application pulls connections from, like a socket listener.
     /// </summary>
@@ -100,9 +94,6 @@ public interface ITunnelSession : IAsyncDisposable
     /// <exception cref="TunnelConnectionException">The session is faulted or closed, or the relay did not answer.</exception>
     /// <exception cref="ArgumentException">The name is empty or already bound, or the options are past their limits.</exception>
     Task<ITunnelListener> ListenAsync(string name, EndpointOptions? options = null, CancellationToken cancellationToken = default);
-
-    /// <summary>As <see cref="ListenAsync(string, EndpointOptions?, CancellationToken)"/> with default options.</summary>
-    Task<ITunnelListener> ListenAsync(string name, CancellationToken cancellationToken);
 }
 
 /// <summary>The lifecycle of a <see cref="ITunnelSession"/>.</summary>
@@ -134,3 +125,28 @@ public sealed record RelayInfo(string RelayId, string Region, Uri Url);
 /// <param name="connection">The connection: a duplex stream and who connected. Disposed by the SDK after the handler returns.</param>
 /// <param name="cancellationToken">Signalled when the session is closing or the connection was aborted.</param>
 public delegate Task TunnelConnectionHandler(TunnelConnection connection, CancellationToken cancellationToken);
+
+/// <summary>Shorthands of <see cref="ITunnelSession"/> (extension methods, so the interface stays small for test doubles).</summary>
+public static class TunnelSessionExtensions
+{
+    /// <summary>As <see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/> with default options.</summary>
+    public static Task<ITunnelEndpoint> ForwardAsync(this ITunnelSession session, string name, Uri upstream, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        return session.ForwardAsync(name, upstream, null, cancellationToken);
+    }
+
+    /// <summary>As <see cref="ITunnelSession.BindHandlerAsync(string, TunnelConnectionHandler, EndpointOptions?, CancellationToken)"/> with default options.</summary>
+    public static Task<ITunnelEndpoint> BindHandlerAsync(this ITunnelSession session, string name, TunnelConnectionHandler handler, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        return session.BindHandlerAsync(name, handler, null, cancellationToken);
+    }
+
+    /// <summary>As <see cref="ITunnelSession.ListenAsync(string, EndpointOptions?, CancellationToken)"/> with default options.</summary>
+    public static Task<ITunnelListener> ListenAsync(this ITunnelSession session, string name, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        return session.ListenAsync(name, null, cancellationToken);
+    }
+}

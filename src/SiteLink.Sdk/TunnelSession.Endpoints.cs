@@ -25,10 +25,6 @@ public sealed partial class TunnelSession
         Declare(new HandlerBinding(this, name, handler, CheckOptions(options)));
 
     /// <inheritdoc />
-    public Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, CancellationToken cancellationToken) =>
-        ForwardAsync(name, upstream, null, cancellationToken);
-
-    /// <inheritdoc />
     public async Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(upstream);
@@ -41,19 +37,11 @@ public sealed partial class TunnelSession
     }
 
     /// <inheritdoc />
-    public Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, CancellationToken cancellationToken) =>
-        BindHandlerAsync(name, handler, null, cancellationToken);
-
-    /// <inheritdoc />
     public async Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(handler);
         return await BindAsync(new HandlerBinding(this, CheckName(name), handler, CheckOptions(options)), cancellationToken).ConfigureAwait(false);
     }
-
-    /// <inheritdoc />
-    public Task<ITunnelListener> ListenAsync(string name, CancellationToken cancellationToken) =>
-        ListenAsync(name, null, cancellationToken);
 
     /// <inheritdoc />
     public async Task<ITunnelListener> ListenAsync(string name, EndpointOptions? options = null, CancellationToken cancellationToken = default)
@@ -67,14 +55,16 @@ public sealed partial class TunnelSession
         return name;
     }
 
+    /// <summary>A copy of <paramref name="options"/>, checked: what is validated is what is bound, whatever the caller does next.</summary>
     private static EndpointOptions? CheckOptions(EndpointOptions? options)
     {
-        if (options?.FindProblem() is { } problem)
+        var copy = options?.Snapshot();
+        if (copy?.FindProblem() is { } problem)
         {
             throw new ArgumentException($"Invalid endpoint options: {problem}.", nameof(options));
         }
 
-        return options;
+        return copy;
     }
 
     private async Task<EndpointBinding> BindAsync(EndpointBinding binding, CancellationToken cancellationToken)

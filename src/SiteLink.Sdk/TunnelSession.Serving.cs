@@ -192,12 +192,18 @@ public sealed partial class TunnelSession
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            if (progress.Telemetry is { } telemetry)
+            try
             {
-                telemetry.End("aborted");
+                progress.Telemetry?.End("aborted");
             }
-            else
+#pragma warning disable CA1031 // A listener that throws again: the release below is what matters.
+            catch (Exception)
+#pragma warning restore CA1031
             {
+            }
+            finally
+            {
+                // Releasing twice is harmless; not releasing (a listener that threw in End) would be for ever.
                 progress.Slot?.Release();
             }
 

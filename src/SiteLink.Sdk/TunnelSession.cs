@@ -61,7 +61,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
             // Validated before the session is created.
             if (ForwardEndpointOptions.TryParseUpstream(endpoint.Upstream, out var upstream))
             {
-                Declare(new ForwardBinding(this, endpoint.Name, upstream, endpoint));
+                Declare(new ForwardBinding(this, endpoint.Name, upstream, endpoint.ToEndpointOptions()));
             }
         }
     }

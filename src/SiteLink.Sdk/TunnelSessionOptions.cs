@@ -137,7 +137,7 @@ public sealed class TunnelSessionOptions
         var copy = (TunnelSessionOptions)MemberwiseClone();
         // MemberwiseClone shares the collections and the nested object: give the copy its own.
         copy._metadata = new Dictionary<string, string>(_metadata, StringComparer.Ordinal);
-        copy._endpoints = [.. _endpoints.Select(e => e.CopyTo(new ForwardEndpointOptions { Name = e.Name, Upstream = e.Upstream }))];
+        copy._endpoints = [.. _endpoints.Select(e => e.Snapshot())];
         copy._reconnect = new TunnelReconnectOptions
         {
             InitialDelay = _reconnect.InitialDelay,
@@ -253,7 +253,7 @@ public sealed class TunnelSessionOptions
                 errors.Add($"{where}.Upstream {shown} is not tcp://host:port or host:port with a port from 1 to 65535.");
             }
 
-            if (endpoint.FindProblem() is { } problem)
+            if (endpoint.ToEndpointOptions().FindProblem() is { } problem)
             {
                 errors.Add($"{where}: {problem}.");
             }

@@ -10,7 +10,11 @@ trap 'rm -rf "$work"' EXIT
 feed="$work/feed"
 
 echo "-- pack (Release, CI-deterministic paths)"
-dotnet pack "$root/src/SiteLink.Sdk" -c Release -o "$feed" -p:ContinuousIntegrationBuild=true --nologo -v q
+# A version of its own (the project's, with a local pre-release tag): the restore below can only find this package,
+# never a cached or public SiteLink.Sdk of the same number.
+base_version="$(sed -n 's|.*<Version>\(.*\)</Version>.*|\1|p' "$root/src/SiteLink.Sdk/SiteLink.Sdk.csproj")"
+local_version="$base_version-local.$(date +%s)"
+dotnet pack "$root/src/SiteLink.Sdk" -c Release -o "$feed" -p:ContinuousIntegrationBuild=true -p:PackageVersion="$local_version" --nologo -v q
 nupkg="$(ls "$feed"/SiteLink.Sdk.*.nupkg | grep -v snupkg)"
 snupkg="$(ls "$feed"/SiteLink.Sdk.*.snupkg)"
 version="$(basename "$nupkg" .nupkg)"; version="${version#SiteLink.Sdk.}"
@@ -59,7 +63,7 @@ echo "-- Source Link (a clone of HEAD whose origin is a GitHub URL, as on a rele
 git clone -q "$root" "$work/clone"
 git -C "$work/clone" remote set-url origin https://github.com/sitelink-example/sitelink.git
 commit="$(git -C "$work/clone" rev-parse HEAD)"
-dotnet pack "$work/clone/src/SiteLink.Sdk" -c Release -o "$work/linked" -p:ContinuousIntegrationBuild=true --nologo -v q
+dotnet pack "$work/clone/src/SiteLink.Sdk" -c Release -o "$work/linked" -p:ContinuousIntegrationBuild=true -p:PackageVersion="$version" --nologo -v q
 python3 - "$work/linked/SiteLink.Sdk.$version.snupkg" "$work/linked/SiteLink.Sdk.$version.nupkg" "$commit" <<'PY'
 import re, sys, zipfile
 snupkg, nupkg, commit = zipfile.ZipFile(sys.argv[1]), zipfile.ZipFile(sys.argv[2]), sys.argv[3]
@@ -93,8 +97,6 @@ cat > "$consumer/nuget.config" <<XML
   </packageSources>
 </configuration>
 XML
-# A package of the same version restored earlier must not stand in for the one just packed.
-rm -rf "${NUGET_PACKAGES:-$HOME/.nuget/packages}/sitelink.sdk/$version"
 relay_dll="$root/src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Relay.dll"
 [ -f "$relay_dll" ] || { echo "build the solution first (dotnet build SiteLink.Sdk.sln -c Release): $relay_dll is missing" >&2; exit 1; }
 dotnet restore "$consumer/PackageConsumer.csproj" -p:SiteLinkSdkVersion="$version" --nologo -v q

@@ -53,6 +53,54 @@ public sealed class BackgroundFailureTests
         });
     }
 
+    [Test]
+    public async Task AnActivityListenerThatThrowsWhenAConnectionEnds_DoesNotKeepItsPlace()
+    {
+        // A tracing exporter is the application's code: when it throws as the connection's activity stops, the
+        // connection's place in the limits must still come back (it was given back only after the activity before).
+        const string endpoint = "traced-echo";
+        var thrown = 0;
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == "SiteLink.Sdk",
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllData,
+            ActivityStopped = activity =>
+            {
+                if ((activity.GetTagItem("sitelink.endpoint") as string) == endpoint && Interlocked.Exchange(ref thrown, 1) == 0)
+                {
+                    throw new InvalidOperationException("the exporter is broken");
+                }
+            },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        await using var relay = await TestRelay.StartAsync([endpoint]);
+        await using var upstream = TestUpstream.Echo();
+        var session = await relay.ConnectAgentAsync(configure: o => o.MaxConcurrentConnections = 1);
+        await session.ForwardAsync(endpoint, upstream.Uri).DefaultTimeout();
+
+        async Task<byte[]> EchoAsync(byte[] payload)
+        {
+            using var client = await relay.ConnectClientAsync(endpoint);
+            var receiving = client.ReadToEndAsync();
+            await client.SendAllAsync(payload).DefaultTimeout();
+            client.Shutdown(SocketShutdown.Send);
+            return await receiving.DefaultTimeout();
+        }
+
+        var first = SocketTestExtensions.RandomBytes(64 * 1024);
+        var firstEcho = await EchoAsync(first);
+        await Eventually.WaitUntilAsync(() => Volatile.Read(ref thrown) == 1, "the listener threw");
+        await Eventually.WaitUntilAsync(() => session.ActiveConnections == 0, "the first connection ended");
+        var second = SocketTestExtensions.RandomBytes(256 * 1024);
+        var secondEcho = await EchoAsync(second);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(firstEcho, Is.EqualTo(first));
+            Assert.That(secondEcho, Is.EqualTo(second), "the only place (MaxConcurrentConnections = 1) came back");
+        });
+    }
+
     /// <summary>A logging provider whose logger throws the first time it is asked to log <paramref name="eventId"/>.</summary>
     private sealed class ThrowOnceAt(int eventId) : ILoggerProvider
     {

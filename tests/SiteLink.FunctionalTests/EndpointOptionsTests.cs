@@ -71,7 +71,7 @@ public sealed class EndpointOptionsTests
             Assert.That(relay.Server.FindEndpoint("acme", "status")?.Metadata["version"], Is.EqualTo("2.4.1"));
             Assert.That(plain.Description, Is.Null);
             Assert.That(plain.Metadata, Is.Empty);
-            Assert.That(relay.Server.FindEndpoint("acme", "plain")?.Description, Is.Empty);
+            Assert.That(relay.Server.FindEndpoint("acme", "plain")?.Description, Is.Null);
             Assert.That(relay.Server.FindEndpoint("acme", "plain")?.Metadata, Is.Empty);
         });
     }
@@ -141,14 +141,16 @@ public sealed class EndpointOptionsTests
         var many = Assert.ThrowsAsync<ArgumentException>(() => session.ListenAsync("db", tooMany).DefaultTimeout());
         var longText = Assert.ThrowsAsync<ArgumentException>(() => session.ListenAsync("db", new EndpointOptions { Description = new string('x', EndpointOptions.MaxDescriptionLength + 1) }).DefaultTimeout());
         var control = Assert.ThrowsAsync<ArgumentException>(() => session.ListenAsync("db", new EndpointOptions { Metadata = { ["note"] = "line\r\nforged" } }).DefaultTimeout());
-        var within = await session.ListenAsync("db", new EndpointOptions { Description = new string('x', EndpointOptions.MaxDescriptionLength) }).DefaultTimeout();
+        var loneSurrogate = Assert.ThrowsAsync<ArgumentException>(() => session.ListenAsync("db", new EndpointOptions { Description = "half \ud83d pair" }).DefaultTimeout());
+        var within = await session.ListenAsync("db", new EndpointOptions { Description = new string('x', EndpointOptions.MaxDescriptionLength - 2) + "\ud83d\ude80" }).DefaultTimeout();
 
         Assert.Multiple(() =>
         {
             Assert.That(many!.Message, Does.Contain("more than 16 metadata entries"));
             Assert.That(longText!.Message, Does.Contain("257 characters (at most 256)"));
             Assert.That(control!.Message, Does.Contain("control or formatting characters"));
-            Assert.That(within.IsBound, Is.True, "the limit itself is allowed");
+            Assert.That(loneSurrogate!.Message, Does.Contain("control or formatting characters"));
+            Assert.That(within.IsBound, Is.True, "the limit itself is allowed, a surrogate pair too");
         });
     }
 

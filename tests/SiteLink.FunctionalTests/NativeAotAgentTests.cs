@@ -14,7 +14,8 @@ public sealed class NativeAotAgentTests
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(30);
 
-    private static string NativeAgent => Path.Combine(ProcessRunner.RepositoryRoot, "samples/AotAgent/bin", ProcessRunner.Configuration, "net10.0/linux-x64/publish/AotAgent");
+    private static string NativeAgent => Path.Combine(ProcessRunner.RepositoryRoot, "samples/AotAgent/bin", ProcessRunner.Configuration, "net10.0",
+        System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier, "publish", OperatingSystem.IsWindows() ? "AotAgent.exe" : "AotAgent");
 
     [Test]
     public async Task ThePublishedNativeAgent_BindsFromConfiguration_AndServesThroughTheRelay()

@@ -38,4 +38,14 @@ public sealed class ForwardUpstreamTests
         Assert.That(ForwardEndpointOptions.TryParseUpstream(text, out var upstream), Is.False);
         Assert.That(upstream, Is.Null);
     }
+
+    [Test]
+    public void AConfiguredEndpoint_CarriesEverySettingOfEndpointOptions()
+    {
+        // A setting added to EndpointOptions must be declarable in configuration too (SiteLink:Endpoints).
+        static string[] Shape(Type type) => type.GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+            .Select(p => $"{p.Name}:{p.PropertyType.Name}:{p.CanWrite}").Order().ToArray();
+
+        Assert.That(Shape(typeof(ForwardEndpointOptions)), Is.SupersetOf(Shape(typeof(EndpointOptions))));
+    }
 }

@@ -112,6 +112,17 @@ public sealed class InMemoryConnectionTests
     }
 
     [Test]
+    public async Task Abort_DiscardsWhatTheOtherEndHadNotRead_AsAReset()
+    {
+        await using var pair = TunnelConnection.CreateInMemory();
+        await pair.Connection.Stream.WriteAsync(new byte[100]).AsTask().WaitAsync(Limit);
+
+        pair.Connection.Stream.Abort();
+
+        Assert.ThrowsAsync<IOException>(() => pair.Client.ReadAsync(new byte[16]).AsTask().WaitAsync(Limit));
+    }
+
+    [Test]
     public async Task Abort_ResetsTheClientsEnd()
     {
         await using var pair = TunnelConnection.CreateInMemory();

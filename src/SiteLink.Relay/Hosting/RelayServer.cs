@@ -62,7 +62,7 @@ public sealed class RelayServer : IAsyncDisposable
     /// </summary>
     public BoundEndpointInfo? FindEndpoint(string tenant, string endpoint) =>
         _app.Services.GetRequiredService<Sessions.SessionRegistry>().Describe(tenant, endpoint) is var (session, bound)
-            ? new BoundEndpointInfo(bound.Name, session.Token.Tenant, session.Id, session.ClientId, bound.Description, bound.Metadata)
+            ? new BoundEndpointInfo(bound.Name, session.Token.Tenant, session.Id, session.ClientId, bound.Description.Length == 0 ? null : bound.Description, bound.Metadata)
             : null;
 
     /// <summary>Revokes a token by name: its new calls are refused and its sessions end.</summary>
@@ -143,6 +143,6 @@ public sealed class RelayServer : IAsyncDisposable
 /// <param name="Tenant">The tenant whose agent bound it.</param>
 /// <param name="SessionId">The agent session serving it.</param>
 /// <param name="ClientId">The agent's client id, as it introduced itself.</param>
-/// <param name="Description">What the agent said the endpoint is; empty when nothing.</param>
+/// <param name="Description">What the agent said the endpoint is; null when nothing (as the SDK reports it).</param>
 /// <param name="Metadata">The metadata the agent declared with the bind.</param>
-public sealed record BoundEndpointInfo(string Name, string Tenant, string SessionId, string ClientId, string Description, IReadOnlyDictionary<string, string> Metadata);
+public sealed record BoundEndpointInfo(string Name, string Tenant, string SessionId, string ClientId, string? Description, IReadOnlyDictionary<string, string> Metadata);

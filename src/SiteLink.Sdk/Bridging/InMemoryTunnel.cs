@@ -15,8 +15,9 @@ internal sealed class InMemoryTunnel : IDisposable
     /// <summary>Frames in flight per direction before a writer waits.</summary>
     private const int Capacity = 16;
 
-    private readonly Channel<DataFrame> _toClient = Channel.CreateBounded<DataFrame>(new BoundedChannelOptions(Capacity) { SingleReader = true });
-    private readonly Channel<DataFrame> _toAgent = Channel.CreateBounded<DataFrame>(new BoundedChannelOptions(Capacity) { SingleReader = true });
+    // Not single-reader: a reset drains a direction while its reader may be waiting on it.
+    private readonly Channel<DataFrame> _toClient = Channel.CreateBounded<DataFrame>(Capacity);
+    private readonly Channel<DataFrame> _toAgent = Channel.CreateBounded<DataFrame>(Capacity);
 
     public InMemoryTunnel(int maxFrameSize, TimeSpan closeTimeout)
     {
@@ -39,8 +40,23 @@ internal sealed class InMemoryTunnel : IDisposable
     private void Reset()
     {
         var reset = new IOException("The tunnelled connection was reset.");
-        _toClient.Writer.TryComplete(reset);
-        _toAgent.Writer.TryComplete(reset);
+        // A direction that had not ended loses what was in flight, as a reset stream does: its reader fails at once.
+        if (_toClient.Writer.TryComplete(reset))
+        {
+            Discard(_toClient.Reader);
+        }
+
+        if (_toAgent.Writer.TryComplete(reset))
+        {
+            Discard(_toAgent.Reader);
+        }
+    }
+
+    private static void Discard(ChannelReader<DataFrame> reader)
+    {
+        while (reader.TryRead(out _))
+        {
+        }
     }
 
     private static DataFrame Copy(DataFrame frame) =>

@@ -148,21 +148,28 @@ internal sealed class ConnectionTelemetry
 
         var outcomeTag = new KeyValuePair<string, object?>(SdkTelemetry.OutcomeTag, outcome);
         var duration = _time.GetElapsedTime(_started);
-        _telemetry.ActiveConnections.Add(-1, _endpointTag);
-        _telemetry.Connections.Add(1, _endpointTag, outcomeTag);
-        _telemetry.Duration.Record(duration.TotalSeconds, _endpointTag, outcomeTag);
-        if (_activity is not null)
+        try
         {
-            _activity.SetTag(SdkTelemetry.OutcomeTag, outcome);
-            if (outcome != "completed")
+            // Metric and activity listeners are the application's code (exporters): one that throws here must not
+            // keep the connection's places in the limits, which _onEnded gives back.
+            _telemetry.ActiveConnections.Add(-1, _endpointTag);
+            _telemetry.Connections.Add(1, _endpointTag, outcomeTag);
+            _telemetry.Duration.Record(duration.TotalSeconds, _endpointTag, outcomeTag);
+            if (_activity is not null)
             {
-                _activity.SetStatus(ActivityStatusCode.Error, outcome);
+                _activity.SetTag(SdkTelemetry.OutcomeTag, outcome);
+                if (outcome != "completed")
+                {
+                    _activity.SetStatus(ActivityStatusCode.Error, outcome);
+                }
+
+                _activity.Dispose();
             }
-
-            _activity.Dispose();
         }
-
-        _onEnded?.Invoke(outcome, duration);
+        finally
+        {
+            _onEnded?.Invoke(outcome, duration);
+        }
     }
 
     public override string ToString() => _endpoint;

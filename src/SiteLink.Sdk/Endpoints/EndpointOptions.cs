@@ -6,22 +6,24 @@ namespace SiteLink;
 /// Settings of one endpoint, whatever serves it: passed to <see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/>,
 /// <see cref="ITunnelSession.ListenAsync(string, EndpointOptions?, CancellationToken)"/> and
 /// <see cref="ITunnelSession.BindHandlerAsync(string, TunnelConnectionHandler, EndpointOptions?, CancellationToken)"/>,
-/// and read from configuration for the endpoints of <see cref="TunnelSessionOptions.Endpoints"/>. The session copies
-/// it when the endpoint is bound: changing it afterwards changes nothing.
+/// and the host builder's <c>AddForward</c> and <c>AddConnectionHandler</c>; a configured endpoint
+/// (<see cref="ForwardEndpointOptions"/>) carries the same settings. The session copies it when the endpoint is
+/// declared: changing it afterwards changes nothing. Settings later versions add appear here (and on
+/// <see cref="ForwardEndpointOptions"/>), with defaults that keep today's behaviour.
 /// </summary>
-public class EndpointOptions
+public sealed class EndpointOptions
 {
     /// <summary>The longest <see cref="Description"/>, in characters.</summary>
-    public const int MaxDescriptionLength = EndpointDescriptionRules.MaxDescriptionLength;
+    public static int MaxDescriptionLength => EndpointDescriptionRules.MaxDescriptionLength;
 
     /// <summary>The most <see cref="Metadata"/> entries.</summary>
-    public const int MaxMetadataEntries = EndpointDescriptionRules.MaxMetadataEntries;
+    public static int MaxMetadataEntries => EndpointDescriptionRules.MaxMetadataEntries;
 
     /// <summary>The longest <see cref="Metadata"/> key (letters, digits, <c>-</c>, <c>_</c>, <c>.</c>, <c>:</c>, <c>/</c>).</summary>
-    public const int MaxMetadataKeyLength = EndpointDescriptionRules.MaxMetadataKeyLength;
+    public static int MaxMetadataKeyLength => EndpointDescriptionRules.MaxMetadataKeyLength;
 
     /// <summary>The longest <see cref="Metadata"/> value, in characters.</summary>
-    public const int MaxMetadataValueLength = EndpointDescriptionRules.MaxMetadataValueLength;
+    public static int MaxMetadataValueLength => EndpointDescriptionRules.MaxMetadataValueLength;
 
     /// <summary>
     /// A one-line description for the vendor's operators (e.g. <c>"Billing database, site 3"</c>), sent to the relay
@@ -40,16 +42,17 @@ public class EndpointOptions
     /// <summary>Why these settings cannot be used, or null when they can.</summary>
     internal string? FindProblem() => EndpointDescriptionRules.FindProblem(Description, Metadata);
 
-    /// <summary>Copies the settings into <paramref name="target"/>.</summary>
-    internal T CopyTo<T>(T target)
-        where T : EndpointOptions
+    /// <summary>A copy the session keeps: changing this object later changes nothing.</summary>
+    internal EndpointOptions Snapshot() => Copy(Description, Metadata);
+
+    internal static EndpointOptions Copy(string? description, IEnumerable<KeyValuePair<string, string>> metadata)
     {
-        target.Description = Description;
-        foreach (var (key, value) in Metadata)
+        var copy = new EndpointOptions { Description = description };
+        foreach (var (key, value) in metadata)
         {
-            target.Metadata[key] = value;
+            copy.Metadata[key] = value;
         }
 
-        return target;
+        return copy;
     }
 }

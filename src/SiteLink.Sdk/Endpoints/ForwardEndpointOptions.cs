@@ -8,7 +8,7 @@ namespace SiteLink;
 /// <see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/> does. The session binds
 /// it when it connects, and again after every reconnect.
 /// </summary>
-public sealed class ForwardEndpointOptions : EndpointOptions
+public sealed class ForwardEndpointOptions
 {
     /// <summary>The internal endpoint name the relay's cloud endpoints refer to. Required.</summary>
     public string Name { get; set; } = "";
@@ -17,6 +17,27 @@ public sealed class ForwardEndpointOptions : EndpointOptions
     /// The TCP service to forward to: <c>tcp://host:port</c>, or just <c>host:port</c> (<c>[::1]:5432</c> for IPv6). Required.
     /// </summary>
     public string Upstream { get; set; } = "";
+
+    /// <summary>As <see cref="EndpointOptions.Description"/>.</summary>
+    public string? Description { get; set; }
+
+    /// <summary>As <see cref="EndpointOptions.Metadata"/>.</summary>
+    public IDictionary<string, string> Metadata { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>The endpoint's settings, as <see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/> takes them (a copy).</summary>
+    internal EndpointOptions ToEndpointOptions() => EndpointOptions.Copy(Description, Metadata);
+
+    /// <summary>A copy the session keeps.</summary>
+    internal ForwardEndpointOptions Snapshot()
+    {
+        var copy = new ForwardEndpointOptions { Name = Name, Upstream = Upstream, Description = Description };
+        foreach (var (key, value) in Metadata)
+        {
+            copy.Metadata[key] = value;
+        }
+
+        return copy;
+    }
 
     /// <summary>
     /// Reads an upstream written as <c>tcp://host:port</c> or <c>host:port</c>; false when it is neither, or the port is

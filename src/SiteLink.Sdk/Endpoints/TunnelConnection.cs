@@ -43,21 +43,23 @@ public sealed class TunnelConnection : IAsyncDisposable
 
     /// <summary>
     /// Creates a connection that lives in memory, for unit tests of a <see cref="TunnelConnectionHandler"/> or an
-    /// <see cref="ITunnelConnectionHandler"/>: give <see cref="InMemoryTunnelConnection.Connection"/> to the handler and
-    /// play the public client with <see cref="InMemoryTunnelConnection.Client"/>, a <see cref="TunnelStream"/> too. The
+    /// <see cref="ITunnelConnectionHandler"/>: give <see cref="InMemoryConnectionPair.Connection"/> to the handler and
+    /// play the public client with <see cref="InMemoryConnectionPair.Client"/>, a <see cref="TunnelStream"/> too. The
     /// connection behaves as a tunnelled one: either end's <see cref="TunnelStream.CompleteWritesAsync"/> gives the other
     /// the end of the stream (reads return 0) while it can still write; <see cref="TunnelStream.Abort"/> on either end
     /// makes the other's reads and writes fail with an <see cref="IOException"/>; an end that stops reading eventually
-    /// stops the other's writes; every frame's bytes are copied when written.
+    /// stops the other's writes; every frame's bytes are copied when written. As through the tunnel, disposing an end
+    /// closes it gracefully: it waits (up to 10 s) for the other end's end of the stream, so have the client call
+    /// <see cref="TunnelStream.CompleteWritesAsync"/> (or dispose the pair, which closes both ends together).
     /// </summary>
     /// <param name="info">Who the handler sees as connected. Default: endpoint <c>test</c>, client 127.0.0.1:50000.</param>
-    public static InMemoryTunnelConnection CreateInMemory(TunnelConnectionInfo? info = null)
+    public static InMemoryConnectionPair CreateInMemory(TunnelConnectionInfo? info = null)
     {
         var tunnel = new Bridging.InMemoryTunnel(maxFrameSize: 64 * 1024, closeTimeout: TimeSpan.FromSeconds(10));
         var connection = new TunnelConnection(
             info ?? new TunnelConnectionInfo("test", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 50000), null, "in-memory"),
             tunnel.Agent);
-        return new InMemoryTunnelConnection(connection, tunnel.Client);
+        return new InMemoryConnectionPair(connection, tunnel.Client);
     }
 }
 
@@ -65,9 +67,9 @@ public sealed class TunnelConnection : IAsyncDisposable
 /// Both ends of an in-memory tunnelled connection (<see cref="TunnelConnection.CreateInMemory"/>). Disposing it closes
 /// both ends gracefully, together.
 /// </summary>
-public sealed class InMemoryTunnelConnection : IAsyncDisposable
+public sealed class InMemoryConnectionPair : IAsyncDisposable
 {
-    internal InMemoryTunnelConnection(TunnelConnection connection, TunnelStream client)
+    internal InMemoryConnectionPair(TunnelConnection connection, TunnelStream client)
     {
         Connection = connection;
         Client = client;

@@ -45,11 +45,14 @@ public sealed class TunnelAuthenticationException : TunnelException
 /// <summary>The relay refused something the agent asked for (a limit, a version, a permission). Retrying does not help.</summary>
 public sealed class TunnelPermissionException : TunnelException
 {
+    /// <summary>Creates the exception (<see cref="TunnelError.PermissionDenied"/>).</summary>
+    public TunnelPermissionException(string message) : base(message, null, TunnelError.PermissionDenied) { }
+
+    /// <summary>Creates the exception with the error that caused it (<see cref="TunnelError.PermissionDenied"/>).</summary>
+    public TunnelPermissionException(string message, Exception? innerException) : base(message, innerException, TunnelError.PermissionDenied) { }
+
     /// <summary>Creates the exception, saying what kind of refusal it is (e.g. <see cref="TunnelError.VersionNotSupported"/>).</summary>
-    public TunnelPermissionException(string message, Exception? innerException = null, TunnelError tunnelError = TunnelError.PermissionDenied)
-        : base(message, innerException, tunnelError)
-    {
-    }
+    public TunnelPermissionException(string message, Exception? innerException, TunnelError tunnelError) : base(message, innerException, tunnelError) { }
 }
 
 /// <summary>
@@ -58,8 +61,17 @@ public sealed class TunnelPermissionException : TunnelException
 /// </summary>
 public sealed class TunnelConnectionException : TunnelException
 {
+    /// <summary>Creates a transient exception (<see cref="TunnelError.ConnectionFailed"/>).</summary>
+    public TunnelConnectionException(string message) : this(message, null, isTransient: true, TunnelError.ConnectionFailed) { }
+
+    /// <summary>Creates a transient exception with the error that caused it (<see cref="TunnelError.ConnectionFailed"/>).</summary>
+    public TunnelConnectionException(string message, Exception? innerException) : this(message, innerException, isTransient: true, TunnelError.ConnectionFailed) { }
+
+    /// <summary>Creates the exception, saying whether retrying may help (<see cref="TunnelError.ConnectionFailed"/>).</summary>
+    public TunnelConnectionException(string message, Exception? innerException, bool isTransient) : this(message, innerException, isTransient, TunnelError.ConnectionFailed) { }
+
     /// <summary>Creates the exception, saying whether retrying may help and what kind of failure it is (e.g. <see cref="TunnelError.CertificateRejected"/>).</summary>
-    public TunnelConnectionException(string message, Exception? innerException = null, bool isTransient = true, TunnelError tunnelError = TunnelError.ConnectionFailed)
+    public TunnelConnectionException(string message, Exception? innerException, bool isTransient, TunnelError tunnelError)
         : base(message, innerException, tunnelError)
     {
         _isTransient = isTransient;

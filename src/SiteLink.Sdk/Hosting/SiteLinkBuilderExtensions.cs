@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
@@ -6,9 +7,56 @@ using SiteLink.Hosting;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
-/// <summary>Host behaviours of the session <c>AddSiteLink</c> registered.</summary>
+/// <summary>Endpoints and host behaviours of the session <c>AddSiteLink</c> registered.</summary>
 public static class SiteLinkBuilderExtensions
 {
+    /// <summary>
+    /// Forwards connections to <paramref name="name"/> to the service at <paramref name="upstream"/>
+    /// (<c>tcp://host:port</c>), as <see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/>
+    /// does; the same as an entry of the <c>SiteLink:Endpoints</c> configuration section, and validated with them when
+    /// the host starts.
+    /// </summary>
+    /// <param name="builder">The SiteLink builder.</param>
+    /// <param name="name">The internal endpoint name.</param>
+    /// <param name="upstream">Where connections go, e.g. <c>new Uri("tcp://10.0.0.12:5432")</c>.</param>
+    /// <param name="configure">Sets the endpoint's options (description, metadata); null for the defaults.</param>
+    public static ISiteLinkBuilder AddForward(this ISiteLinkBuilder builder, string name, Uri upstream, Action<EndpointOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentNullException.ThrowIfNull(upstream);
+        var options = new EndpointOptions();
+        configure?.Invoke(options);
+        var endpoint = new ForwardEndpointOptions { Name = name, Upstream = upstream.OriginalString, Description = options.Description };
+        foreach (var (key, value) in options.Metadata)
+        {
+            endpoint.Metadata[key] = value;
+        }
+
+        // Goes through the options, so code and configuration endpoints are validated together.
+        builder.Services.Configure<TunnelSessionOptions>(o => o.Endpoints.Add(endpoint.Snapshot()));
+        return builder;
+    }
+
+    /// <summary>
+    /// Serves connections to <paramref name="name"/> with <typeparamref name="THandler"/>, resolved from dependency
+    /// injection per connection in its own scope. <typeparamref name="THandler"/> is registered as scoped unless it
+    /// already is registered.
+    /// </summary>
+    /// <param name="builder">The SiteLink builder.</param>
+    /// <param name="name">The internal endpoint name.</param>
+    /// <param name="configure">Sets the endpoint's options (description, metadata); null for the defaults.</param>
+    public static ISiteLinkBuilder AddConnectionHandler<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] THandler>(
+        this ISiteLinkBuilder builder, string name, Action<EndpointOptions>? configure = null)
+        where THandler : class, ITunnelConnectionHandler
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var options = new EndpointOptions();
+        configure?.Invoke(options);
+        builder.Services.TryAddScoped<THandler>();
+        builder.Services.AddSingleton(new HandlerEndpointRegistration(name, typeof(THandler), options.Snapshot()));
+        return builder;
+    }
+
     /// <summary>
     /// Stops the host when the session faults permanently (<see cref="TunnelSessionState.Faulted"/>: a rejected
     /// authtoken, an untrusted relay certificate, an unsupported version, a refused session), after logging it at
