@@ -2,7 +2,7 @@ namespace SiteLink;
 
 /// <summary>
 /// Serves the connections of an in-process endpoint declared with
-/// <c>AddSiteLink().AddHandlerEndpoint&lt;THandler&gt;(name)</c>. Resolved from dependency injection once per
+/// <c>AddSiteLink().AddConnectionHandler&lt;THandler&gt;(name)</c>. Resolved from dependency injection once per
 /// connection, in a scope of its own that is disposed when the connection ends.
 /// </summary>
 public interface ITunnelConnectionHandler
