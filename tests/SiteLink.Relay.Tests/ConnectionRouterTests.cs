@@ -133,7 +133,7 @@ internal sealed class ConnectionRouterTests
             Assert.That(second, Is.Null);
             Assert.That(counters.UnknownStreamRequests, Is.EqualTo(1));
             Assert.That(counters.Refused(RefusalReason.PairingTimeout), Is.Zero, "a claimed stream never expires");
-            Assert.That(first!.Client.Socket.Connected, Is.True);
+            Assert.That(((SocketTransport)first!.Client.Transport).Socket.Connected, Is.True);
         });
     }
 

@@ -452,7 +452,7 @@ internal sealed class TunnelService
         {
             await responseStream.WriteAsync(new DataFrame
             {
-                Open = new OpenStream { StreamId = pending.Id, BindId = pending.BindId, EndpointName = pending.EndpointName, ClientAddress = pending.ClientAddress },
+                Open = new OpenStream { StreamId = pending.Id, BindId = pending.BindId, EndpointName = pending.EndpointName, ClientAddress = pending.ClientAddress, Sni = pending.Client.Sni ?? "" },
             }, context.CancellationToken).ConfigureAwait(false);
             return true;
         }

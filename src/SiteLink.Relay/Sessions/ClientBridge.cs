@@ -41,7 +41,7 @@ internal static class ClientBridge
         TimeProvider timeProvider,
         CancellationToken cancellationToken)
     {
-        var client = connection.Socket;
+        var client = connection.Transport;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using var idle = new IdleWatch(connection.Endpoint.IdleTimeout, timeProvider, () =>
         {
@@ -112,7 +112,7 @@ internal static class ClientBridge
         return (outcome, agentStatus);
     }
 
-    private static async Task<ClientBridgeOutcome> ClientToAgentAsync(Socket client, IServerStreamWriter<DataFrame> toAgent, int maxFrameSize, Action<long> count, CancellationToken cancellationToken)
+    private static async Task<ClientBridgeOutcome> ClientToAgentAsync(IPublicTransport client, IServerStreamWriter<DataFrame> toAgent, int maxFrameSize, Action<long> count, CancellationToken cancellationToken)
     {
         var size = Math.Min(BufferSize, maxFrameSize);
         var dataLikely = false;
@@ -122,13 +122,13 @@ internal static class ClientBridge
             int read;
             try
             {
-                (buffer, read) = await SocketIo.ReceivePooledAsync(client, size, dataLikely, cancellationToken).ConfigureAwait(false);
+                (buffer, read) = await client.ReceivePooledAsync(size, dataLikely, cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
                 return ClientBridgeOutcome.Completed;
             }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
             {
                 return ClientBridgeOutcome.ClientFailed;
             }
@@ -158,7 +158,7 @@ internal static class ClientBridge
         }
     }
 
-    private static async Task<ClientBridgeOutcome> AgentToClientAsync(IAsyncStreamReader<DataFrame> fromAgent, Socket client, Action<long> count, Action<Status> onAgentError, CancellationToken cancellationToken)
+    private static async Task<ClientBridgeOutcome> AgentToClientAsync(IAsyncStreamReader<DataFrame> fromAgent, IPublicTransport client, Action<long> count, Action<Status> onAgentError, CancellationToken cancellationToken)
     {
         var sendClosed = false;
         try
@@ -176,12 +176,12 @@ internal static class ClientBridge
 
                     try
                     {
-                        await client.SendAsync(frame.Data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                        await client.SendAsync(frame.Data, cancellationToken).ConfigureAwait(false);
                         count(frame.Data.Length);
                         // Only after a completed send: a failed one leaves the buffer to the collector, never to reuse.
                         frame.Release();
                     }
-                    catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                    catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
                     {
                         return ClientBridgeOutcome.ClientFailed;
                     }
@@ -190,14 +190,14 @@ internal static class ClientBridge
                 if (frame.HalfClose && !sendClosed)
                 {
                     sendClosed = true;
-                    ShutdownSend(client);
+                    client.ShutdownSend();
                 }
             }
 
             // The agent completed its request stream: it is finished with the connection.
             if (!sendClosed)
             {
-                ShutdownSend(client);
+                client.ShutdownSend();
             }
 
             return ClientBridgeOutcome.Completed;
@@ -211,18 +211,6 @@ internal static class ClientBridge
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
         {
             return ClientBridgeOutcome.AgentFailed;
-        }
-    }
-
-    private static void ShutdownSend(Socket socket)
-    {
-        try
-        {
-            socket.Shutdown(SocketShutdown.Send);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            // The client is already gone; the other direction reports it.
         }
     }
 }

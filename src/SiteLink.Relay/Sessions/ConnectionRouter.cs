@@ -75,6 +75,7 @@ internal sealed class ConnectionRouter : IDisposable
                 BindId = bindId,
                 EndpointName = endpoint.Endpoint,
                 ClientAddress = client.Address,
+                Sni = client.Sni ?? "",
             },
         });
         if (!offered)

@@ -14,16 +14,23 @@ internal sealed class PublicConnection
     private Action? _release;
     private int _closed;
 
-    public PublicConnection(Socket socket, CloudEndpointOptions endpoint, Action? release = null)
+    public PublicConnection(Socket socket, CloudEndpointOptions endpoint, Action? release = null, ReadOnlyMemory<byte> prefix = default, string? sni = null)
+        : this(new SocketTransport(socket, prefix), socket.RemoteEndPoint?.ToString() ?? "unknown", endpoint, release, sni)
     {
-        Socket = socket;
+    }
+
+    public PublicConnection(IPublicTransport transport, string address, CloudEndpointOptions endpoint, Action? release = null, string? sni = null)
+    {
+        Transport = transport;
         Endpoint = endpoint;
         _release = release;
         // Read once, now: the socket may be closed (and RemoteEndPoint throw) by the time anyone logs it.
-        Address = socket.RemoteEndPoint?.ToString() ?? "unknown";
+        Address = address;
+        Sni = sni;
     }
 
-    public Socket Socket { get; }
+    /// <summary>The bytes of the connection.</summary>
+    public IPublicTransport Transport { get; }
 
     /// <summary>The cloud endpoint it came to.</summary>
     public CloudEndpointOptions Endpoint { get; }
@@ -31,12 +38,15 @@ internal sealed class PublicConnection
     /// <summary>The client's <c>ip:port</c>.</summary>
     public string Address { get; }
 
+    /// <summary>The TLS server name the client asked for (TLS and HTTPS endpoints), else null.</summary>
+    public string? Sni { get; }
+
     /// <summary>Closes the connection with a reset, so the client knows it failed rather than ended.</summary>
     public void Reset()
     {
         if (TryClose())
         {
-            SocketIo.Reset(Socket);
+            Transport.Reset();
             Release();
         }
     }
@@ -46,7 +56,7 @@ internal sealed class PublicConnection
     {
         if (TryClose())
         {
-            Socket.Dispose();
+            Transport.Close();
             Release();
         }
     }
@@ -54,4 +64,71 @@ internal sealed class PublicConnection
     private bool TryClose() => Interlocked.Exchange(ref _closed, 1) == 0;
 
     private void Release() => Interlocked.Exchange(ref _release, null)?.Invoke();
+}
+
+/// <summary>
+/// The public side of a bridged connection: a TCP socket, or the in-memory connection an HTTP cloud endpoint's
+/// forwarder opened. Failures of the peer surface as <see cref="IOException"/>, <see cref="SocketException"/> or
+/// <see cref="ObjectDisposedException"/>.
+/// </summary>
+internal interface IPublicTransport
+{
+    /// <summary>
+    /// Reads up to <paramref name="size"/> bytes into a pooled buffer (given back with <see cref="SocketIo.Return"/>);
+    /// 0 when the client finished sending.
+    /// </summary>
+    ValueTask<(byte[] Buffer, int Read)> ReceivePooledAsync(int size, bool dataLikely, CancellationToken cancellationToken);
+
+    /// <summary>Sends <paramref name="data"/> to the client; completes once it may be reused.</summary>
+    ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken);
+
+    /// <summary>Ends the direction toward the client (FIN); reading goes on.</summary>
+    void ShutdownSend();
+
+    /// <summary>Ends the connection as failed.</summary>
+    void Reset();
+
+    /// <summary>Ends the connection cleanly.</summary>
+    void Close();
+}
+
+/// <summary>A TCP client; <c>prefix</c> holds bytes already read from it (a TLS ClientHello peeked for its SNI), returned first.</summary>
+internal sealed class SocketTransport(Socket socket, ReadOnlyMemory<byte> prefix) : IPublicTransport
+{
+    private ReadOnlyMemory<byte> _prefix = prefix;
+
+    public Socket Socket => socket;
+
+    public async ValueTask<(byte[] Buffer, int Read)> ReceivePooledAsync(int size, bool dataLikely, CancellationToken cancellationToken)
+    {
+        if (!_prefix.IsEmpty)
+        {
+            var n = Math.Min(size, _prefix.Length);
+            var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(n);
+            _prefix.Span[..n].CopyTo(buffer);
+            _prefix = _prefix[n..];
+            return (buffer, n);
+        }
+
+        return await SocketIo.ReceivePooledAsync(socket, size, dataLikely, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+        await socket.SendAsync(data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+
+    public void ShutdownSend()
+    {
+        try
+        {
+            socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // The client is already gone; the other direction reports it.
+        }
+    }
+
+    public void Reset() => SocketIo.Reset(socket);
+
+    public void Close() => socket.Dispose();
 }
