@@ -545,6 +545,7 @@ internal sealed class TunnelService
         try
         {
             using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime, pending.Refusal?.Token ?? CancellationToken.None);
+            pending.Client.Transport.OnBridged();
             (outcome, agentStatus) = await ClientBridge.RunAsync(
                 pending.Client,
                 requestStream,

@@ -2,36 +2,45 @@ using System.Net;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
 using SiteLink.Relay.Sessions;
 
 namespace SiteLink.Relay.CloudEndpoints;
 
 /// <summary>Starts and stops the configured cloud endpoints with the host.</summary>
-internal sealed class CloudEndpointHost : IHostedService
+internal sealed class CloudEndpointHost : IHostedService, IAsyncDisposable
 {
     private readonly RelayOptions _options;
     private readonly ConnectionRouter _router;
     private readonly ILogger _logger;
     private readonly List<TcpCloudEndpoint> _endpoints = [];
+    private readonly HttpCloudEndpoints _http;
 
-    public CloudEndpointHost(RelayOptions options, ConnectionRouter router, ILogger<CloudEndpointHost> logger)
+    public CloudEndpointHost(RelayOptions options, ConnectionRouter router, CloudCertificates certificates, RelayCounters counters, ILoggerFactory loggerFactory)
     {
         _options = options;
         _router = router;
-        _logger = logger;
+        _logger = loggerFactory.CreateLogger<CloudEndpointHost>();
+        _http = new HttpCloudEndpoints(options.CloudEndpoints.Where(e => e.IsHttp), certificates, router, counters, loggerFactory);
     }
 
-    /// <summary>Each cloud endpoint's name and the address it is bound to.</summary>
+    /// <summary>Each cloud endpoint's name and the address it is bound to (http and https endpoints share their listener's).</summary>
     public IReadOnlyDictionary<string, IPEndPoint> BoundEndpoints =>
-        _endpoints.ToDictionary(e => e.Name, e => e.LocalEndPoint, StringComparer.OrdinalIgnoreCase);
+        _endpoints.Select(e => KeyValuePair.Create(e.Name, e.LocalEndPoint)).Concat(_http.BoundEndpoints)
+            .ToDictionary(e => e.Key, e => e.Value, StringComparer.OrdinalIgnoreCase);
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         try
         {
-            foreach (var options in _options.CloudEndpoints)
+            foreach (var options in _options.CloudEndpoints.Where(e => !e.IsHttp))
             {
                 _endpoints.Add(new TcpCloudEndpoint(options, _router, _logger));
+            }
+
+            if (!_http.IsEmpty)
+            {
+                await _http.StartAsync(cancellationToken).ConfigureAwait(false);
             }
         }
         catch
@@ -53,5 +62,18 @@ internal sealed class CloudEndpointHost : IHostedService
         {
             await endpoint.DisposeAsync().ConfigureAwait(false);
         }
+
+        await _http.DisposeAsync().ConfigureAwait(false);
+    }
+
+    public ValueTask DisposeAsync() => new(StopAsync(CancellationToken.None));
+}
+
+/// <summary>The certificates of the https cloud endpoints, by endpoint name, loaded at start.</summary>
+internal sealed class CloudCertificates : Dictionary<string, System.Security.Cryptography.X509Certificates.X509Certificate2>
+{
+    public CloudCertificates()
+        : base(StringComparer.OrdinalIgnoreCase)
+    {
     }
 }

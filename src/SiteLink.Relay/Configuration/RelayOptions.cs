@@ -72,7 +72,7 @@ public sealed class RelayOptions
 
         foreach (var endpoint in CloudEndpoints)
         {
-            copy.CloudEndpoints.Add(endpoint);
+            copy.CloudEndpoints.Add(endpoint.WithoutSecret());
         }
 
         return copy;
@@ -143,11 +143,45 @@ public sealed class CloudEndpointOptions
     /// <summary>A name for this cloud endpoint, used in logs. Required, unique.</summary>
     public string Name { get; set; } = "";
 
-    /// <summary>The protocol; this version serves <c>tcp</c>. Default: <c>tcp</c>.</summary>
+    /// <summary>
+    /// The protocol: <c>tcp</c> (a port of its own, bytes as they come), <c>http</c> or <c>https</c> (HTTP requests
+    /// routed by their Host header, and for https by the TLS server name, on a listener shared by every endpoint with the
+    /// same <see cref="Listen"/> and protocol; TLS terminates at the relay), or <c>tls</c> (TLS connections routed by the
+    /// server name of their ClientHello on a shared listener, passed through encrypted: TLS terminates behind the agent).
+    /// Default: <c>tcp</c>.
+    /// </summary>
     public string Protocol { get; set; } = "tcp";
 
-    /// <summary>Where public clients connect, as <c>ip:port</c>; port 0 picks a free port. Required.</summary>
+    /// <summary>
+    /// Where public clients connect, as <c>ip:port</c>; port 0 picks a free port. http, https and tls endpoints with the
+    /// same address (and protocol) share one listener. Required.
+    /// </summary>
     public string Listen { get; set; } = "";
+
+    /// <summary>
+    /// http, https, tls: the host names this endpoint answers to, e.g. <c>acme-api.relay.example</c>, or
+    /// <c>*.acme.relay.example</c> for every name one label deeper. Case-insensitive; unique per listener.
+    /// </summary>
+    public IList<string> Hostnames { get; } = new List<string>();
+
+    /// <summary>
+    /// https: the certificate served for <see cref="Hostnames"/>, chosen by the client's TLS server name: PKCS#12
+    /// (<c>.pfx</c>) or PEM (with <see cref="KeyPath"/>); one wildcard certificate may serve several endpoints.
+    /// </summary>
+    public string? CertificatePath { get; set; }
+
+    /// <summary>https: the PEM private key of <see cref="CertificatePath"/>.</summary>
+    public string? KeyPath { get; set; }
+
+    /// <summary>https: the password of a PKCS#12 <see cref="CertificatePath"/>. Never logged.</summary>
+    public string? CertificatePassword { get; set; }
+
+    /// <summary>
+    /// http, https: keep the <c>X-Forwarded-For</c>/<c>-Proto</c>/<c>-Host</c> and <c>Forwarded</c> headers a client sends
+    /// (appending the relay's view), for a relay behind a proxy you trust. Default: <see langword="false"/>: they are
+    /// replaced by what the relay saw, so a client cannot claim another address.
+    /// </summary>
+    public bool TrustForwardedHeaders { get; set; }
 
     /// <summary>The tenant whose internal endpoint this forwards to. Required.</summary>
     public string Tenant { get; set; } = "";
@@ -170,6 +204,27 @@ public sealed class CloudEndpointOptions
     /// off. Default: 10 minutes.
     /// </summary>
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// http, https: how long a tunnelled connection the relay keeps for reuse between requests may stay unused before it
+    /// is closed. Keep-alive saves a connection set-up per request; an agent that drains waits for its idle
+    /// connections up to this long. Default: 15 seconds.
+    /// </summary>
+    public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>A copy without <see cref="CertificatePassword"/>, for the relay to keep.</summary>
+    internal CloudEndpointOptions WithoutSecret()
+    {
+        var copy = (CloudEndpointOptions)MemberwiseClone();
+        copy.CertificatePassword = null;
+        return copy;
+    }
+
+    internal bool IsHttp => string.Equals(Protocol, "http", StringComparison.OrdinalIgnoreCase) || string.Equals(Protocol, "https", StringComparison.OrdinalIgnoreCase);
+
+    internal bool IsHttps => string.Equals(Protocol, "https", StringComparison.OrdinalIgnoreCase);
+
+    internal bool IsTls => string.Equals(Protocol, "tls", StringComparison.OrdinalIgnoreCase);
 }
 
 /// <summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using SiteLink.Internal;
 using SiteLink.Relay.Security;
 
 namespace SiteLink.Relay.Configuration;
@@ -189,6 +190,8 @@ public static class RelayOptionsValidator
     {
         var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         var listens = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        var sharedListens = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        var hostnames = new HashSet<(string, string)>();
         var tenants = new HashSet<string>(options.Tokens.Select(t => t.Tenant), StringComparer.OrdinalIgnoreCase);
         for (var i = 0; i < options.CloudEndpoints.Count; i++)
         {
@@ -203,18 +206,70 @@ public static class RelayOptionsValidator
                 errors.Add($"{where}:Name '{endpoint.Name}' is used by another cloud endpoint.");
             }
 
-            if (!string.Equals(endpoint.Protocol, "tcp", StringComparison.OrdinalIgnoreCase))
+            var protocol = endpoint.Protocol?.ToLowerInvariant() ?? "";
+            if (protocol is not ("tcp" or "http" or "https" or "tls"))
             {
-                errors.Add($"{where}:Protocol '{endpoint.Protocol}' is not supported (this relay serves 'tcp').");
+                errors.Add($"{where}:Protocol '{endpoint.Protocol}' is not supported (tcp, http, https or tls).");
             }
 
             if (!TryParseEndPoint(endpoint.Listen, out var listen))
             {
                 errors.Add($"{where}:Listen '{endpoint.Listen}' is not an ip:port address.");
             }
-            else if (listen.Port != 0 && !listens.Add(listen.ToString()))
+            else if (protocol == "tcp")
             {
-                errors.Add($"{where}:Listen '{endpoint.Listen}' is used by another cloud endpoint.");
+                if (listen.Port != 0 && !listens.Add(listen.ToString()))
+                {
+                    errors.Add($"{where}:Listen '{endpoint.Listen}' is used by another cloud endpoint.");
+                }
+            }
+            else
+            {
+                // http, https and tls endpoints share a listener per address: one protocol per address, one endpoint per host name.
+                var key = listen.Port == 0 ? endpoint.Listen : listen.ToString();
+                if (sharedListens.TryGetValue(key, out var other) && other != protocol)
+                {
+                    errors.Add($"{where}:Listen '{endpoint.Listen}' is already a {other} listener; one address serves one protocol.");
+                }
+                else if (listen.Port != 0 && listens.Contains(listen.ToString()) && other is null)
+                {
+                    errors.Add($"{where}:Listen '{endpoint.Listen}' is used by a tcp cloud endpoint.");
+                }
+                else
+                {
+                    sharedListens[key] = protocol;
+                    if (listen.Port != 0)
+                    {
+                        listens.Add(listen.ToString());
+                    }
+                }
+
+                if (endpoint.Hostnames.Count == 0)
+                {
+                    errors.Add($"{where}:Hostnames is required for a {protocol} endpoint (the names it answers to, e.g. acme-api.relay.example or *.acme.relay.example).");
+                }
+
+                foreach (var hostname in endpoint.Hostnames)
+                {
+                    if (!CloudEndpoints.HostRouter<object>.IsValidPattern(hostname))
+                    {
+                        errors.Add($"{where}:Hostnames '{SafeText.Clean(hostname, SafeText.MaxIdLength)}' is not a host name (letters, digits, '-' and dots, optionally starting with '*.').");
+                    }
+                    else if (!hostnames.Add((key, CloudEndpoints.HostRouter<object>.Normalize(hostname))))
+                    {
+                        errors.Add($"{where}:Hostnames '{hostname}' is served by another cloud endpoint on {endpoint.Listen}.");
+                    }
+                }
+
+                if (protocol == "https" && string.IsNullOrWhiteSpace(endpoint.CertificatePath))
+                {
+                    errors.Add($"{where}:CertificatePath is required for an https endpoint (a .pfx, or a PEM certificate with KeyPath, for its host names).");
+                }
+            }
+
+            if (protocol == "tcp" && endpoint.Hostnames.Count > 0)
+            {
+                errors.Add($"{where}:Hostnames applies to http, https and tls endpoints; a tcp endpoint has a port of its own.");
             }
 
             if (string.IsNullOrWhiteSpace(endpoint.Tenant))
@@ -239,6 +294,11 @@ public static class RelayOptionsValidator
             if (endpoint.MaxConnectionsPerClientIp < 1)
             {
                 errors.Add($"{where}:MaxConnectionsPerClientIp must be at least 1 (was {endpoint.MaxConnectionsPerClientIp.ToString(CultureInfo.InvariantCulture)}).");
+            }
+
+            if (endpoint.KeepAliveTimeout <= TimeSpan.Zero)
+            {
+                errors.Add($"{where}:KeepAliveTimeout must be positive.");
             }
 
             if (endpoint.IdleTimeout <= TimeSpan.Zero && endpoint.IdleTimeout != Timeout.InfiniteTimeSpan)

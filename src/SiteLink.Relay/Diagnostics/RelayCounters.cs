@@ -64,6 +64,7 @@ public sealed class RelayCounters
     private readonly Counter<long> _agentConnectionRefusals;
     private readonly Counter<long> _agentConnectionClosures;
     private readonly Counter<long> _idleClosures;
+    private readonly Counter<long> _httpErrors;
 
     /// <summary>Creates the counters and their instruments on a meter from <paramref name="meterFactory"/> (or a process-wide meter).</summary>
     public RelayCounters(IMeterFactory? meterFactory = null)
@@ -80,6 +81,7 @@ public sealed class RelayCounters
         _authFailures = meter.CreateCounter<long>("sitelink.relay.auth.failures", "{call}", "Agent-port calls refused for a missing, unknown or revoked authtoken.");
         _agentConnectionRefusals = meter.CreateCounter<long>("sitelink.relay.agent_connection.refusals", "{connection}", "Agent-port connections closed at accept, by sitelink.reason (connection limits).");
         _agentConnectionClosures = meter.CreateCounter<long>("sitelink.relay.agent_connection.closures", "{connection}", "Agent-port connections the relay closed, by sitelink.reason (pre_authentication_timeout, failed_calls).");
+        _httpErrors = meter.CreateCounter<long>("sitelink.relay.http.errors", "{request}", "Requests to http(s) cloud endpoints answered by the relay itself, by sitelink.reason (unknown_host, misdirected, no_agent, agent_refused, agent_timeout, overloaded, upstream_timeout, upstream_error, client_closed).");
         _idleClosures = meter.CreateCounter<long>("sitelink.relay.connection.idle_timeouts", "{connection}", "Tunnelled connections closed after carrying nothing for the cloud endpoint's IdleTimeout.");
     }
 
@@ -180,6 +182,17 @@ public sealed class RelayCounters
     internal void OnBound() => _binds.Add(1);
 
     internal void OnUnbound(int count = 1) => _binds.Add(-count);
+
+    /// <summary>Requests to http(s) cloud endpoints the relay answered itself, by reason.</summary>
+    public long HttpErrors(string reason) => _httpErrorTotals.TryGetValue(reason, out var count) ? count : 0;
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _httpErrorTotals = new(StringComparer.Ordinal);
+
+    internal void OnHttpError(string reason)
+    {
+        _httpErrorTotals.AddOrUpdate(reason, 1, static (_, count) => count + 1);
+        _httpErrors.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));
+    }
 
     internal void OnBindRefused(string reason) => _bindRefusals.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));
 

@@ -33,8 +33,20 @@ public static class RelayApplication
         var weakTokens = RelayOptionsValidator.WeakTokens(options.Tokens).ToArray();
         var limits = options.Limits;
 
-        // Secrets are used here, once: the relay keeps hashes only.
+        // Secrets are used here, once: the relay keeps hashes only (and the https endpoints' loaded certificates).
         var tokens = new AuthTokenStore(options.Tokens);
+        var cloudCertificates = new CloudCertificates();
+        for (var i = 0; i < options.CloudEndpoints.Count; i++)
+        {
+            var endpoint = options.CloudEndpoints[i];
+            if (endpoint.IsHttps)
+            {
+                cloudCertificates[endpoint.Name] = RelayCertificate.LoadFile(endpoint.CertificatePath!, endpoint.KeyPath, endpoint.CertificatePassword,
+                    $"Relay:CloudEndpoints:{i.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
+            }
+        }
+
+        builder.Services.AddSingleton(cloudCertificates);
         options = options.WithoutSecrets();
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(new RelayStartupFacts(certificate, weakTokens));

@@ -78,9 +78,12 @@ public static class RelayCertificate
     /// The configured certificate file: PKCS#12, or PEM with its key. A file that is missing, unreadable or not a
     /// certificate is a configuration problem (<see cref="RelayConfigurationException"/>) named in one line.
     /// </summary>
-    private static X509Certificate2 LoadConfigured(string path, string? keyPath, string? password)
+    private static X509Certificate2 LoadConfigured(string path, string? keyPath, string? password) => LoadFile(path, keyPath, password, "Relay:Tls");
+
+    /// <summary>A certificate file (PKCS#12, or PEM with its key), named by the settings under <paramref name="section"/> in errors.</summary>
+    internal static X509Certificate2 LoadFile(string path, string? keyPath, string? password, string section)
     {
-        var key = keyPath is null ? "" : $" with Relay:Tls:KeyPath '{keyPath}'";
+        var key = keyPath is null ? "" : $" with {section}:KeyPath '{keyPath}'";
         try
         {
             if (keyPath is not null)
@@ -95,7 +98,7 @@ public static class RelayCertificate
             {
                 certificate.Dispose();
                 throw new RelayConfigurationException(
-                    [$"Relay:Tls:CertificatePath '{path}' has no private key: a server certificate needs one (export the .pfx with its key, or use a PEM certificate with Relay:Tls:KeyPath)."]);
+                    [$"{section}:CertificatePath '{path}' has no private key: a server certificate needs one (export the .pfx with its key, or use a PEM certificate with {section}:KeyPath)."]);
             }
 
             return certificate;
@@ -103,9 +106,9 @@ public static class RelayCertificate
         catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException or ArgumentException)
         {
             var hint = keyPath is null
-                ? " It must be a PKCS#12 (.pfx) file with its private key and Relay:Tls:CertificatePassword, or a PEM certificate with Relay:Tls:KeyPath."
+                ? $" It must be a PKCS#12 (.pfx) file with its private key and {section}:CertificatePassword, or a PEM certificate with {section}:KeyPath."
                 : " It must be a PEM certificate and its PEM private key.";
-            throw new RelayConfigurationException([$"Relay:Tls:CertificatePath '{path}'{key} cannot be loaded: {ex.Message.TrimEnd('.')}.{hint}"]);
+            throw new RelayConfigurationException([$"{section}:CertificatePath '{path}'{key} cannot be loaded: {ex.Message.TrimEnd('.')}.{hint}"]);
         }
     }
 

@@ -105,6 +105,7 @@ internal sealed class ConnectionRouter : IDisposable
             // Ending the bridge resets the client and ends the parked call, which the agent is waiting for.
             _counters.OnRefused(RefusalReason.AgentRefused);
             LogRefusal(paired.Client, $"the agent refused it: {refused.Reason}: {SafeText.Clean(refused.Message)}");
+            paired.Client.Transport.NoteRefusal(RefusalReason.AgentRefused, $"{refused.Reason}: {SafeText.Clean(refused.Message)}");
             try
             {
                 paired.Refusal?.Cancel();
@@ -155,7 +156,7 @@ internal sealed class ConnectionRouter : IDisposable
     {
         _counters.OnRefused(reason);
         LogRefusal(client, message);
-        client.Reset();
+        client.Refuse(reason, message);
     }
 
     private void LogRefusal(PublicConnection client, string message)

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using SiteLink.Internal;
 using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
 
 namespace SiteLink.Relay.Sessions;
 
@@ -40,6 +41,16 @@ internal sealed class PublicConnection
 
     /// <summary>The TLS server name the client asked for (TLS and HTTPS endpoints), else null.</summary>
     public string? Sni { get; }
+
+    /// <summary>Refuses the connection before it was bridged: the client is told why where it can be (HTTP), else reset.</summary>
+    public void Refuse(RefusalReason reason, string message)
+    {
+        if (TryClose())
+        {
+            Transport.Refuse(reason, message);
+            Release();
+        }
+    }
 
     /// <summary>Closes the connection with a reset, so the client knows it failed rather than ended.</summary>
     public void Reset()
@@ -90,6 +101,19 @@ internal interface IPublicTransport
 
     /// <summary>Ends the connection cleanly.</summary>
     void Close();
+
+    /// <summary>The agent opened its stream: bridging starts.</summary>
+    void OnBridged()
+    {
+    }
+
+    /// <summary>The agent refused a connection already being bridged (a parked stream): the reset that follows says why where it can.</summary>
+    void NoteRefusal(RefusalReason reason, string message)
+    {
+    }
+
+    /// <summary>Ends a connection nobody will serve; by default a reset.</summary>
+    void Refuse(RefusalReason reason, string message) => Reset();
 }
 
 /// <summary>A TCP client; <c>prefix</c> holds bytes already read from it (a TLS ClientHello peeked for its SNI), returned first.</summary>

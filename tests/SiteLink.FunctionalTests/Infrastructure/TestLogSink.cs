@@ -4,7 +4,10 @@ using Microsoft.Extensions.Logging;
 namespace SiteLink.FunctionalTests.Infrastructure;
 
 /// <summary>A log entry captured during a test.</summary>
-internal sealed record LogEntry(string Category, LogLevel Level, EventId EventId, string Message, Exception? Exception);
+internal sealed record LogEntry(string Category, LogLevel Level, EventId EventId, string Message, Exception? Exception)
+{
+    public DateTime At { get; } = DateTime.UtcNow;
+}
 
 /// <summary>
 /// Captures the logs of the relay and the SDK during a test, so tests can assert that a failure was logged, and echoes

@@ -1,0 +1,288 @@
+using System.Net;
+using System.Net.Http;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Sessions;
+using Yarp.ReverseProxy.Forwarder;
+using Yarp.ReverseProxy.Transforms;
+using Yarp.ReverseProxy.Transforms.Builder;
+
+namespace SiteLink.Relay.CloudEndpoints;
+
+/// <summary>
+/// The http and https cloud endpoints: one Kestrel server (apart from the agent port's) with a listener per address,
+/// each request routed by its Host header (and for https, first by the TLS server name, which picks the certificate)
+/// to a cloud endpoint, and forwarded by YARP's <see cref="IHttpForwarder"/> over tunnelled connections opened straight
+/// to the agent (a <see cref="SocketsHttpHandler"/> whose ConnectCallback returns an <see cref="HttpTunnelConnection"/>),
+/// pooled and reused across requests like any upstream connection.
+/// </summary>
+internal sealed class HttpCloudEndpoints : IAsyncDisposable
+{
+    /// <summary>The public client's address, handed from the request to the connection it opens.</summary>
+    private static readonly HttpRequestOptionsKey<string> ClientAddressKey = new("sitelink.client_address");
+
+    private readonly ConnectionRouter _router;
+    private readonly RelayCounters _counters;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private readonly List<Listener> _listeners = [];
+    private readonly Dictionary<CloudEndpointOptions, HttpMessageInvoker> _clients = [];
+    private WebApplication? _app;
+
+    public HttpCloudEndpoints(IEnumerable<CloudEndpointOptions> endpoints, IReadOnlyDictionary<string, X509Certificate2> certificates,
+        ConnectionRouter router, RelayCounters counters, ILoggerFactory loggerFactory)
+    {
+        _router = router;
+        _counters = counters;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<HttpCloudEndpoints>();
+        foreach (var group in endpoints.GroupBy(e => e.Listen, StringComparer.OrdinalIgnoreCase))
+        {
+            var listener = new Listener(RelayOptionsValidator.ParseEndPoint(group.Key), group.First().IsHttps);
+            foreach (var endpoint in group)
+            {
+                var certificate = endpoint.IsHttps ? certificates[endpoint.Name] : null;
+                foreach (var hostname in endpoint.Hostnames)
+                {
+                    listener.Routes.TryAdd(hostname, new Route(endpoint, certificate));
+                }
+
+                _clients[endpoint] = CreateClient(endpoint);
+            }
+
+            _listeners.Add(listener);
+        }
+    }
+
+    /// <summary>Each http(s) cloud endpoint's name and the address its listener is bound to (after start).</summary>
+    public IEnumerable<KeyValuePair<string, IPEndPoint>> BoundEndpoints =>
+        _listeners.SelectMany(l => l.Endpoints.Select(e => KeyValuePair.Create(e.Name, l.Bound ?? l.EndPoint)));
+
+    public bool IsEmpty => _listeners.Count == 0;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        // An empty builder: none of the process's configuration or environment applies to this server but what is set here.
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.WebHost.UseKestrelCore().UseKestrelHttpsConfiguration();
+        builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));
+        builder.Services.AddHttpForwarder();
+        builder.Services.AddReverseProxy();
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            // Bodies stream through as they come, whatever their size, as a TCP endpoint's bytes do.
+            kestrel.Limits.MaxRequestBodySize = null;
+            foreach (var listener in _listeners)
+            {
+                kestrel.Listen(listener.EndPoint, options =>
+                {
+                    listener.Options = options;
+                    if (listener.Https)
+                    {
+                        options.Protocols = HttpProtocols.Http1AndHttp2;
+                        options.UseHttps(https =>
+                        {
+                            https.SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13;
+                            https.ServerCertificateSelector = (_, name) => listener.Routes.Match(name)?.Certificate;
+                        });
+                    }
+                    else
+                    {
+                        options.Protocols = HttpProtocols.Http1;
+                    }
+                });
+            }
+        });
+
+        var app = builder.Build();
+        var forwarder = app.Services.GetRequiredService<IHttpForwarder>();
+        var transforms = app.Services.GetRequiredService<ITransformBuilder>();
+        var untrusted = CreateTransformer(transforms, trusted: false);
+        var trusted = CreateTransformer(transforms, trusted: true);
+        app.Run(context => ForwardAsync(context, forwarder, untrusted, trusted));
+        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        _app = app;
+        foreach (var listener in _listeners)
+        {
+            listener.Bound = listener.Options?.IPEndPoint;
+            foreach (var endpoint in listener.Endpoints)
+            {
+                RelayLog.CloudEndpointListening(_logger, endpoint.Name, $"{(listener.Https ? "https" : "http")}://{listener.Bound} ({string.Join(", ", endpoint.Hostnames)})", endpoint.Tenant, endpoint.Endpoint);
+            }
+        }
+    }
+
+    private static HttpTransformer CreateTransformer(ITransformBuilder transforms, bool trusted) => transforms.Create(context =>
+    {
+        // What the relay saw replaces what the client claims, unless the endpoint trusts a proxy in front of it.
+        if (!trusted)
+        {
+            context.AddRequestHeaderRemove("Forwarded");
+        }
+
+        context.AddXForwarded(trusted ? ForwardedTransformActions.Append : ForwardedTransformActions.Set);
+        context.AddRequestTransform(transform =>
+        {
+            var remote = transform.HttpContext.Connection;
+            transform.ProxyRequest.Options.Set(ClientAddressKey, remote.RemoteIpAddress is null ? "unknown" : new IPEndPoint(remote.RemoteIpAddress, remote.RemotePort).ToString());
+            return ValueTask.CompletedTask;
+        });
+    });
+
+    private async Task ForwardAsync(HttpContext context, IHttpForwarder forwarder, HttpTransformer untrusted, HttpTransformer trusted)
+    {
+        var listener = _listeners.First(l => l.Options is { } o && o.IPEndPoint is { } ep && ep.Port == context.Connection.LocalPort
+            && (ep.Address.Equals(IPAddress.Any) || ep.Address.Equals(IPAddress.IPv6Any) || ep.Address.Equals(context.Connection.LocalIpAddress) || ep.Address.Equals(context.Connection.LocalIpAddress?.MapToIPv4())));
+        var route = listener.Routes.Match(context.Request.Host.Host);
+        if (route is null)
+        {
+            await ErrorAsync(context, StatusCodes.Status404NotFound, "unknown_host", $"No endpoint is served at '{Clean(context.Request.Host.Host)}' here.").ConfigureAwait(false);
+            return;
+        }
+
+        if (listener.Https && listener.Routes.Match(context.Features.Get<ITlsHandshakeFeature>()?.HostName) != route)
+        {
+            // The TLS session was set up for another name (and maybe another tenant): no domain fronting.
+            await ErrorAsync(context, StatusCodes.Status421MisdirectedRequest, "misdirected", $"This connection was set up for another host than '{Clean(context.Request.Host.Host)}'.").ConfigureAwait(false);
+            return;
+        }
+
+        var endpoint = route.Endpoint;
+        var config = new ForwarderRequestConfig
+        {
+            ActivityTimeout = endpoint.IdleTimeout == Timeout.InfiniteTimeSpan ? TimeSpan.FromDays(1) : endpoint.IdleTimeout,
+            Version = HttpVersion.Version11,
+            VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+        };
+        var error = await forwarder.SendAsync(context, $"http://{endpoint.Endpoint}/", _clients[endpoint], config, endpoint.TrustForwardedHeaders ? trusted : untrusted).ConfigureAwait(false);
+        if (error == ForwarderError.None)
+        {
+            return;
+        }
+
+        var exception = context.GetForwarderErrorFeature()?.Exception;
+        var open = Find<TunnelOpenException>(exception);
+        var (status, reason, text) = open?.Reason switch
+        {
+            RefusalReason.NoAgent => (StatusCodes.Status502BadGateway, "no_agent", $"No agent is serving '{endpoint.Endpoint}' right now."),
+            RefusalReason.AgentRefused => (StatusCodes.Status502BadGateway, "agent_refused", $"The agent serving '{endpoint.Endpoint}' could not reach its service: {Clean(open.Message)}"),
+            RefusalReason.PairingTimeout => (StatusCodes.Status504GatewayTimeout, "agent_timeout", $"The agent serving '{endpoint.Endpoint}' did not answer in time."),
+            RefusalReason.StreamLimit or RefusalReason.EndpointLimit or RefusalReason.ClientIpLimit => (StatusCodes.Status503ServiceUnavailable, "overloaded", $"'{endpoint.Endpoint}' is at its connection limit; try again."),
+            RefusalReason.SessionEnded => (StatusCodes.Status502BadGateway, "no_agent", $"The agent serving '{endpoint.Endpoint}' went away."),
+            _ when error is ForwarderError.RequestTimedOut => (StatusCodes.Status504GatewayTimeout, "upstream_timeout", $"The service behind '{endpoint.Endpoint}' did not answer in time."),
+            _ when error is ForwarderError.RequestCanceled or ForwarderError.RequestBodyClient or ForwarderError.ResponseBodyClient or ForwarderError.UpgradeRequestClient or ForwarderError.UpgradeResponseClient
+                => (499, "client_closed", "The client went away."),
+            _ => (StatusCodes.Status502BadGateway, "upstream_error", $"The service behind '{endpoint.Endpoint}' failed ({error})."),
+        };
+        await ErrorAsync(context, status, reason, text).ConfigureAwait(false);
+    }
+
+    private async Task ErrorAsync(HttpContext context, int status, string reason, string text)
+    {
+        _counters.OnHttpError(reason);
+        if (context.Response.HasStarted || status == 499)
+        {
+            return;
+        }
+
+        context.Response.Clear();
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        await context.Response.WriteAsync($"{status} {ReasonPhrases.GetReasonPhrase(status)}: {text}\n", Encoding.UTF8).ConfigureAwait(false);
+    }
+
+    private static string Clean(string? text) => Internal.SafeText.Clean(text, 128);
+
+    private static T? Find<T>(Exception? exception)
+        where T : Exception
+    {
+        for (var current = exception; current is not null; current = current.InnerException)
+        {
+            if (current is T found)
+            {
+                return found;
+            }
+        }
+
+        return null;
+    }
+
+    private HttpMessageInvoker CreateClient(CloudEndpointOptions endpoint) => new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        ActivityHeadersPropagator = null,
+        // Tunnelled connections are kept and reused across requests, as keep-alive connections to any upstream.
+        PooledConnectionIdleTimeout = endpoint.KeepAliveTimeout,
+        MaxConnectionsPerServer = endpoint.MaxConnections,
+        ConnectTimeout = Timeout.InfiniteTimeSpan,
+        ConnectCallback = (context, cancellationToken) => OpenAsync(endpoint, context, cancellationToken),
+    }, disposeHandler: true);
+
+    /// <summary>Offers a new tunnelled connection to the agent serving <paramref name="endpoint"/> and waits until it is opened or refused.</summary>
+    private async ValueTask<Stream> OpenAsync(CloudEndpointOptions endpoint, SocketsHttpConnectionContext context, CancellationToken cancellationToken)
+    {
+        var address = context.InitialRequestMessage.Options.TryGetValue(ClientAddressKey, out var client) ? client : "unknown";
+        var tunnel = new HttpTunnelConnection();
+        var connection = new PublicConnection(tunnel, address, endpoint);
+        _router.Offer(connection);
+        try
+        {
+            await tunnel.Opened.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            connection.Reset();
+            throw;
+        }
+
+        return tunnel.Stream;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _app, null) is { } app)
+        {
+            await app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
+        }
+
+        foreach (var client in _clients.Values)
+        {
+            client.Dispose();
+        }
+    }
+
+    private sealed record Route(CloudEndpointOptions Endpoint, X509Certificate2? Certificate);
+
+    private sealed class Listener(IPEndPoint endPoint, bool https)
+    {
+        public IPEndPoint EndPoint { get; } = endPoint;
+
+        public bool Https { get; } = https;
+
+        public HostRouter<Route> Routes { get; } = new();
+
+        public IEnumerable<CloudEndpointOptions> Endpoints => Routes.Values.Select(r => r.Endpoint).Distinct();
+
+        public ListenOptions? Options { get; set; }
+
+        public IPEndPoint? Bound { get; set; }
+    }
+}
