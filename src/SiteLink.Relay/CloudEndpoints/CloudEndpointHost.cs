@@ -16,26 +16,35 @@ internal sealed class CloudEndpointHost : IHostedService, IAsyncDisposable
     private readonly List<TcpCloudEndpoint> _endpoints = [];
     private readonly HttpCloudEndpoints _http;
 
+    private readonly RelayCounters _counters;
+
     public CloudEndpointHost(RelayOptions options, ConnectionRouter router, CloudCertificates certificates, RelayCounters counters, ILoggerFactory loggerFactory)
     {
         _options = options;
         _router = router;
+        _counters = counters;
         _logger = loggerFactory.CreateLogger<CloudEndpointHost>();
         _http = new HttpCloudEndpoints(options.CloudEndpoints.Where(e => e.IsHttp), certificates, router, counters, loggerFactory);
     }
 
     /// <summary>Each cloud endpoint's name and the address it is bound to (http and https endpoints share their listener's).</summary>
     public IReadOnlyDictionary<string, IPEndPoint> BoundEndpoints =>
-        _endpoints.Select(e => KeyValuePair.Create(e.Name, e.LocalEndPoint)).Concat(_http.BoundEndpoints)
+        _endpoints.SelectMany(l => l.Endpoints.Select(e => KeyValuePair.Create(e.Name, l.LocalEndPoint))).Concat(_http.BoundEndpoints)
             .ToDictionary(e => e.Key, e => e.Value, StringComparer.OrdinalIgnoreCase);
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         try
         {
-            foreach (var options in _options.CloudEndpoints.Where(e => !e.IsHttp))
+            foreach (var options in _options.CloudEndpoints.Where(e => !e.IsHttp && !e.IsTls))
             {
-                _endpoints.Add(new TcpCloudEndpoint(options, _router, _logger));
+                _endpoints.Add(new TcpCloudEndpoint([options], _router, _counters, _options.Limits, _logger));
+            }
+
+            // tls endpoints with the same address share one listener, routed by server name.
+            foreach (var group in _options.CloudEndpoints.Where(e => e.IsTls).GroupBy(e => e.Listen, StringComparer.OrdinalIgnoreCase))
+            {
+                _endpoints.Add(new TcpCloudEndpoint([.. group], _router, _counters, _options.Limits, _logger));
             }
 
             if (!_http.IsEmpty)

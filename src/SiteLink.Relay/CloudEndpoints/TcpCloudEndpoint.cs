@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
+using SiteLink.Internal;
 using Microsoft.Extensions.Logging;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
@@ -10,28 +12,53 @@ using SiteLink.Relay.Sessions;
 namespace SiteLink.Relay.CloudEndpoints;
 
 /// <summary>
-/// A TCP cloud endpoint: a listening socket whose connections are routed to an internal endpoint, within the
-/// endpoint's caps on connections in all and per client address.
+/// A listening socket for cloud endpoints: a tcp endpoint's own port, whose connections all go to it; or a tls listener
+/// shared by several tls endpoints, where each connection is routed by the server name of its TLS ClientHello (read,
+/// never answered: the bytes, ClientHello included, pass through to the agent as the client sent them). Each endpoint
+/// keeps its caps on connections in all and per client address.
 /// </summary>
 internal sealed class TcpCloudEndpoint : IAsyncDisposable
 {
-    private readonly CloudEndpointOptions _options;
+    private readonly Admission? _single;
+    private readonly HostRouter<Admission>? _routes;
     private readonly ConnectionRouter _router;
+    private readonly RelayCounters _counters;
+    private readonly RelayLimits _limits;
     private readonly ILogger _logger;
     private readonly Socket _listener;
     private readonly CancellationTokenSource _stopping = new();
-    private readonly KeyedCounter<IPAddress> _perAddress = new();
-    private readonly Lock _gate = new();
     private Task _acceptLoop = Task.CompletedTask;
-    private int _connections;
+    private readonly LogSampler _refusals;
+    private int _readingClientHellos;
     private int _disposed;
 
-    public TcpCloudEndpoint(CloudEndpointOptions options, ConnectionRouter router, ILogger logger)
+    public TcpCloudEndpoint(IReadOnlyList<CloudEndpointOptions> endpoints, ConnectionRouter router, RelayCounters counters, RelayLimits limits, ILogger logger)
     {
-        _options = options;
+        Endpoints = endpoints;
         _router = router;
+        _counters = counters;
+        _limits = limits;
         _logger = logger;
-        var endPoint = RelayOptionsValidator.ParseEndPoint(options.Listen);
+        // Public clients cause refusals at will: every one is counted, one a second is logged.
+        _refusals = new LogSampler(TimeProvider.System, TimeSpan.FromSeconds(1), (count, interval) => RelayLog.ConnectionsRefusedSummary(logger, count, interval));
+        if (endpoints[0].IsTls)
+        {
+            _routes = new HostRouter<Admission>();
+            foreach (var endpoint in endpoints)
+            {
+                var admission = new Admission(endpoint);
+                foreach (var hostname in endpoint.Hostnames)
+                {
+                    _routes.TryAdd(hostname, admission);
+                }
+            }
+        }
+        else
+        {
+            _single = new Admission(endpoints[0]);
+        }
+
+        var endPoint = RelayOptionsValidator.ParseEndPoint(endpoints[0].Listen);
         _listener = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         if (endPoint.AddressFamily == AddressFamily.InterNetworkV6 && endPoint.Address.Equals(IPAddress.IPv6Any))
         {
@@ -45,24 +72,33 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
         catch (SocketException ex)
         {
             _listener.Dispose();
-            throw new RelayStartException($"Cloud endpoint '{options.Name}' cannot listen on {endPoint}: {ex.Message}", ex);
+            throw new RelayStartException($"Cloud endpoint '{Name}' cannot listen on {endPoint}: {ex.Message}", ex);
         }
 
         LocalEndPoint = (IPEndPoint)_listener.LocalEndPoint!;
     }
 
-    public string Name => _options.Name;
+    /// <summary>The endpoints this listener serves (one for tcp).</summary>
+    public IReadOnlyList<CloudEndpointOptions> Endpoints { get; }
+
+    /// <summary>A name for logs: the endpoint's, or the tls endpoints' joined.</summary>
+    public string Name => string.Join(", ", Endpoints.Select(e => e.Name));
 
     /// <summary>The address actually bound (the real port when the configuration said 0).</summary>
     public IPEndPoint LocalEndPoint { get; }
 
-    /// <summary>Public connections open on this endpoint now.</summary>
-    public int Connections => Volatile.Read(ref _connections);
+    /// <summary>Public connections open on this listener now.</summary>
+    public int Connections => _single?.Connections ?? _routes!.Values.Distinct().Sum(a => a.Connections);
 
     public void Start()
     {
         _listener.Listen(1024);
-        RelayLog.CloudEndpointListening(_logger, _options.Name, LocalEndPoint.ToString(), _options.Tenant, _options.Endpoint);
+        foreach (var endpoint in Endpoints)
+        {
+            var where = _routes is null ? LocalEndPoint.ToString() : $"tls://{LocalEndPoint} ({string.Join(", ", endpoint.Hostnames)})";
+            RelayLog.CloudEndpointListening(_logger, endpoint.Name, where, endpoint.Tenant, endpoint.Endpoint);
+        }
+
         _acceptLoop = AcceptLoopAsync(_stopping.Token);
     }
 
@@ -89,7 +125,7 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
             {
                 // No accept error stops the endpoint: a client that vanished before accept, a moment without file
                 // descriptors or buffers. Logged, and retried after a pause that grows while the errors go on.
-                RelayLog.AcceptFailed(_logger, _options.Name, $"{ex.SocketErrorCode}: {ex.Message}");
+                RelayLog.AcceptFailed(_logger, Name, $"{ex.SocketErrorCode}: {ex.Message}");
                 failures++;
                 try
                 {
@@ -111,60 +147,139 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
             catch (Exception ex)
 #pragma warning restore CA1031
             {
-                RelayLog.AcceptFailed(_logger, _options.Name, $"{ex.GetType().Name}: {ex.Message}");
+                RelayLog.AcceptFailed(_logger, Name, $"{ex.GetType().Name}: {ex.Message}");
             }
         }
     }
 
     private void Admit(Socket socket)
     {
-        var address = ClientAddress.KeyOf(socket.RemoteEndPoint);
-        RefusalReason? refusal = null;
-        lock (_gate)
+        socket.NoDelay = true;
+        if (_single is not null)
         {
-            if (_connections >= _options.MaxConnections)
-            {
-                refusal = RefusalReason.EndpointLimit;
-            }
-            else if (!_perAddress.TryIncrement(address, _options.MaxConnectionsPerClientIp))
-            {
-                refusal = RefusalReason.ClientIpLimit;
-            }
-            else
-            {
-                _connections++;
-            }
+            AdmitTo(_single, socket, default, null);
+            return;
         }
 
-        if (refusal is { } reason)
+        // Bounded: a flood of connections that send nothing cannot hold more than this many ClientHello buffers.
+        if (Interlocked.Increment(ref _readingClientHellos) > _limits.MaxPendingClientHellos)
         {
-            _router.Refuse(new PublicConnection(socket, _options), reason, reason == RefusalReason.EndpointLimit
-                ? $"the endpoint carries {_options.MaxConnections} connections (limit MaxConnections)"
-                : $"{address} has {_options.MaxConnectionsPerClientIp} connections open here (limit MaxConnectionsPerClientIp)");
+            Interlocked.Decrement(ref _readingClientHellos);
+            _counters.OnRefused(RefusalReason.EndpointLimit);
+            SocketIo.Reset(socket);
+            return;
+        }
+
+        _ = RouteByServerNameAsync(socket);
+    }
+
+    /// <summary>Reads the ClientHello (within ClientHelloTimeout), routes by its server name, and offers the connection.</summary>
+    private async Task RouteByServerNameAsync(Socket socket)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(ClientHello.MaxBytes + 1024);
+        var filled = 0;
+        string? serverName = null;
+        string? problem = null;
+        var status = ClientHelloStatus.NeedMore;
+        try
+        {
+            using var deadline = new CancellationTokenSource(_limits.ClientHelloTimeout);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, _stopping.Token);
+            while (status == ClientHelloStatus.NeedMore)
+            {
+                if (filled == buffer.Length)
+                {
+                    status = ClientHelloStatus.Invalid;
+                    problem = "the ClientHello is larger than the relay reads";
+                    break;
+                }
+
+                int read;
+                try
+                {
+                    read = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, linked.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    problem = $"no complete ClientHello within {_limits.ClientHelloTimeout}";
+                    break;
+                }
+
+                if (read == 0)
+                {
+                    problem = "the client closed before its ClientHello was complete";
+                    break;
+                }
+
+                filled += read;
+                status = ClientHello.TryReadServerName(buffer.AsSpan(0, filled), out serverName, out problem);
+            }
+
+            var admission = status == ClientHelloStatus.Complete ? _routes!.Match(serverName) : null;
+            if (admission is null)
+            {
+                var reason = status == ClientHelloStatus.Complete
+                    ? serverName is null ? "the ClientHello names no server (SNI)" : $"no endpoint is served at '{serverName}' here"
+                    : problem ?? "not a TLS ClientHello";
+                _counters.OnRefused(status == ClientHelloStatus.Complete ? RefusalReason.UnknownHost : RefusalReason.BadClientHello);
+                if (_refusals.ShouldLog(out var suppressed))
+                {
+                    RelayLog.ConnectionRefused(_logger, Name, ClientAddress.KeyOf(SafeRemote(socket)).ToString(), reason, suppressed);
+                }
+
+                SocketIo.Reset(socket);
+                return;
+            }
+
+            AdmitTo(admission, socket, buffer.AsMemory(0, filled).ToArray(), serverName);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            SocketIo.Reset(socket);
+        }
+        finally
+        {
+            buffer.AsSpan(0, filled).Clear();
+            ArrayPool<byte>.Shared.Return(buffer);
+            Interlocked.Decrement(ref _readingClientHellos);
+        }
+    }
+
+    private static EndPoint? SafeRemote(Socket socket)
+    {
+        try
+        {
+            return socket.RemoteEndPoint;
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            return null;
+        }
+    }
+
+    private void AdmitTo(Admission admission, Socket socket, ReadOnlyMemory<byte> prefix, string? serverName)
+    {
+        var options = admission.Options;
+        var address = ClientAddress.KeyOf(SafeRemote(socket));
+        if (admission.TryEnter(address) is { } reason)
+        {
+            _router.Refuse(new PublicConnection(socket, options, null, prefix, serverName), reason, reason == RefusalReason.EndpointLimit
+                ? $"the endpoint carries {options.MaxConnections} connections (limit MaxConnections)"
+                : $"{address} has {options.MaxConnectionsPerClientIp} connections open here (limit MaxConnectionsPerClientIp)");
             return;
         }
 
         // From here the connection owns its place in the limits: every way it ends (refused, expired, bridged, failed)
         // closes it once, which gives the place back.
-        var connection = new PublicConnection(socket, _options, () => Release(address));
+        var connection = new PublicConnection(socket, options, () => admission.Exit(address), prefix, serverName);
         try
         {
-            socket.NoDelay = true;
             _router.Offer(connection);
         }
         catch
         {
             connection.Reset();
             throw;
-        }
-    }
-
-    private void Release(IPAddress address)
-    {
-        lock (_gate)
-        {
-            _connections--;
-            _perAddress.Decrement(address);
         }
     }
 
@@ -177,6 +292,7 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
 
         await _stopping.CancelAsync().ConfigureAwait(false);
         _listener.Dispose();
+        _refusals.Dispose();
         try
         {
             await _acceptLoop.ConfigureAwait(false);
@@ -186,5 +302,46 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
         }
 
         _stopping.Dispose();
+    }
+
+    /// <summary>One endpoint's caps on connections in all and per client address.</summary>
+    private sealed class Admission(CloudEndpointOptions options)
+    {
+        private readonly KeyedCounter<IPAddress> _perAddress = new();
+        private readonly Lock _gate = new();
+        private int _connections;
+
+        public CloudEndpointOptions Options => options;
+
+        public int Connections => Volatile.Read(ref _connections);
+
+        /// <summary>Takes a place; the refusal reason when there is none.</summary>
+        public RefusalReason? TryEnter(IPAddress address)
+        {
+            lock (_gate)
+            {
+                if (_connections >= options.MaxConnections)
+                {
+                    return RefusalReason.EndpointLimit;
+                }
+
+                if (!_perAddress.TryIncrement(address, options.MaxConnectionsPerClientIp))
+                {
+                    return RefusalReason.ClientIpLimit;
+                }
+
+                _connections++;
+                return null;
+            }
+        }
+
+        public void Exit(IPAddress address)
+        {
+            lock (_gate)
+            {
+                _connections--;
+                _perAddress.Decrement(address);
+            }
+        }
     }
 }

@@ -239,6 +239,18 @@ public sealed class RelayLimits
     /// </summary>
     public int MaxSessionsPerToken { get; set; } = 16;
 
+    /// <summary>
+    /// tls cloud endpoints: how long a new connection may take to send its whole ClientHello (the relay reads it to
+    /// route the connection); slower ones are closed. Default: 5 seconds.
+    /// </summary>
+    public TimeSpan ClientHelloTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// tls cloud endpoints: connections per listener whose ClientHello is still being read (each holds a buffer of up
+    /// to 17 KiB); more are reset. Default: 1024.
+    /// </summary>
+    public int MaxPendingClientHellos { get; set; } = 1024;
+
     /// <summary>Endpoints one session may bind. Default: 256.</summary>
     public int MaxBindsPerSession { get; set; } = 256;
 

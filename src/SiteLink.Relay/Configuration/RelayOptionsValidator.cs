@@ -310,6 +310,16 @@ public static class RelayOptionsValidator
 
     private static void ValidateLimits(RelayLimits limits, List<string> errors)
     {
+        if (limits.ClientHelloTimeout <= TimeSpan.Zero)
+        {
+            errors.Add("Relay:Limits:ClientHelloTimeout must be positive.");
+        }
+
+        if (limits.MaxPendingClientHellos < 1)
+        {
+            errors.Add($"Relay:Limits:MaxPendingClientHellos must be at least 1 (was {limits.MaxPendingClientHellos.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
         void Positive(string name, int value)
         {
             if (value < 1)

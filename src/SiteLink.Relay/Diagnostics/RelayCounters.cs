@@ -25,6 +25,12 @@ public enum RefusalReason
 
     /// <summary>The client's address carries the cloud endpoint's <c>MaxConnectionsPerClientIp</c>.</summary>
     ClientIpLimit,
+
+    /// <summary>A tls listener: the ClientHello names no server, or one no endpoint serves.</summary>
+    UnknownHost,
+
+    /// <summary>A tls listener: no complete, well-formed ClientHello within <c>ClientHelloTimeout</c>.</summary>
+    BadClientHello,
 }
 
 /// <summary>
@@ -205,6 +211,8 @@ public sealed class RelayCounters
         RefusalReason.SessionEnded => "session_ended",
         RefusalReason.EndpointLimit => "endpoint_limit",
         RefusalReason.ClientIpLimit => "client_ip_limit",
+        RefusalReason.UnknownHost => "unknown_host",
+        RefusalReason.BadClientHello => "bad_client_hello",
         _ => "other",
     };
 
