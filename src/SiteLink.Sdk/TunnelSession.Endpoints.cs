@@ -22,7 +22,7 @@ public sealed partial class TunnelSession
 
     /// <summary>Declares an in-process handler endpoint (used by the host integration).</summary>
     internal void DeclareHandler(string name, TunnelConnectionHandler handler, EndpointOptions? options) =>
-        Declare(new HandlerBinding(this, name, handler, CheckOptions(options)));
+        Declare(new HandlerBinding(this, name, handler, CheckOptions(options, forward: false)));
 
     /// <inheritdoc />
     public async Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, EndpointOptions? options = null, CancellationToken cancellationToken = default)
@@ -40,13 +40,13 @@ public sealed partial class TunnelSession
     public async Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(handler);
-        return await BindAsync(new HandlerBinding(this, CheckName(name), handler, CheckOptions(options)), cancellationToken).ConfigureAwait(false);
+        return await BindAsync(new HandlerBinding(this, CheckName(name), handler, CheckOptions(options, forward: false)), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async Task<ITunnelListener> ListenAsync(string name, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
-        return (ListenerBinding)await BindAsync(new ListenerBinding(this, CheckName(name), Options.ListenerBacklog, CheckOptions(options)), cancellationToken).ConfigureAwait(false);
+        return (ListenerBinding)await BindAsync(new ListenerBinding(this, CheckName(name), Options.ListenerBacklog, CheckOptions(options, forward: false)), cancellationToken).ConfigureAwait(false);
     }
 
     private static string CheckName(string name)
@@ -56,12 +56,17 @@ public sealed partial class TunnelSession
     }
 
     /// <summary>A copy of <paramref name="options"/>, checked: what is validated is what is bound, whatever the caller does next.</summary>
-    private static EndpointOptions? CheckOptions(EndpointOptions? options)
+    private static EndpointOptions? CheckOptions(EndpointOptions? options, bool forward = true)
     {
         var copy = options?.Snapshot();
         if (copy?.FindProblem() is { } problem)
         {
             throw new ArgumentException($"Invalid endpoint options: {problem}.", nameof(options));
+        }
+
+        if (!forward && copy?.ProxyProtocol is not (null or ProxyProtocolVersion.None))
+        {
+            throw new ArgumentException("Invalid endpoint options: ProxyProtocol applies to forward endpoints (ForwardAsync), whose upstream reads the header; an in-process endpoint has TunnelConnection.Info instead.", nameof(options));
         }
 
         return copy;

@@ -104,6 +104,7 @@ public sealed class PublicApiTests
             "SiteLink.ITunnelEndpoint",
             "SiteLink.ITunnelListener",
             "SiteLink.ITunnelSession",
+            "SiteLink.ProxyProtocolVersion",
             "SiteLink.RelayInfo",
             "SiteLink.TunnelAuthenticationException",
             "SiteLink.TunnelBindEventArgs",

@@ -39,15 +39,27 @@ public sealed class EndpointOptions
     /// </summary>
     public IDictionary<string, string> Metadata { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Forward endpoints: send the upstream a PROXY protocol header (HAProxy's, version 1 text or version 2 binary)
+    /// before the connection's first byte, carrying the public client's address and port (and, in version 2, the TLS
+    /// server name the client asked for), for upstreams that log or filter by client address (nginx
+    /// <c>listen … proxy_protocol</c>, haproxy <c>accept-proxy</c>, PostgreSQL behind such a proxy). Only for upstreams
+    /// that expect it: any other reads the header as garbage. Default: <see cref="ProxyProtocolVersion.None"/>.
+    /// </summary>
+    public ProxyProtocolVersion ProxyProtocol { get; set; }
+
     /// <summary>Why these settings cannot be used, or null when they can.</summary>
-    internal string? FindProblem() => EndpointDescriptionRules.FindProblem(Description, Metadata);
+    internal string? FindProblem() =>
+        ProxyProtocol is not (ProxyProtocolVersion.None or ProxyProtocolVersion.V1 or ProxyProtocolVersion.V2)
+            ? $"ProxyProtocol {(int)ProxyProtocol} is not None, V1 or V2"
+            : EndpointDescriptionRules.FindProblem(Description, Metadata);
 
     /// <summary>A copy the session keeps: changing this object later changes nothing.</summary>
-    internal EndpointOptions Snapshot() => Copy(Description, Metadata);
+    internal EndpointOptions Snapshot() => Copy(Description, Metadata, ProxyProtocol);
 
-    internal static EndpointOptions Copy(string? description, IEnumerable<KeyValuePair<string, string>> metadata)
+    internal static EndpointOptions Copy(string? description, IEnumerable<KeyValuePair<string, string>> metadata, ProxyProtocolVersion proxyProtocol)
     {
-        var copy = new EndpointOptions { Description = description };
+        var copy = new EndpointOptions { Description = description, ProxyProtocol = proxyProtocol };
         foreach (var (key, value) in metadata)
         {
             copy.Metadata[key] = value;
@@ -55,4 +67,17 @@ public sealed class EndpointOptions
 
         return copy;
     }
+}
+
+/// <summary>Which PROXY protocol header a forward endpoint sends its upstream (<see cref="EndpointOptions.ProxyProtocol"/>).</summary>
+public enum ProxyProtocolVersion
+{
+    /// <summary>None: the upstream sees the agent's address.</summary>
+    None = 0,
+
+    /// <summary>Version 1, a text line (<c>PROXY TCP4 …</c>).</summary>
+    V1 = 1,
+
+    /// <summary>Version 2, binary, with the TLS server name in a TLV when there is one.</summary>
+    V2 = 2,
 }

@@ -8,6 +8,7 @@ internal sealed class ForwardBinding : EndpointBinding
     private readonly Uri _upstream;
     private readonly string _host;
     private readonly int _port;
+    private readonly ProxyProtocolVersion _proxyProtocol;
 
     public ForwardBinding(TunnelSession session, string name, Uri upstream, EndpointOptions? options)
         : base(session, name, options)
@@ -15,6 +16,7 @@ internal sealed class ForwardBinding : EndpointBinding
         _upstream = upstream;
         _host = Upstreams.HostOf(upstream);
         _port = upstream.Port;
+        _proxyProtocol = options?.ProxyProtocol ?? ProxyProtocolVersion.None;
     }
 
     public override TunnelEndpointKind Kind => TunnelEndpointKind.Forward;
@@ -31,6 +33,12 @@ internal sealed class ForwardBinding : EndpointBinding
             using var timeout = new CancellationTokenSource(Session.Options.UpstreamConnectTimeout, Session.Options.TimeProvider);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
             await upstream.ConnectAsync(_host, _port, linked.Token).ConfigureAwait(false);
+            if (_proxyProtocol != ProxyProtocolVersion.None)
+            {
+                // Before any byte of the client's: the upstream reads who connected, then the connection.
+                var header = ProxyProtocolHeader.Create(_proxyProtocol, offer.Info.ClientAddress, upstream.RemoteEndPoint, offer.Info.ServerName);
+                await upstream.SendAsync(header, SocketFlags.None, linked.Token).ConfigureAwait(false);
+            }
         }
         catch (Exception ex) when (ex is SocketException or OperationCanceledException)
         {

@@ -24,13 +24,16 @@ public sealed class ForwardEndpointOptions
     /// <summary>As <see cref="EndpointOptions.Metadata"/>.</summary>
     public IDictionary<string, string> Metadata { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
+    /// <summary>As <see cref="EndpointOptions.ProxyProtocol"/>.</summary>
+    public ProxyProtocolVersion ProxyProtocol { get; set; }
+
     /// <summary>The endpoint's settings, as <see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/> takes them (a copy).</summary>
-    internal EndpointOptions ToEndpointOptions() => EndpointOptions.Copy(Description, Metadata);
+    internal EndpointOptions ToEndpointOptions() => EndpointOptions.Copy(Description, Metadata, ProxyProtocol);
 
     /// <summary>A copy the session keeps.</summary>
     internal ForwardEndpointOptions Snapshot()
     {
-        var copy = new ForwardEndpointOptions { Name = Name, Upstream = Upstream, Description = Description };
+        var copy = new ForwardEndpointOptions { Name = Name, Upstream = Upstream, Description = Description, ProxyProtocol = ProxyProtocol };
         foreach (var (key, value) in Metadata)
         {
             copy.Metadata[key] = value;

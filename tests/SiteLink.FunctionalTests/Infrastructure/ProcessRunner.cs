@@ -161,7 +161,7 @@ internal sealed class ProcessRunner : IAsyncDisposable
     {
         Kill();
         _process.Dispose();
-        _lineArrived.Dispose();
+        // Not disposed: output still in flight from a killed process may signal it after this (it holds no handle).
         return ValueTask.CompletedTask;
     }
 
