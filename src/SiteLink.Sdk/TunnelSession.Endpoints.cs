@@ -64,6 +64,11 @@ public sealed partial class TunnelSession
             throw new ArgumentException($"Invalid endpoint options: {problem}.", nameof(options));
         }
 
+        if (!forward && copy?.TlsServer is not null)
+        {
+            throw new ArgumentException("Invalid endpoint options: TlsServer applies to forward endpoints (ForwardAsync); an in-process handler terminates TLS itself by wrapping TunnelConnection.Stream in an SslStream.", nameof(options));
+        }
+
         if (!forward && copy?.ProxyProtocol is not (null or ProxyProtocolVersion.None))
         {
             throw new ArgumentException("Invalid endpoint options: ProxyProtocol applies to forward endpoints (ForwardAsync), whose upstream reads the header; an in-process endpoint has TunnelConnection.Info instead.", nameof(options));

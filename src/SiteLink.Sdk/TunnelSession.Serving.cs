@@ -418,6 +418,14 @@ public sealed partial class TunnelSession
         }
     }
 
+    internal void OnTlsHandshakeFailed(Offer offer, Exception exception)
+    {
+        if (_offerLog.ShouldLog(OfferEvent.HandlerFailed, out var held))
+        {
+            SessionLog.TlsHandshakeFailed(_logger, offer.Info.EndpointName, offer.StreamId, SafeText.Clean(exception.Message), held);
+        }
+    }
+
     internal void OnHandlerFailed(Offer offer, Exception exception)
     {
         if (_offerLog.ShouldLog(OfferEvent.HandlerFailed, out var held))

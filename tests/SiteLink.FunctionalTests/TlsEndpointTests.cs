@@ -51,32 +51,40 @@ public sealed class TlsEndpointTests
         var marker = Encoding.ASCII.GetBytes("SECRET-MARKER-7f3a9c-never-in-clear");
         var payload = marker.Concat(SocketTestExtensions.RandomBytes(4 * 1024 * 1024)).Concat(marker).ToArray();
 
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(relay.CloudEndpoint("acme-db")).DefaultTimeout();
-        var recording = new RecordingStream(new NetworkStream(socket, ownsSocket: false));
-        await using (var tls = new SslStream(recording, leaveInnerStreamOpen: true, (_, certificate, _, _) => certificate!.GetCertHashString(HashAlgorithmName.SHA256) == acme.Thumbprint))
-        {
-            await tls.AuthenticateAsClientAsync("acme-db.relay.test").DefaultTimeout();
-            var reading = Task.Run(async () =>
-            {
-                using var echoed = new MemoryStream();
-                await tls.CopyToAsync(echoed);
-                return echoed.ToArray();
-            });
-            await tls.WriteAsync(payload).AsTask().DefaultTimeout();
-            await tls.ShutdownAsync().DefaultTimeout();
-            var echo = await reading.DefaultTimeout();
-            Assert.That(SHA256.HashData(echo), Is.EqualTo(SHA256.HashData(payload)), "4 MiB echoed through TLS end to end");
-        }
+        var (echo, sent) = await EchoThroughTlsAsync(relay.CloudEndpoint("acme-db"), "acme-db.relay.test", acme.Thumbprint, payload);
+        Assert.That(SHA256.HashData(echo), Is.EqualTo(SHA256.HashData(payload)), "4 MiB echoed through TLS end to end");
 
         await Eventually.WaitUntilAsync(() => acme.LastRawBytesRead.Length > 0, "the upstream finished");
-        var sent = recording.Written.ToArray();
         Assert.Multiple(() =>
         {
             Assert.That(acme.LastRawBytesRead, Is.EqualTo(sent), "the upstream read exactly the bytes the client wrote: the relay passed the ciphertext through untouched");
             Assert.That(sent.AsSpan().IndexOf(marker), Is.EqualTo(-1), "no plaintext on the wire the relay carries");
             Assert.That(relay.CloudEndpoint("globex-db"), Is.EqualTo(relay.CloudEndpoint("acme-db")), "one listener for both tenants");
         });
+    }
+
+    /// <summary>
+    /// Connects to <paramref name="target"/> with TLS for <paramref name="serverName"/> (trusting only the certificate
+    /// <paramref name="thumbprint"/>), sends <paramref name="payload"/>, closes its side and reads the echo to the end.
+    /// Returns the echo and the raw bytes the client wrote on the wire.
+    /// </summary>
+    private static async Task<(byte[] Echo, byte[] Sent)> EchoThroughTlsAsync(IPEndPoint target, string serverName, string thumbprint, byte[] payload)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(target).DefaultTimeout();
+        var recording = new RecordingStream(new NetworkStream(socket, ownsSocket: false));
+        await using var tls = new SslStream(recording, leaveInnerStreamOpen: true, (_, certificate, _, _) => certificate!.GetCertHashString(HashAlgorithmName.SHA256) == thumbprint);
+        await tls.AuthenticateAsClientAsync(serverName).DefaultTimeout();
+        var reading = Task.Run(async () =>
+        {
+            using var echoed = new MemoryStream();
+            await tls.CopyToAsync(echoed);
+            return echoed.ToArray();
+        });
+        await tls.WriteAsync(payload).AsTask().DefaultTimeout();
+        await tls.ShutdownAsync().DefaultTimeout();
+        var echo = await reading.DefaultTimeout();
+        return (echo, recording.Written.ToArray());
     }
 
     [Test]
@@ -155,6 +163,81 @@ public sealed class TlsEndpointTests
             Assert.That(relay.Server.Counters.Refused(RefusalReason.UnknownHost), Is.EqualTo(2));
             Assert.That(relay.Server.Counters.Refused(RefusalReason.BadClientHello), Is.EqualTo(2));
             Assert.That(acme.LastRawBytesRead, Is.Empty, "nothing reached a service");
+        });
+    }
+
+    [Test]
+    public async Task TlsEndingAtTheAgent_TheServiceGetsPlaintext_WhileTheRelayCarriedOnlyTheClientsCiphertext()
+    {
+        // A certificate for the public name, held by the agent only; the service behind it speaks plain TCP.
+        await using var identity = new TlsUpstream("unused", "acme-db.relay.test");
+        await using var relay = await TestRelay.StartAsync([], o => o.CloudEndpoints.Add(Tls("acme-db", "acme", "db", "acme-db.relay.test")));
+        await using var plain = TestUpstream.Echo();
+        await (await relay.ConnectAgentAsync()).ForwardAsync("db", plain.Uri, new EndpointOptions
+        {
+            TlsServer = new SslServerAuthenticationOptions { ServerCertificate = identity.ServerCertificate },
+        }).DefaultTimeout();
+        var marker = Encoding.ASCII.GetBytes("SECRET-MARKER-agent-terminated");
+        var payload = marker.Concat(SocketTestExtensions.RandomBytes(1024 * 1024)).ToArray();
+
+        var (echo, sent) = await EchoThroughTlsAsync(relay.CloudEndpoint("acme-db"), "acme-db.relay.test", identity.Thumbprint, payload);
+        await Eventually.WaitUntilAsync(() => relay.Server.Counters.BytesFromClients == sent.Length, "the relay counted what the client sent");
+        Assert.Multiple(() =>
+        {
+            Assert.That(echo, Is.EqualTo(payload), "decrypted at the agent, echoed by the plain service, encrypted again at the agent");
+            Assert.That(sent.AsSpan().IndexOf(marker), Is.EqualTo(-1), "the relay's side of the connection carried no plaintext");
+            Assert.That(relay.Server.Counters.BytesFromClients, Is.EqualTo(sent.Length), "and exactly the client's ciphertext");
+        });
+    }
+
+    [Test]
+    public async Task ATlsUpstream_IsVerifiedByPinOrPrivateCa_AndRefusedWhenUntrusted()
+    {
+        await using var service = new TlsUpstream("acme", "db.internal.test");
+        await using var relay = await TestRelay.StartAsync(["pinned", "private-ca", "system", "insecure"]);
+        var session = await relay.ConnectAgentAsync();
+        var upstream = new Uri($"tls://127.0.0.1:{service.Uri.Port}");
+        var pinned = new EndpointOptions();
+        pinned.UpstreamTls.PinnedCertificateSha256 = service.Thumbprint;
+        var privateCa = new EndpointOptions();
+        privateCa.UpstreamTls.ServerName = "db.internal.test";
+        privateCa.UpstreamTls.TrustedCertificateAuthorities.Add(service.PublicCertificate);
+        var insecure = new EndpointOptions();
+        insecure.UpstreamTls.AllowUntrustedCertificate = true;
+        await session.ForwardAsync("pinned", upstream, pinned).DefaultTimeout();
+        await session.ForwardAsync("private-ca", upstream, privateCa).DefaultTimeout();
+        await session.ForwardAsync("system", upstream).DefaultTimeout();
+        await session.ForwardAsync("insecure", upstream, insecure).DefaultTimeout();
+
+        async Task<string> PingAsync(string endpoint)
+        {
+            using var client = await relay.ConnectClientAsync(endpoint);
+            var reading = client.ReadToEndAsync();
+            try
+            {
+                await client.SendAllAsync("PING"u8.ToArray()).DefaultTimeout();
+                return Encoding.ASCII.GetString(await reading.DefaultTimeout());
+            }
+            catch (SocketException)
+            {
+                // The relay resets a connection the agent refused.
+                return "reset";
+            }
+        }
+
+        var answers = new Dictionary<string, string>();
+        foreach (var endpoint in new[] { "pinned", "private-ca", "system", "insecure" })
+        {
+            answers[endpoint] = await PingAsync(endpoint);
+        }
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(answers["pinned"], Is.EqualTo("PONG acme\n"), "trusted by its pin");
+            Assert.That(answers["private-ca"], Is.EqualTo("PONG acme\n"), "trusted through the private CA, name checked");
+            Assert.That(answers["system"], Is.EqualTo("reset"), "a self-signed certificate is not trusted by the system store: refused");
+            Assert.That(answers["insecure"], Is.EqualTo("PONG acme\n"), "the explicit opt-out");
+            Assert.That(relay.Logs.Entries.Select(e => e.Message), Has.Some.Contains("TLS to the upstream failed"));
         });
     }
 }

@@ -129,6 +129,7 @@ public sealed class PublicApiTests
             "SiteLink.TunnelSessionState",
             "SiteLink.TunnelStateChangedEventArgs",
             "SiteLink.TunnelStream",
+            "SiteLink.UpstreamTlsOptions",
         }));
     }
 }

@@ -21,6 +21,9 @@ internal static partial class SessionLog
     [LoggerMessage(36, LogLevel.Warning, "{Count} more '{Event}' warning(s) in the last {Interval} (held back from the log; every connection is counted in sitelink.connections).")]
     public static partial void HeldBackSummary(ILogger logger, long count, OfferEvent @event, TimeSpan interval);
 
+    [LoggerMessage(40, LogLevel.Warning, "Endpoint '{EndpointName}': the TLS handshake of connection {StreamId} failed: {Reason}. ({Suppressed} more since the last such message.)")]
+    public static partial void TlsHandshakeFailed(ILogger logger, string endpointName, string streamId, string reason, long suppressed);
+
     [LoggerMessage(39, LogLevel.Error, "Unexpected failure {Activity}; what it had started was ended and the session goes on.")]
     public static partial void UnexpectedFailure(ILogger logger, string activity, Exception exception);
 

@@ -1,3 +1,4 @@
+using System.Net.Security;
 using SiteLink.Internal;
 
 namespace SiteLink;
@@ -48,18 +49,33 @@ public sealed class EndpointOptions
     /// </summary>
     public ProxyProtocolVersion ProxyProtocol { get; set; }
 
+    /// <summary>
+    /// Forward endpoints: terminate TLS at the agent with these options (at least a
+    /// <see cref="SslServerAuthenticationOptions.ServerCertificate"/>): public clients' TLS connections, passed through the
+    /// relay encrypted by a <c>tls</c> cloud endpoint, are decrypted only here, inside the customer's network, and
+    /// forwarded in plain to the upstream. (An in-process handler terminates TLS itself by wrapping
+    /// <see cref="TunnelConnection.Stream"/> in an <see cref="SslStream"/>.) Default: none, bytes pass as they come.
+    /// </summary>
+    public SslServerAuthenticationOptions? TlsServer { get; set; }
+
+    /// <summary>Forward endpoints with a <c>tls://</c> or <c>https://</c> upstream: how the agent verifies it.</summary>
+    public UpstreamTlsOptions UpstreamTls { get; private set; } = new();
+
     /// <summary>Why these settings cannot be used, or null when they can.</summary>
     internal string? FindProblem() =>
         ProxyProtocol is not (ProxyProtocolVersion.None or ProxyProtocolVersion.V1 or ProxyProtocolVersion.V2)
             ? $"ProxyProtocol {(int)ProxyProtocol} is not None, V1 or V2"
-            : EndpointDescriptionRules.FindProblem(Description, Metadata);
+            : TlsServer is { ServerCertificate: null, ServerCertificateContext: null, ServerCertificateSelectionCallback: null }
+                ? "TlsServer has no server certificate"
+                : UpstreamTls.FindProblem() ?? EndpointDescriptionRules.FindProblem(Description, Metadata);
 
     /// <summary>A copy the session keeps: changing this object later changes nothing.</summary>
-    internal EndpointOptions Snapshot() => Copy(Description, Metadata, ProxyProtocol);
+    internal EndpointOptions Snapshot() => Copy(Description, Metadata, ProxyProtocol, TlsServer, UpstreamTls);
 
-    internal static EndpointOptions Copy(string? description, IEnumerable<KeyValuePair<string, string>> metadata, ProxyProtocolVersion proxyProtocol)
+    internal static EndpointOptions Copy(string? description, IEnumerable<KeyValuePair<string, string>> metadata, ProxyProtocolVersion proxyProtocol,
+        SslServerAuthenticationOptions? tlsServer, UpstreamTlsOptions upstreamTls)
     {
-        var copy = new EndpointOptions { Description = description, ProxyProtocol = proxyProtocol };
+        var copy = new EndpointOptions { Description = description, ProxyProtocol = proxyProtocol, TlsServer = tlsServer, UpstreamTls = upstreamTls.Snapshot() };
         foreach (var (key, value) in metadata)
         {
             copy.Metadata[key] = value;

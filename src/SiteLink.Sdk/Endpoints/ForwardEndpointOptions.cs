@@ -27,13 +27,19 @@ public sealed class ForwardEndpointOptions
     /// <summary>As <see cref="EndpointOptions.ProxyProtocol"/>.</summary>
     public ProxyProtocolVersion ProxyProtocol { get; set; }
 
+    /// <summary>
+    /// Settings only code can give (certificates: <see cref="EndpointOptions.TlsServer"/>, <see cref="EndpointOptions.UpstreamTls"/>),
+    /// from <c>AddForward(…, configure)</c>. A field, not a property: the configuration binder must not walk into it.
+    /// </summary>
+    internal EndpointOptions? CodeOptions;
+
     /// <summary>The endpoint's settings, as <see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/> takes them (a copy).</summary>
-    internal EndpointOptions ToEndpointOptions() => EndpointOptions.Copy(Description, Metadata, ProxyProtocol);
+    internal EndpointOptions ToEndpointOptions() => EndpointOptions.Copy(Description, Metadata, ProxyProtocol, CodeOptions?.TlsServer, CodeOptions?.UpstreamTls ?? new UpstreamTlsOptions());
 
     /// <summary>A copy the session keeps.</summary>
     internal ForwardEndpointOptions Snapshot()
     {
-        var copy = new ForwardEndpointOptions { Name = Name, Upstream = Upstream, Description = Description, ProxyProtocol = ProxyProtocol };
+        var copy = new ForwardEndpointOptions { Name = Name, Upstream = Upstream, Description = Description, ProxyProtocol = ProxyProtocol, CodeOptions = CodeOptions?.Snapshot() };
         foreach (var (key, value) in Metadata)
         {
             copy.Metadata[key] = value;
@@ -117,12 +123,12 @@ internal static class Upstreams
             return "an upstream address carries no user information: write tcp://host:port";
         }
 
-        if (!string.Equals(upstream.Scheme, "tcp", StringComparison.OrdinalIgnoreCase))
+        if (!IsTcp(upstream) && !IsTls(upstream))
         {
-            return $"'{upstream.Scheme}' upstreams are not supported: write tcp://host:port";
+            return $"'{upstream.Scheme}' upstreams are not supported: write tcp://host:port, or tls://host:port (https://host) for a TLS upstream";
         }
 
-        if (string.IsNullOrEmpty(upstream.Host) || upstream.IsDefaultPort || upstream.Port is < 1 or > 65535)
+        if (string.IsNullOrEmpty(upstream.Host) || (upstream.IsDefaultPort && !IsHttps(upstream)) || upstream.Port is < 1 or > 65535)
         {
             return $"'{upstream}' needs a host and a port from 1 to 65535: write tcp://host:port";
         }
@@ -134,6 +140,13 @@ internal static class Upstreams
 
         return null;
     }
+
+    private static bool IsTcp(Uri upstream) => string.Equals(upstream.Scheme, "tcp", StringComparison.OrdinalIgnoreCase);
+
+    private static bool IsHttps(Uri upstream) => string.Equals(upstream.Scheme, "https", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Whether the agent speaks TLS to the upstream (<c>tls://</c>, <c>https://</c>).</summary>
+    public static bool IsTls(Uri upstream) => IsHttps(upstream) || string.Equals(upstream.Scheme, "tls", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>The host name or address to connect to (IPv6 without brackets).</summary>
     public static string HostOf(Uri upstream) => upstream.DnsSafeHost;

@@ -42,6 +42,12 @@ internal sealed class TlsUpstream : IAsyncDisposable
     /// <summary>The certificate's SHA-256, for clients to pin.</summary>
     public string Thumbprint => _certificate.GetCertHashString(HashAlgorithmName.SHA256);
 
+    /// <summary>The certificate without its key, as a client trusts it.</summary>
+    public X509Certificate2 PublicCertificate => X509CertificateLoader.LoadCertificate(_certificate.RawData);
+
+    /// <summary>The certificate with its key, for a TLS server (the agent terminating TLS) to present.</summary>
+    public X509Certificate2 ServerCertificate => _certificate;
+
     /// <summary>The certificate as PEM, for curl's --cacert.</summary>
     public string Pem => _certificate.ExportCertificatePem();
 
