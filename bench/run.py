@@ -56,7 +56,7 @@ def wait_http(port, timeout=60):
     while time.time() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
                 if s.recv(64).startswith(b"HTTP/1.1 200"):
                     return
         except OSError:
@@ -82,8 +82,12 @@ def wait_log(name, pattern, timeout=60):
 # ---------------------------------------------------------------------------------------------------------------
 
 def start_upstreams():
-    ports = {"iperf": free_port(), "http": free_port(), "echo": free_port()}
+    ports = {"iperf": free_port(), "http": free_port(), "echo": free_port(), "https": free_port()}
     start("iperf3-server", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(ports["iperf"])])
+    # A TLS service for the tls-endpoint rows: nginx over HTTPS with a self-signed certificate for "localhost".
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", os.path.join(work, "tls.key"), "-out", os.path.join(work, "tls.crt")], check=True, capture_output=True)
     nginx_conf = os.path.join(work, "nginx.conf")
     with open(nginx_conf, "w") as f:
         f.write(f"""daemon off;
@@ -103,6 +107,12 @@ http {{
   server {{
     listen 127.0.0.1:{ports["http"]};
     location / {{ return 200 "hello from the internal service\\n"; }}
+  }}
+  server {{
+    listen 127.0.0.1:{ports["https"]} ssl;
+    ssl_certificate {work}/tls.crt;
+    ssl_certificate_key {work}/tls.key;
+    location / {{ return 200 "hello from the internal TLS service\\n"; }}
   }}
 }}
 """)
@@ -133,6 +143,21 @@ def start_sitelink(upstreams):
             "Limits": {"MaxConcurrentStreamsPerSession": 20000, "MaxPendingStreamsPerSession": 2048},
         },
     }
+    # The same internal endpoint behind an http cloud endpoint (routed by Host, forwarded by YARP, tunnelled
+    # connections kept alive between requests), to compare with the tcp one.
+    public["https-tcp"] = free_port()
+    config["Relay"]["CloudEndpoints"].append(
+        {"Name": "https-tcp", "Listen": f"127.0.0.1:{public['https-tcp']}", "Tenant": "bench", "Endpoint": "https",
+         "MaxConnections": 20000, "MaxConnectionsPerClientIp": 20000})
+    # The same TLS service behind a tls cloud endpoint (routed by the ClientHello's server name, passed through).
+    public["https-tls"] = free_port()
+    config["Relay"]["CloudEndpoints"].append(
+        {"Name": "https-tls", "Protocol": "tls", "Listen": f"127.0.0.1:{public['https-tls']}", "Hostnames": ["localhost"],
+         "Tenant": "bench", "Endpoint": "https", "MaxConnections": 20000, "MaxConnectionsPerClientIp": 20000})
+    public["http-endpoint"] = free_port()
+    config["Relay"]["CloudEndpoints"].append(
+        {"Name": "http-endpoint", "Protocol": "http", "Listen": f"127.0.0.1:{public['http-endpoint']}", "Hostnames": ["127.0.0.1"],
+         "Tenant": "bench", "Endpoint": "http", "MaxConnections": 20000, "MaxConnectionsPerClientIp": 20000})
     with open(os.path.join(work, "relay.json"), "w") as f:
         json.dump(config, f)
     relay = start("relay", ["dotnet", RELAY, "--config", os.path.join(work, "relay.json")])
@@ -146,12 +171,13 @@ def start_sitelink(upstreams):
             args += ["--endpoint", f"{endpoint}=127.0.0.1:{upstream}"]
         return start(name, args, env={"SITELINK_AUTHTOKEN": TOKEN})
 
-    main_agent = agent("agent", agent_port, {"iperf": upstreams["iperf"], "http": upstreams["http"], "echo": upstreams["echo"]})
+    main_agent = agent("agent", agent_port, {"iperf": upstreams["iperf"], "http": upstreams["http"], "echo": upstreams["echo"], "https": upstreams["https"]})
     wan_port = free_port()
     start("sitelink-wan-link", ["dotnet", HELPER, "delay-proxy", str(wan_port), str(agent_port), str(WAN_ONE_WAY_MS)])
     wait_port(wan_port)
     agent("agent-wan", wan_port, {"wan-iperf": upstreams["iperf"], "wan-http": upstreams["http"]})
     wait_http(public["http"])
+    wait_http(public["http-endpoint"])
     wait_http(public["wan-http"])
     return public, relay.pid, main_agent.pid
 
@@ -245,8 +271,8 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port, connections, close, threads=2):
-    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{DURATION}s", "--latency", f"http://127.0.0.1:{port}/"]
+def wrk(port, connections, close, threads=2, url=None):
+    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{DURATION}s", "--latency", url or f"http://127.0.0.1:{port}/"]
     if close:
         args[1:1] = ["-H", "Connection: close"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 60).stdout
@@ -322,9 +348,31 @@ def main():
     scenario("one connection, download (iperf3 -R)", "Gbit/s", True, lambda p: iperf(p["iperf"], reverse=True))
     scenario("64 connections (iperf3 -P 64)", "Gbit/s", True, lambda p: iperf(p["iperf"], parallel=64))
 
-    keepalive = interleaved(paths, lambda p: wrk(p["http"], 50, close=False), "HTTP keep-alive")
-    fresh = interleaved(paths, lambda p: wrk(p["http"], 20, close=True), "HTTP new connection per request")
-    errors = {path: sum(r["errors"] for r in keepalive[path] + fresh[path]) for path in names}
+    http_paths = dict(paths)
+    http_paths["sitelink http endpoint"] = {"http": sitelink["http-endpoint"]}
+    keepalive = interleaved(http_paths, lambda p: wrk(p["http"], 50, close=False), "HTTP keep-alive")
+    fresh = interleaved(http_paths, lambda p: wrk(p["http"], 20, close=True), "HTTP new connection per request")
+    http_endpoint_rows = [
+        ("keep-alive HTTP, wrk c=50: requests/s", "req/s", True, {p: [r["rps"] for r in keepalive[p]] for p in http_paths}),
+        ("keep-alive HTTP, wrk c=50: p99", "ms", False, {p: [r["p99"] for r in keepalive[p]] for p in http_paths}),
+        ("new connection per request, wrk c=20: requests/s", "req/s", True, {p: [r["rps"] for r in fresh[p]] for p in http_paths}),
+        ("new connection per request, wrk c=20: p99", "ms", False, {p: [r["p99"] for r in fresh[p]] for p in http_paths}),
+    ]
+    errors = {path: sum(r["errors"] for r in keepalive[path] + fresh[path]) for path in http_paths}
+    # TLS end to end: the same HTTPS service reached through a tcp endpoint (bytes as they come) and a tls endpoint
+    # (routed by server name; wrk sends SNI "localhost"), and directly.
+    tls_paths = {"direct": {"url": f"https://localhost:{upstreams['https']}/"},
+                 "sitelink (tcp endpoint)": {"url": f"https://localhost:{sitelink['https-tcp']}/"},
+                 "sitelink tls endpoint": {"url": f"https://localhost:{sitelink['https-tls']}/"}}
+    tls_keepalive = interleaved(tls_paths, lambda p: wrk(0, 50, close=False, url=p["url"]), "HTTPS keep-alive")
+    tls_fresh = interleaved(tls_paths, lambda p: wrk(0, 20, close=True, url=p["url"]), "HTTPS new connection per request")
+    tls_rows = [
+        ("HTTPS keep-alive, wrk c=50: requests/s", "req/s", True, {p: [r["rps"] for r in tls_keepalive[p]] for p in tls_paths}),
+        ("HTTPS keep-alive, wrk c=50: p99", "ms", False, {p: [r["p99"] for r in tls_keepalive[p]] for p in tls_paths}),
+        ("HTTPS new connection (TLS handshake) per request, wrk c=20: requests/s", "req/s", True, {p: [r["rps"] for r in tls_fresh[p]] for p in tls_paths}),
+        ("HTTPS new connection (TLS handshake) per request, wrk c=20: p99", "ms", False, {p: [r["p99"] for r in tls_fresh[p]] for p in tls_paths}),
+    ]
+    errors.update({f"{path} (https)": sum(r["errors"] for r in tls_keepalive[path] + tls_fresh[path]) for path in tls_paths})
     rows.append(("keep-alive HTTP, wrk c=50: requests/s", "req/s", True, {p: [r["rps"] for r in keepalive[p]] for p in names}))
     rows.append(("keep-alive HTTP, wrk c=50: p50", "ms", False, {p: [r["p50"] for r in keepalive[p]] for p in names}))
     rows.append(("keep-alive HTTP, wrk c=50: p99", "ms", False, {p: [r["p99"] for r in keepalive[p]] for p in names}))
@@ -362,7 +410,7 @@ def main():
                    "agent": (agent_before, agent_after, int(closed.group(3)) if closed else None),
                    "closed_after_s": int(closed.group(1)) if closed else None}
 
-    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started)
+    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started, http_endpoint_rows, tls_rows)
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
     # A quick run is a smoke test: it must not replace the committed results of a full run.
     with open(os.path.join(ROOT, "bench/results", "quick.md" if QUICK else "latest.md"), "w") as f:
@@ -371,7 +419,7 @@ def main():
     return 0 if ok == count else 1
 
 
-def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed):
+def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_endpoint_rows, tls_rows):
     def fmt(unit):
         return {"Gbit/s": lambda v: f"{v:.2f}", "req/s": lambda v: f"{v / 1000:.1f}k", "conn/s": lambda v: f"{v / 1000:.2f}k",
                 "ms": lambda v: f"{v:.2f}"}[unit]
@@ -397,6 +445,23 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed):
     for title, unit, better, results in rows:
         lines.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in names)
                      + f" | {ratio(results, better, 'ssh -R')} | {ratio(results, better, 'haproxy 2-hop')} |")
+    def versus(intro, columns, rows_of, label):
+        """A table of rows over `columns`, with the last column against the one before it (above 1.00× better)."""
+        out = ["", intro, "", "| scenario | unit | " + " | ".join(columns) + f" | {label} |", "|---|---|" + "---|" * len(columns) + "---|"]
+        for title, unit, better, results in rows_of:
+            a, b = statistics.median(results[columns[-1]]), statistics.median(results[columns[-2]])
+            ratio_text = "—" if a == 0 or b == 0 else f"{(a / b) if better else (b / a):.2f}×"
+            out.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in columns) + f" | {ratio_text} |")
+        return out
+
+    lines += versus("HTTP cloud endpoint: the same agent endpoint and nginx upstream behind an http cloud endpoint (requests routed by "
+                    "Host and forwarded by YARP over tunnelled connections kept alive between requests) and behind the tcp one "
+                    "(wrk's connections tunnelled as they are). Ratio: http endpoint against tcp endpoint, above 1.00× better.",
+                    ["direct", "sitelink", "sitelink http endpoint"], http_endpoint_rows, "http vs tcp endpoint")
+    lines += versus("TLS end to end: an HTTPS service (nginx, self-signed certificate) reached through a tcp cloud endpoint (bytes as "
+                    "they come) and through a tls cloud endpoint (the relay reads the ClientHello's server name to route, then passes "
+                    "the bytes through; TLS ends at nginx behind the agent). Ratio: tls endpoint against tcp endpoint.",
+                    ["direct", "sitelink (tcp endpoint)", "sitelink tls endpoint"], tls_rows, "tls vs tcp endpoint")
     lines += ["", "WAN: 20 ms round trip added between agent and relay (sitelink) and between ssh client and sshd (ssh -R) by the harness's delay proxy; direct has none.", "",
               "| scenario | unit | direct | sitelink | ssh -R | vs ssh -R |", "|---|---|---|---|---|---|"]
     for title, unit, better, results in wan_rows:

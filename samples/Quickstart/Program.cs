@@ -4,8 +4,10 @@
 //
 // 1. an embedded relay (the vendor's cloud), TLS with a generated certificate the agent pins;
 // 2. two internal services (a TCP echo server and a tiny HTTP API) that listen only on loopback;
-// 3. an agent session (the SDK) that dials out to the relay and binds "echo", "web" and an in-process "hello";
-// 4. clients that push real traffic through the relay's public endpoints and check every byte.
+// 3. an agent session (the SDK) that dials out to the relay and binds "echo", "web", an in-process "hello", and
+//    "echo-tls", whose TLS ends at the agent (the relay passes it through by server name, seeing only ciphertext);
+// 4. clients that push real traffic through the relay's public endpoints and check every byte — "web" also by host
+//    name, through an http cloud endpoint.
 //
 // dotnet run --project samples/Quickstart            runs the demo, then serves until Ctrl+C
 // dotnet run --project samples/Quickstart -- --once  runs the demo and exits: 0 if everything went through intact
@@ -45,6 +47,18 @@ foreach (var name in new[] { "echo", "web", "hello" })
     relayOptions.CloudEndpoints.Add(new CloudEndpointOptions { Name = name, Listen = "127.0.0.1:0", Tenant = "quickstart", Endpoint = name });
 }
 
+// The same web service by host name (http: many customers can share this port), and the echo service over TLS that
+// the relay routes by server name without decrypting it (tls).
+const string WebHost = "web.quickstart.localhost";
+const string EchoTlsHost = "echo.quickstart.localhost";
+var webByName = new CloudEndpointOptions { Name = "web-by-name", Protocol = "http", Listen = "127.0.0.1:0", Tenant = "quickstart", Endpoint = "web" };
+webByName.Hostnames.Add(WebHost);
+var echoTls = new CloudEndpointOptions { Name = "echo-tls", Protocol = "tls", Listen = "127.0.0.1:0", Tenant = "quickstart", Endpoint = "echo-tls" };
+echoTls.Hostnames.Add(EchoTlsHost);
+relayOptions.CloudEndpoints.Add(webByName);
+relayOptions.CloudEndpoints.Add(echoTls);
+using var agentCertificate = Demo.SelfSignedCertificate(EchoTlsHost);
+
 await using var relay = await RelayServer.StartAsync(relayOptions);
 Console.WriteLine($"Relay: agents connect to {relay.AgentUrl} (certificate SHA-256 {relay.CertificateSha256})");
 
@@ -62,6 +76,12 @@ await session.ForwardAsync("web", new Uri($"tcp://127.0.0.1:{web.Url.Port}"), ne
     Description = "Internal web API",
     Metadata = { ["site"] = "quickstart", ["owner"] = "platform-team" },
 });
+// TLS ends here, at the agent, with a certificate only the agent holds.
+await session.ForwardAsync("echo-tls", new Uri($"tcp://{echo.EndPoint}"), new EndpointOptions
+{
+    Description = "TCP echo service, TLS terminated at the agent",
+    TlsServer = new System.Net.Security.SslServerAuthenticationOptions { ServerCertificate = agentCertificate },
+});
 await session.BindHandlerAsync("hello", async (connection, ct) =>
 {
     var greeting = $"Hello {connection.Info.ClientAddress}, this is an in-process handler behind SiteLink.\n";
@@ -75,11 +95,15 @@ var failures = 0;
 var echoPublic = relay.GetCloudEndpoint("echo");
 var webPublic = relay.GetCloudEndpoint("web");
 var helloPublic = relay.GetCloudEndpoint("hello");
+var webByNamePublic = relay.GetCloudEndpoint("web-by-name");
+var echoTlsPublic = relay.GetCloudEndpoint("echo-tls");
 
 failures += await Demo.TransferAsync(echoPublic, sizeMiB);
 failures += await Demo.RoundTripsAsync(echoPublic, echo.EndPoint, roundTrips);
 failures += await Demo.HttpAsync(webPublic);
 failures += await Demo.HandlerAsync(helloPublic);
+failures += await Demo.HttpByNameAsync(webByNamePublic, WebHost);
+failures += await Demo.TlsAsync(echoTlsPublic, EchoTlsHost, agentCertificate, relay);
 
 Console.WriteLine();
 Console.WriteLine(failures == 0 ? "All traffic went through the tunnel intact." : $"{failures} check(s) FAILED.");
@@ -95,6 +119,8 @@ var commands = new (string Command, string What)[]
     ($"nc {echoPublic.Address} {echoPublic.Port}", "type a line: it comes back through the agent"),
     ($"curl http://{webPublic}/inventory", "the internal web service, reached through the relay"),
     ($"nc {helloPublic.Address} {helloPublic.Port}", "the in-process handler greets you"),
+    ($"curl --resolve {WebHost}:{webByNamePublic.Port}:127.0.0.1 http://{WebHost}:{webByNamePublic.Port}/inventory", "the web service by host name (http endpoint)"),
+    ($"openssl s_client -quiet -connect {echoTlsPublic} -servername {EchoTlsHost}", "TLS to the agent, routed by name: type a line"),
 };
 var width = commands.Max(c => c.Command.Length) + 2;
 foreach (var (command, what) in commands)
@@ -207,6 +233,46 @@ internal static class Demo
         var ok = line?.StartsWith("Hello 127.0.0.1:", StringComparison.Ordinal) == true;
         Console.WriteLine($"[{Mark(ok)}] hello: in-process handler said \"{line}\"");
         return ok ? 0 : 1;
+    }
+
+    public static async Task<int> HttpByNameAsync(IPEndPoint endpoint, string host)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri($"http://{endpoint}/inventory"));
+        request.Headers.Host = $"{host}:{endpoint.Port}";
+        using var response = await http.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        var ok = response.IsSuccessStatusCode && body.Contains("\"service\":\"inventory\"", StringComparison.Ordinal);
+        Console.WriteLine($"[{Mark(ok)}] web by name: GET http://{host}:{endpoint.Port}/inventory (http endpoint, routed by Host) -> {(int)response.StatusCode}");
+        return ok ? 0 : 1;
+    }
+
+    public static async Task<int> TlsAsync(IPEndPoint endpoint, string host, System.Security.Cryptography.X509Certificates.X509Certificate2 agentCertificate, RelayServer relay)
+    {
+        var before = relay.Counters.BytesFromClients;
+        using var client = await ConnectAsync(endpoint);
+        await using var tls = new System.Net.Security.SslStream(new NetworkStream(client), false,
+            (_, certificate, _, _) => certificate?.GetCertHashString(HashAlgorithmName.SHA256) == agentCertificate.GetCertHashString(HashAlgorithmName.SHA256));
+        await tls.AuthenticateAsClientAsync(host).WaitAsync(TimeSpan.FromSeconds(30));
+        var line = Encoding.UTF8.GetBytes("a secret only the agent can read\n");
+        await tls.WriteAsync(line);
+        var echoed = new byte[line.Length];
+        await tls.ReadExactlyAsync(echoed).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        var ok = echoed.AsSpan().SequenceEqual(line);
+        Console.WriteLine($"[{Mark(ok)}] echo-tls: TLS ({tls.SslProtocol}) to the agent's certificate via {host}, echoed; the relay carried {relay.Counters.BytesFromClients - before} bytes of ciphertext");
+        return ok ? 0 : 1;
+    }
+
+    /// <summary>A self-signed certificate for <paramref name="host"/>, with its key, as a customer's agent might hold.</summary>
+    public static System.Security.Cryptography.X509Certificates.X509Certificate2 SelfSignedCertificate(string host)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest($"CN={host}", key, HashAlgorithmName.SHA256);
+        var names = new System.Security.Cryptography.X509Certificates.SubjectAlternativeNameBuilder();
+        names.AddDnsName(host);
+        request.CertificateExtensions.Add(names.Build());
+        using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(30));
+        return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(created.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pkcs12), null);
     }
 
     private static string Mark(bool ok) => ok ? " ok " : "FAIL";

@@ -104,4 +104,49 @@ public sealed class RelayOptionsValidatorTests
     {
         Assert.That(RelayOptionsValidator.TryParseEndPoint(text, out _), Is.EqualTo(expected));
     }
+
+    private static CloudEndpointOptions Named(string name, string protocol, string listen, params string[] hostnames)
+    {
+        var endpoint = new CloudEndpointOptions { Name = name, Protocol = protocol, Listen = listen, Tenant = "acme", Endpoint = "web" };
+        foreach (var hostname in hostnames)
+        {
+            endpoint.Hostnames.Add(hostname);
+        }
+
+        return endpoint;
+    }
+
+    [Test]
+    [Category("HttpEndpoints")]
+    public void SharedListeners_PortZeroPerProtocol_AndEveryMistakeNamed()
+    {
+        var fine = Valid();
+        fine.CloudEndpoints.Add(Named("a", "http", "127.0.0.1:0", "a.relay.test"));
+        fine.CloudEndpoints.Add(Named("b", "http", "127.0.0.1:0", "*.b.relay.test"));
+        fine.CloudEndpoints.Add(Named("c", "tls", "127.0.0.1:0", "c.relay.test"));
+        var broken = Valid();
+        broken.CloudEndpoints.Add(Named("mixed-http", "http", "127.0.0.1:8081", "x.relay.test"));
+        broken.CloudEndpoints.Add(Named("mixed-tls", "tls", "127.0.0.1:8081", "y.relay.test"));
+        broken.CloudEndpoints.Add(Named("twice", "http", "127.0.0.1:8081", "x.relay.test"));
+        broken.CloudEndpoints.Add(Named("no-names", "http", "127.0.0.1:8082"));
+        broken.CloudEndpoints.Add(Named("bad-name", "http", "127.0.0.1:8082", "under_score.relay.test", "*.com"));
+        broken.CloudEndpoints.Add(Named("no-cert", "https", "127.0.0.1:8443", "z.relay.test"));
+        broken.CloudEndpoints.Add(Named("tcp-names", "tcp", "127.0.0.1:8083", "t.relay.test"));
+        broken.CloudEndpoints.Add(Named("udp", "udp", "127.0.0.1:8084"));
+
+        var errors = RelayOptionsValidator.Validate(broken);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(RelayOptionsValidator.Validate(fine), Is.Empty);
+            Assert.That(errors, Has.Some.Contains("'127.0.0.1:8081' is already a http listener"));
+            Assert.That(errors, Has.Some.Contains("Hostnames 'x.relay.test' is served by another cloud endpoint"));
+            Assert.That(errors, Has.Some.Contains("Hostnames is required for a http endpoint"));
+            Assert.That(errors, Has.Some.Contains("'under_score.relay.test' is not a host name"));
+            Assert.That(errors, Has.Some.Contains("'*.com' is not a host name"));
+            Assert.That(errors, Has.Some.Contains("CertificatePath is required for an https endpoint"));
+            Assert.That(errors, Has.Some.Contains("Hostnames applies to http, https and tls endpoints"));
+            Assert.That(errors, Has.Some.Contains("Protocol 'udp' is not supported"));
+        });
+    }
 }

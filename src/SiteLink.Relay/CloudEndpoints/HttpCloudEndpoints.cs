@@ -49,9 +49,10 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
         _counters = counters;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<HttpCloudEndpoints>();
-        foreach (var group in endpoints.GroupBy(e => e.Listen, StringComparer.OrdinalIgnoreCase))
+        // One listener per address and protocol (the validator refuses http and https on one fixed address).
+        foreach (var group in endpoints.GroupBy(e => (Listen: e.Listen.ToLowerInvariant(), e.IsHttps)))
         {
-            var listener = new Listener(RelayOptionsValidator.ParseEndPoint(group.Key), group.First().IsHttps);
+            var listener = new Listener(RelayOptionsValidator.ParseEndPoint(group.Key.Listen), group.Key.IsHttps);
             foreach (var endpoint in group)
             {
                 var certificate = endpoint.IsHttps ? certificates[endpoint.Name] : null;

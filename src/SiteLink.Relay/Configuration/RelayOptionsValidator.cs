@@ -226,7 +226,8 @@ public static class RelayOptionsValidator
             else
             {
                 // http, https and tls endpoints share a listener per address: one protocol per address, one endpoint per host name.
-                var key = listen.Port == 0 ? endpoint.Listen : listen.ToString();
+                // Port 0: a listener per protocol on that address (each picks its own port).
+                var key = listen.Port == 0 ? $"{protocol}|{endpoint.Listen}" : listen.ToString();
                 if (sharedListens.TryGetValue(key, out var other) && other != protocol)
                 {
                     errors.Add($"{where}:Listen '{endpoint.Listen}' is already a {other} listener; one address serves one protocol.");

@@ -182,9 +182,13 @@ internal static class RelayProgram
             Console.WriteLine($"TLS certificate SHA-256 (pin it in agents): {RelayCertificate.Sha256Of(certificate)}");
         }
 
+        var endpoints = app.Services.GetRequiredService<RelayOptions>().CloudEndpoints.ToDictionary(e => e.Name, StringComparer.OrdinalIgnoreCase);
         foreach (var (name, address) in RelayApplication.CloudEndpoints(app))
         {
-            Console.WriteLine($"Cloud endpoint '{name}' on tcp://{address}");
+            // tcp endpoints: the port is the endpoint; http, https and tls: the shared listener and the names it routes here.
+            var options = endpoints[name];
+            var hosts = options.Hostnames.Count == 0 ? "" : $" for {string.Join(", ", options.Hostnames)}";
+            Console.WriteLine($"Cloud endpoint '{name}' on {options.Protocol.ToLowerInvariant()}://{address}{hosts}");
         }
     }
 }
