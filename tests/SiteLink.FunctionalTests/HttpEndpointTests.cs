@@ -81,6 +81,27 @@ public sealed class HttpEndpointTests
     }
 
     [Test]
+    public async Task TrustedForwardedHeaders_AreKept_WithTheRelaysViewAppended()
+    {
+        await using var relay = await TestRelay.StartAsync([], o =>
+        {
+            var behindProxy = Http("acme-web", "acme", "web", "acme-web.relay.test");
+            behindProxy.TrustForwardedHeaders = true;
+            o.CloudEndpoints.Add(behindProxy);
+        });
+        await using var web = await WebUpstream.StartAsync("acme");
+        await (await relay.ConnectAgentAsync()).ForwardAsync("web", web.Uri).DefaultTimeout();
+        using var client = ClientTo(relay.CloudEndpoint("acme-web"));
+
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://acme-web.relay.test:{relay.CloudEndpoint("acme-web").Port}/headers");
+        request.Headers.Add("X-Forwarded-For", "198.51.100.20");
+        var text = await (await client.SendAsync(request).DefaultTimeout()).Content.ReadAsStringAsync();
+
+        Assert.That(text, Does.Contain("X-Forwarded-For: 198.51.100.20,127.0.0.1\n").Or.Contain("X-Forwarded-For: 198.51.100.20, 127.0.0.1\n"),
+            "a trusted proxy's header is kept and the relay's view appended");
+    }
+
+    [Test]
     public async Task KeepAlive_ManyRequestsReuseOneTunnelledConnection()
     {
         await using var relay = await TestRelay.StartAsync([], o => o.CloudEndpoints.Add(Http("acme-web", "acme", "web", "acme-web.relay.test")));
@@ -135,6 +156,33 @@ public sealed class HttpEndpointTests
             Assert.That(relay.Server.Counters.HttpErrors("unknown_host"), Is.EqualTo(1));
             Assert.That(relay.Server.Counters.HttpErrors("no_agent"), Is.EqualTo(1));
             Assert.That(relay.Server.Counters.HttpErrors("agent_refused"), Is.EqualTo(1));
+        });
+    }
+
+    [Test]
+    public async Task AServiceThatNeverAnswers_Gets504_AfterTheEndpointsIdleTimeout()
+    {
+        await using var relay = await TestRelay.StartAsync([], o =>
+        {
+            var slow = Http("acme-web", "acme", "web", "acme-web.relay.test");
+            slow.IdleTimeout = TimeSpan.FromSeconds(1);
+            o.CloudEndpoints.Add(slow);
+        });
+        // Accepts, reads the request, and never answers.
+        await using var silent = TestUpstream.Custom(async (socket, ct) => await Task.Delay(Timeout.Infinite, ct));
+        await (await relay.ConnectAgentAsync()).ForwardAsync("web", silent.Uri).DefaultTimeout();
+        using var client = ClientTo(relay.CloudEndpoint("acme-web"));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        using var response = await client.GetAsync($"http://acme-web.relay.test:{relay.CloudEndpoint("acme-web").Port}/").DefaultTimeout();
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.GatewayTimeout));
+            Assert.That(text, Does.Contain("did not answer in time"));
+            Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(8)), "after the 1 s idle timeout, not the client's own");
+            Assert.That(relay.Server.Counters.HttpErrors("upstream_timeout"), Is.EqualTo(1));
         });
     }
 

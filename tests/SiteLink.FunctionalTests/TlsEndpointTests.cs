@@ -240,4 +240,45 @@ public sealed class TlsEndpointTests
             Assert.That(relay.Logs.Entries.Select(e => e.Message), Has.Some.Contains("TLS to the upstream failed"));
         });
     }
+
+    [Test]
+    public async Task AMutualTlsUpstream_ServesTheAgentOnlyWithItsClientCertificate()
+    {
+        await using var client = new TlsUpstream("client-identity", "agent.customer.test");
+        await using var service = new TlsUpstream("acme", "db.internal.test", requiredClientThumbprint: client.Thumbprint);
+        await using var relay = await TestRelay.StartAsync(["with-cert", "without-cert"]);
+        var session = await relay.ConnectAgentAsync();
+        var upstream = new Uri($"tls://127.0.0.1:{service.Uri.Port}");
+        var withCert = new EndpointOptions();
+        withCert.UpstreamTls.PinnedCertificateSha256 = service.Thumbprint;
+        withCert.UpstreamTls.ClientCertificates.Add(client.ServerCertificate);
+        var withoutCert = new EndpointOptions();
+        withoutCert.UpstreamTls.PinnedCertificateSha256 = service.Thumbprint;
+        await session.ForwardAsync("with-cert", upstream, withCert).DefaultTimeout();
+        await session.ForwardAsync("without-cert", upstream, withoutCert).DefaultTimeout();
+
+        async Task<string> PingAsync(string endpoint)
+        {
+            using var socket = await relay.ConnectClientAsync(endpoint);
+            var reading = socket.ReadToEndAsync();
+            try
+            {
+                await socket.SendAllAsync("PING"u8.ToArray()).DefaultTimeout();
+                return Encoding.ASCII.GetString(await reading.DefaultTimeout());
+            }
+            catch (SocketException)
+            {
+                return "reset";
+            }
+        }
+
+        var answered = await PingAsync("with-cert");
+        var refused = await PingAsync("without-cert");
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(answered, Is.EqualTo("PONG acme\n"), "the agent presented its client certificate");
+            Assert.That(refused, Is.Not.EqualTo("PONG acme\n"), "no certificate, no service");
+        });
+    }
 }

@@ -21,9 +21,15 @@ internal sealed class TlsUpstream : IAsyncDisposable
     private readonly string _name;
     private readonly Task _loop;
 
-    public TlsUpstream(string name, string dnsName)
+    private readonly string? _requiredClientThumbprint;
+
+    /// <param name="name">Said in its answers.</param>
+    /// <param name="dnsName">The name its certificate is for.</param>
+    /// <param name="requiredClientThumbprint">When set, mutual TLS: only a client presenting this certificate is served.</param>
+    public TlsUpstream(string name, string dnsName, string? requiredClientThumbprint = null)
     {
         _name = name;
+        _requiredClientThumbprint = requiredClientThumbprint;
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest($"CN={dnsName}", key, HashAlgorithmName.SHA256);
         var names = new SubjectAlternativeNameBuilder();
@@ -80,7 +86,13 @@ internal sealed class TlsUpstream : IAsyncDisposable
             try
             {
                 await using var tls = new SslStream(raw);
-                await tls.AuthenticateAsServerAsync(_certificate).WaitAsync(TimeSpan.FromSeconds(10));
+                var required = _requiredClientThumbprint;
+                await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
+                {
+                    ServerCertificate = _certificate,
+                    ClientCertificateRequired = required is not null,
+                    RemoteCertificateValidationCallback = (_, client, _, _) => required is null || client?.GetCertHashString(HashAlgorithmName.SHA256) == required,
+                }).WaitAsync(TimeSpan.FromSeconds(10));
                 var buffer = new byte[64 * 1024];
                 var first = await tls.ReadAsync(buffer);
                 var start = Encoding.ASCII.GetString(buffer, 0, Math.Min(first, 4));
