@@ -243,7 +243,17 @@ def start_haproxy(upstreams):
 
     hop("haproxy-2", second, upstreams)
     hop("haproxy-1", first, second)
+    # The peer of an http cloud endpoint: a reverse proxy that parses HTTP (haproxy in http mode, keeping connections to
+    # its backend alive and reusing them across clients) in front of the same 2-hop path.
+    first["http-proxy"] = free_port()
+    config = os.path.join(work, "haproxy-http.cfg")
+    with open(config, "w") as f:
+        f.write("global\n  maxconn 9000\ndefaults\n  mode http\n  option http-keep-alive\n  http-reuse always\n"
+                "  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n"
+                f"listen http\n  bind 127.0.0.1:{first['http-proxy']}\n  server s1 127.0.0.1:{second['http']}\n")
+    start("haproxy-http", ["haproxy", "-db", "-f", config])
     wait_http(first["http"])
+    wait_http(first["http-proxy"])
     return first
 
 
@@ -349,6 +359,7 @@ def main():
     scenario("64 connections (iperf3 -P 64)", "Gbit/s", True, lambda p: iperf(p["iperf"], parallel=64))
 
     http_paths = dict(paths)
+    http_paths["haproxy http 2-hop"] = {"http": haproxy["http-proxy"]}
     http_paths["sitelink http endpoint"] = {"http": sitelink["http-endpoint"]}
     keepalive = interleaved(http_paths, lambda p: wrk(p["http"], 50, close=False), "HTTP keep-alive")
     fresh = interleaved(http_paths, lambda p: wrk(p["http"], 20, close=True), "HTTP new connection per request")
@@ -445,23 +456,27 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
     for title, unit, better, results in rows:
         lines.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in names)
                      + f" | {ratio(results, better, 'ssh -R')} | {ratio(results, better, 'haproxy 2-hop')} |")
-    def versus(intro, columns, rows_of, label):
-        """A table of rows over `columns`, with the last column against the one before it (above 1.00× better)."""
-        out = ["", intro, "", "| scenario | unit | " + " | ".join(columns) + f" | {label} |", "|---|---|" + "---|" * len(columns) + "---|"]
+    def versus(intro, columns, rows_of, others):
+        """A table of rows over `columns`, with the last column against each of `others` (above 1.00× better)."""
+        out = ["", intro, "", "| scenario | unit | " + " | ".join(columns) + "".join(f" | vs {o}" for o in others) + " |",
+               "|---|---|" + "---|" * (len(columns) + len(others))]
         for title, unit, better, results in rows_of:
-            a, b = statistics.median(results[columns[-1]]), statistics.median(results[columns[-2]])
-            ratio_text = "—" if a == 0 or b == 0 else f"{(a / b) if better else (b / a):.2f}×"
-            out.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in columns) + f" | {ratio_text} |")
+            ratios = []
+            for other in others:
+                a, b = statistics.median(results[columns[-1]]), statistics.median(results[other])
+                ratios.append("—" if a == 0 or b == 0 else f"{(a / b) if better else (b / a):.2f}×")
+            out.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in columns) + "".join(f" | {r}" for r in ratios) + " |")
         return out
 
     lines += versus("HTTP cloud endpoint: the same agent endpoint and nginx upstream behind an http cloud endpoint (requests routed by "
                     "Host and forwarded by YARP over tunnelled connections kept alive between requests) and behind the tcp one "
-                    "(wrk's connections tunnelled as they are). Ratio: http endpoint against tcp endpoint, above 1.00× better.",
-                    ["direct", "sitelink", "sitelink http endpoint"], http_endpoint_rows, "http vs tcp endpoint")
+                    "(wrk's connections tunnelled as they are); its peer, haproxy in http mode (keep-alive, connection reuse) in front "
+                    "of the 2-hop haproxy path. Ratios: the http endpoint against each, above 1.00× better.",
+                    ["direct", "sitelink", "haproxy http 2-hop", "sitelink http endpoint"], http_endpoint_rows, ["sitelink", "haproxy http 2-hop"])
     lines += versus("TLS end to end: an HTTPS service (nginx, self-signed certificate) reached through a tcp cloud endpoint (bytes as "
                     "they come) and through a tls cloud endpoint (the relay reads the ClientHello's server name to route, then passes "
                     "the bytes through; TLS ends at nginx behind the agent). Ratio: tls endpoint against tcp endpoint.",
-                    ["direct", "sitelink (tcp endpoint)", "sitelink tls endpoint"], tls_rows, "tls vs tcp endpoint")
+                    ["direct", "sitelink (tcp endpoint)", "sitelink tls endpoint"], tls_rows, ["sitelink (tcp endpoint)"])
     lines += ["", "WAN: 20 ms round trip added between agent and relay (sitelink) and between ssh client and sshd (ssh -R) by the harness's delay proxy; direct has none.", "",
               "| scenario | unit | direct | sitelink | ssh -R | vs ssh -R |", "|---|---|---|---|---|---|"]
     for title, unit, better, results in wan_rows:
