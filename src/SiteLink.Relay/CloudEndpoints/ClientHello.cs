@@ -78,19 +78,9 @@ internal static class ClientHello
                 // Judge what has arrived of the first record already: a message that is not a ClientHello, or one
                 // announcing more than the relay reads, is refused now rather than waited for.
                 var partial = data[(offset + 5)..];
-                if (offset == 0 && partial.Length >= 4)
+                if (offset == 0 && partial.Length >= 4 && (problem = CheckMessageHeader(partial, out _)) is not null)
                 {
-                    if (partial[0] != ClientHelloMessage)
-                    {
-                        problem = "the first handshake message is not a ClientHello";
-                        return ClientHelloStatus.Invalid;
-                    }
-
-                    if (((partial[1] << 16) | (partial[2] << 8) | partial[3]) > MaxBytes)
-                    {
-                        problem = "the ClientHello is larger than the relay reads";
-                        return ClientHelloStatus.Invalid;
-                    }
+                    return ClientHelloStatus.Invalid;
                 }
 
                 return Fail(offset + 5 + recordLength > MaxBytes + 5, "the ClientHello is larger than the relay reads", out problem) ?? ClientHelloStatus.NeedMore;
@@ -100,16 +90,8 @@ internal static class ClientHello
             offset += 5 + recordLength;
             if (messageLength < 0 && collected == 0 && payload.Length >= 4)
             {
-                if (payload[0] != ClientHelloMessage)
+                if ((problem = CheckMessageHeader(payload, out messageLength)) is not null)
                 {
-                    problem = "the first handshake message is not a ClientHello";
-                    return ClientHelloStatus.Invalid;
-                }
-
-                messageLength = (payload[1] << 16) | (payload[2] << 8) | payload[3];
-                if (messageLength > MaxBytes)
-                {
-                    problem = "the ClientHello is larger than the relay reads";
                     return ClientHelloStatus.Invalid;
                 }
 
@@ -129,20 +111,9 @@ internal static class ClientHello
 
             payload.CopyTo(gathered.AsSpan(collected));
             collected += payload.Length;
-            if (messageLength < 0 && collected >= 4)
+            if (messageLength < 0 && collected >= 4 && (problem = CheckMessageHeader(gathered, out messageLength)) is not null)
             {
-                if (gathered[0] != ClientHelloMessage)
-                {
-                    problem = "the first handshake message is not a ClientHello";
-                    return ClientHelloStatus.Invalid;
-                }
-
-                messageLength = (gathered[1] << 16) | (gathered[2] << 8) | gathered[3];
-                if (messageLength > MaxBytes)
-                {
-                    problem = "the ClientHello is larger than the relay reads";
-                    return ClientHelloStatus.Invalid;
-                }
+                return ClientHelloStatus.Invalid;
             }
 
             if (messageLength >= 0 && collected - 4 >= messageLength)
@@ -150,6 +121,18 @@ internal static class ClientHello
                 return ReadBody(gathered.AsSpan(4, messageLength), out serverName, out problem);
             }
         }
+    }
+
+    /// <summary>
+    /// Checks a handshake message header (type, 24-bit length): why it is refused, or null with its
+    /// <paramref name="length"/>.
+    /// </summary>
+    private static string? CheckMessageHeader(ReadOnlySpan<byte> header, out int length)
+    {
+        length = (header[1] << 16) | (header[2] << 8) | header[3];
+        return header[0] != ClientHelloMessage ? "the first handshake message is not a ClientHello"
+            : length > MaxBytes ? "the ClientHello is larger than the relay reads"
+            : null;
     }
 
     private static ClientHelloStatus? Fail(bool condition, string why, out string? problem)

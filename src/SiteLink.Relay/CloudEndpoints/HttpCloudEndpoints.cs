@@ -92,6 +92,12 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
                 kestrel.Listen(listener.EndPoint, options =>
                 {
                     listener.Options = options;
+                    // Each connection knows its listener from the start: no per-request search by local address.
+                    options.Use(next => connection =>
+                    {
+                        connection.Items[typeof(Listener)] = listener;
+                        return next(connection);
+                    });
                     if (listener.Https)
                     {
                         options.Protocols = HttpProtocols.Http1AndHttp2;
@@ -146,8 +152,7 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
 
     private async Task ForwardAsync(HttpContext context, IHttpForwarder forwarder, HttpTransformer untrusted, HttpTransformer trusted)
     {
-        var listener = _listeners.First(l => l.Options is { } o && o.IPEndPoint is { } ep && ep.Port == context.Connection.LocalPort
-            && (ep.Address.Equals(IPAddress.Any) || ep.Address.Equals(IPAddress.IPv6Any) || ep.Address.Equals(context.Connection.LocalIpAddress) || ep.Address.Equals(context.Connection.LocalIpAddress?.MapToIPv4())));
+        var listener = (Listener)context.Features.GetRequiredFeature<IConnectionItemsFeature>().Items[typeof(Listener)]!;
         var route = listener.Routes.Match(context.Request.Host.Host);
         if (route is null)
         {
