@@ -80,20 +80,14 @@ internal sealed class ProxyProtocolServer : IAsyncDisposable
         var executable = candidates.FirstOrDefault(File.Exists);
         if (executable is null)
         {
-            var missing = $"{name} is not installed (sudo apt-get install {name}; .ci/run installs it).";
-            if (Environment.GetEnvironmentVariable("SITELINK_REQUIRE_REAL_SERVERS") == "1")
-            {
-                Assert.Fail(missing);
-            }
-
-            Assert.Ignore(missing);
+            RealServers.Missing($"{name} is not installed (sudo apt-get install {name}; .ci/run installs it).");
         }
 
         // Neither binds port 0 and reports it: take a free port, and try again should another process grab it first.
         for (var attempt = 1; ; attempt++)
         {
             var folder = Directory.CreateTempSubdirectory($"sitelink-{name}-");
-            var port = FreePort();
+            var port = RealServers.FreePort();
             var process = ProcessRunner.Start(executable!, configure(folder, port), folder.FullName);
             if (await AcceptsAsync(port, process))
             {
@@ -128,13 +122,6 @@ internal sealed class ProxyProtocolServer : IAsyncDisposable
         }
 
         return false;
-    }
-
-    private static int FreePort()
-    {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)probe.LocalEndPoint!).Port;
     }
 
     public async ValueTask DisposeAsync()

@@ -26,19 +26,13 @@ internal sealed class RedisServer : IAsyncDisposable
         var executable = new[] { "/usr/bin/redis-server", "/usr/local/bin/redis-server" }.FirstOrDefault(File.Exists);
         if (executable is null)
         {
-            const string missing = "redis-server is not installed (sudo apt-get install redis-server; .ci/run installs it).";
-            if (Environment.GetEnvironmentVariable("SITELINK_REQUIRE_REAL_SERVERS") == "1")
-            {
-                Assert.Fail(missing);
-            }
-
-            Assert.Ignore(missing);
+            RealServers.Missing("redis-server is not installed (sudo apt-get install redis-server; .ci/run installs it).");
         }
 
         // redis cannot bind port 0: take a free port, and try again should another process grab it first.
         for (var attempt = 1; ; attempt++)
         {
-            var port = FreePort();
+            var port = RealServers.FreePort();
             var process = ProcessRunner.Start(executable!, ["--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"]);
             try
             {
@@ -113,12 +107,5 @@ internal sealed class RedisServer : IAsyncDisposable
 
             line.Add(one[0]);
         }
-    }
-
-    private static int FreePort()
-    {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)probe.LocalEndPoint!).Port;
     }
 }

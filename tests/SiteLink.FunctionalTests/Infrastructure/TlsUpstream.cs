@@ -15,11 +15,9 @@ namespace SiteLink.FunctionalTests.Infrastructure;
 /// </summary>
 internal sealed class TlsUpstream : IAsyncDisposable
 {
-    private readonly Socket _listener = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-    private readonly CancellationTokenSource _stop = new();
+    private readonly TestUpstream _server;
     private readonly X509Certificate2 _certificate;
     private readonly string _name;
-    private readonly Task _loop;
 
     private readonly string? _requiredClientThumbprint;
 
@@ -38,12 +36,10 @@ internal sealed class TlsUpstream : IAsyncDisposable
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(certificateAuthority: true, hasPathLengthConstraint: false, pathLengthConstraint: 0, critical: true));
         using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
         _certificate = X509CertificateLoader.LoadPkcs12(created.Export(X509ContentType.Pkcs12), null);
-        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        _listener.Listen(64);
-        _loop = AcceptLoopAsync();
+        _server = TestUpstream.Custom(ServeAsync);
     }
 
-    public Uri Uri => Loopback.Tcp(((IPEndPoint)_listener.LocalEndPoint!).Port);
+    public Uri Uri => _server.Uri;
 
     /// <summary>The certificate's SHA-256, for clients to pin.</summary>
     public string Thumbprint => _certificate.GetCertHashString(HashAlgorithmName.SHA256);
@@ -60,81 +56,58 @@ internal sealed class TlsUpstream : IAsyncDisposable
     /// <summary>Everything read from the wire by the last connection, before TLS decrypted it.</summary>
     public byte[] LastRawBytesRead { get; private set; } = [];
 
-    private async Task AcceptLoopAsync()
+    private async Task ServeAsync(Socket socket, CancellationToken cancellationToken)
     {
-        while (!_stop.IsCancellationRequested)
+        var raw = new RecordingStream(new NetworkStream(socket, ownsSocket: false));
+        try
         {
-            Socket socket;
-            try
+            await using var tls = new SslStream(raw);
+            var required = _requiredClientThumbprint;
+            await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
             {
-                socket = await _listener.AcceptAsync(_stop.Token);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
+                ServerCertificate = _certificate,
+                ClientCertificateRequired = required is not null,
+                RemoteCertificateValidationCallback = (_, client, _, _) => required is null || client?.GetCertHashString(HashAlgorithmName.SHA256) == required,
+            }, cancellationToken).WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
+            var buffer = new byte[64 * 1024];
+            var first = await tls.ReadAsync(buffer, cancellationToken);
+            var start = Encoding.ASCII.GetString(buffer, 0, Math.Min(first, 4));
+            if (start == "PING")
             {
+                await tls.WriteAsync(Encoding.ASCII.GetBytes($"PONG {_name}\n"), cancellationToken);
+                await tls.ShutdownAsync();
                 return;
             }
 
-            _ = ServeAsync(socket);
-        }
-    }
-
-    private async Task ServeAsync(Socket socket)
-    {
-        using (socket)
-        {
-            var raw = new RecordingStream(new NetworkStream(socket, ownsSocket: false));
-            try
+            if (start == "GET ")
             {
-                await using var tls = new SslStream(raw);
-                var required = _requiredClientThumbprint;
-                await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
-                {
-                    ServerCertificate = _certificate,
-                    ClientCertificateRequired = required is not null,
-                    RemoteCertificateValidationCallback = (_, client, _, _) => required is null || client?.GetCertHashString(HashAlgorithmName.SHA256) == required,
-                }).WaitAsync(TimeSpan.FromSeconds(10));
-                var buffer = new byte[64 * 1024];
-                var first = await tls.ReadAsync(buffer);
-                var start = Encoding.ASCII.GetString(buffer, 0, Math.Min(first, 4));
-                if (start == "PING")
-                {
-                    await tls.WriteAsync(Encoding.ASCII.GetBytes($"PONG {_name}\n"));
-                    await tls.ShutdownAsync();
-                    return;
-                }
-
-                if (start == "GET ")
-                {
-                    var body = $"tls-upstream:{_name}";
-                    await tls.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}"));
-                    await tls.ShutdownAsync();
-                    return;
-                }
-
-                for (var read = first; read > 0; read = await tls.ReadAsync(buffer))
-                {
-                    await tls.WriteAsync(buffer.AsMemory(0, read));
-                }
-
+                var body = $"tls-upstream:{_name}";
+                await tls.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}"), cancellationToken);
                 await tls.ShutdownAsync();
-                socket.Shutdown(SocketShutdown.Send);
+                return;
             }
-            catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or TimeoutException or SocketException or ObjectDisposedException)
+
+            for (var read = first; read > 0; read = await tls.ReadAsync(buffer, cancellationToken))
             {
-                // The client went away or was not TLS; nothing to serve.
+                await tls.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
             }
-            finally
-            {
-                LastRawBytesRead = raw.BytesRead.ToArray();
-            }
+
+            await tls.ShutdownAsync();
+            socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or TimeoutException or SocketException or ObjectDisposedException)
+        {
+            // The client went away or was not TLS; nothing to serve.
+        }
+        finally
+        {
+            LastRawBytesRead = raw.BytesRead.ToArray();
         }
     }
 
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        _listener.Dispose();
-        await _loop;
+        await _server.DisposeAsync();
         _certificate.Dispose();
     }
 }
