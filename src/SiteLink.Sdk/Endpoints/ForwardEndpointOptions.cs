@@ -37,15 +37,19 @@ public sealed class ForwardEndpointOptions
     internal EndpointOptions ToEndpointOptions() => EndpointOptions.Copy(Description, Metadata, ProxyProtocol, CodeOptions?.TlsServer, CodeOptions?.UpstreamTls ?? new UpstreamTlsOptions());
 
     /// <summary>A copy the session keeps.</summary>
-    internal ForwardEndpointOptions Snapshot()
+    internal ForwardEndpointOptions Snapshot() => From(Name, Upstream, ToEndpointOptions());
+
+    /// <summary>An endpoint named <paramref name="name"/> forwarding to <paramref name="upstream"/> with a copy of <paramref name="settings"/>.</summary>
+    internal static ForwardEndpointOptions From(string name, string upstream, EndpointOptions settings)
     {
-        var copy = new ForwardEndpointOptions { Name = Name, Upstream = Upstream, Description = Description, ProxyProtocol = ProxyProtocol, CodeOptions = CodeOptions?.Snapshot() };
-        foreach (var (key, value) in Metadata)
+        var copy = settings.Snapshot();
+        var endpoint = new ForwardEndpointOptions { Name = name, Upstream = upstream, Description = copy.Description, ProxyProtocol = copy.ProxyProtocol, CodeOptions = copy };
+        foreach (var (key, value) in copy.Metadata)
         {
-            copy.Metadata[key] = value;
+            endpoint.Metadata[key] = value;
         }
 
-        return copy;
+        return endpoint;
     }
 
     /// <summary>

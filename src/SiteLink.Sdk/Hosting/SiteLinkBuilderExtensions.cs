@@ -26,11 +26,7 @@ public static class SiteLinkBuilderExtensions
         ArgumentNullException.ThrowIfNull(upstream);
         var options = new EndpointOptions();
         configure?.Invoke(options);
-        var endpoint = new ForwardEndpointOptions { Name = name, Upstream = upstream.OriginalString, Description = options.Description, ProxyProtocol = options.ProxyProtocol, CodeOptions = options.Snapshot() };
-        foreach (var (key, value) in options.Metadata)
-        {
-            endpoint.Metadata[key] = value;
-        }
+        var endpoint = ForwardEndpointOptions.From(name, upstream.OriginalString, options);
 
         // Goes through the options, so code and configuration endpoints are validated together.
         builder.Services.Configure<TunnelSessionOptions>(o => o.Endpoints.Add(endpoint.Snapshot()));
