@@ -79,6 +79,10 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
         // An empty builder: none of the process's configuration or environment applies to this server but what is set here.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.WebHost.UseKestrelCore().UseKestrelHttpsConfiguration();
+        // A request runs on the thread that received it, rather than being queued to another: the forwarder never blocks
+        // (all its I/O is asynchronous), and each handoff saved is a thread wake-up per request. Measured with the
+        // bench's keep-alive row: ~0.81x -> ~0.90x of the tcp endpoint's rate, p99 ~19 -> ~9 ms (docs/architecture.md).
+        builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = true);
         builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));
         builder.Services.AddHttpForwarder();
         builder.Services.AddReverseProxy();
