@@ -5,6 +5,7 @@ reverse start order: SIGTERM, then SIGKILL for what is still there after 10 s. L
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,18 @@ class ProcessGroup:
                                    env={**os.environ, **(env or {})}, start_new_session=True)
         self.processes.append((name, process))
         return process
+
+    def wait_log(self, name, pattern, timeout=60):
+        """Waits until process `name` logged a line matching `pattern`; returns the match."""
+        path = self.log_path(name)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(path) as f:
+                match = re.search(pattern, f.read())
+            if match:
+                return match
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not log {pattern!r}; see {path}")
 
     def stop_all(self):
         for _, process in reversed(self.processes):

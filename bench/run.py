@@ -65,16 +65,7 @@ def wait_http(port, timeout=60):
     raise RuntimeError(f"no HTTP answer through 127.0.0.1:{port} after {timeout} s")
 
 
-def wait_log(name, pattern, timeout=60):
-    path = group.log_path(name)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with open(path) as f:
-            match = re.search(pattern, f.read())
-        if match:
-            return match
-        time.sleep(0.1)
-    raise RuntimeError(f"{name} did not log {pattern!r}; see {path}")
+wait_log = group.wait_log
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ internal static class AgentHost
           --token TOKEN        the authtoken; better: SITELINK_AUTHTOKEN  (SiteLink:AuthToken)
           --pin SHA256         trust the relay by certificate fingerprint (SiteLink:PinnedCertificateSha256)
           --endpoint NAME=HOST:PORT   an internal endpoint; repeat as needed (SiteLink:Endpoints)
+          --pool               the --endpoint names join pools: several agents serve each, the relay balances
+                               connections across them (SiteLink:Endpoints:N:Pooling)
           --config FILE        a JSON file with a "SiteLink" section (see appsettings.json)
           --insecure           allow http:// relay URLs (development on loopback only)
           --Section:Key VALUE  any other configuration key, e.g. --Logging:LogLevel:Default Debug
@@ -38,7 +40,7 @@ internal static class AgentHost
         """;
 
     /// <summary>The agent's own switches; anything else starting with -- must be a configuration key (Section:Key).</summary>
-    private static readonly string[] Switches = ["--relay", "--token", "--pin", "--endpoint", "--config", "--insecure", "--help", "--version"];
+    private static readonly string[] Switches = ["--relay", "--token", "--pin", "--endpoint", "--pool", "--config", "--insecure", "--help", "--version"];
 
     /// <summary>The generic host's own switches, passed on to it.</summary>
     private static readonly string[] HostSwitches = ["--environment", "--contentRoot", "--applicationName"];
@@ -89,6 +91,7 @@ internal static class AgentHost
         var settings = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
         var remaining = new List<string>();
         var endpoints = 0;
+        var pool = false;
         for (var i = 0; i < args.Length; i++)
         {
             // Messages name the switch or the argument's position, never a value: a value may be the token.
@@ -135,6 +138,14 @@ internal static class AgentHost
 
                     settings["SiteLink:AllowInsecureTransport"] = "true";
                     break;
+                case "--pool":
+                    if (inline is not null)
+                    {
+                        throw new ArgumentException("--pool takes no value.");
+                    }
+
+                    pool = true;
+                    break;
                 case "--config":
                     settings["config"] = Value();
                     break;
@@ -155,8 +166,16 @@ internal static class AgentHost
             }
         }
 
+        for (var i = 0; pool && i < endpoints; i++)
+        {
+            settings[$"SiteLink:Endpoints:{EndpointIndex(i)}:Pooling"] = "true";
+        }
+
         return (settings, [.. remaining]);
     }
+
+    // Numbered from 100 so they add to the endpoints of the files instead of overwriting them by index.
+    private static string EndpointIndex(int count) => (100 + count).ToString(CultureInfo.InvariantCulture);
 
     private static void AddEndpoint(Dictionary<string, string?> settings, string spec, int count)
     {
@@ -171,8 +190,7 @@ internal static class AgentHost
             throw new ArgumentException($"--endpoint '{spec}': '{spec[(equals + 1)..]}' is not HOST:PORT or tcp://HOST:PORT with a port from 1 to 65535 (an IPv6 address goes in brackets: [::1]:8080).");
         }
 
-        // Numbered from 100 so they add to the endpoints of the files instead of overwriting them by index.
-        var index = (100 + count).ToString(CultureInfo.InvariantCulture);
+        var index = EndpointIndex(count);
         settings[$"SiteLink:Endpoints:{index}:Name"] = spec[..equals];
         settings[$"SiteLink:Endpoints:{index}:Upstream"] = spec[(equals + 1)..];
     }

@@ -13,6 +13,13 @@ public interface ITunnelSession : IAsyncDisposable
     /// <summary>Which relay this session is connected to.</summary>
     RelayInfo Relay { get; }
 
+    /// <summary>
+    /// Each relay this session connects to and how that connection stands: one entry for
+    /// <see cref="TunnelSessionOptions.RelayUrl"/>, one per relay with <see cref="TunnelSessionOptions.RelayUrls"/>, in
+    /// the order given. (The default, for implementations of one relay such as test doubles, describes <see cref="Relay"/>.)
+    /// </summary>
+    IReadOnlyList<TunnelRelayStatus> Relays => [new TunnelRelayStatus(Relay.Url, Relay.RelayId, Relay.Region, State, LastHeartbeatRoundTrip, SessionId, Fault)];
+
     /// <summary>The session's state.</summary>
     TunnelSessionState State { get; }
 

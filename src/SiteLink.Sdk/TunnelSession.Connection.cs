@@ -28,6 +28,16 @@ public sealed partial class TunnelSession
             _started = true;
         }
 
+        if (_links is not null)
+        {
+            foreach (var link in _links)
+            {
+                link.StartInBackground();
+            }
+
+            return;
+        }
+
         _supervisor = RunInBackgroundAsync();
     }
 

@@ -21,8 +21,21 @@ public sealed partial class TunnelSession
     }
 
     /// <summary>Declares an in-process handler endpoint (used by the host integration).</summary>
-    internal void DeclareHandler(string name, TunnelConnectionHandler handler, EndpointOptions? options) =>
+    internal void DeclareHandler(string name, TunnelConnectionHandler handler, EndpointOptions? options)
+    {
+        if (_links is not null)
+        {
+            foreach (var link in _links)
+            {
+                link.DeclareHandler(name, handler, options);
+            }
+
+            _linkedEndpoints[name] = LinkedEndpoint.Create(this, [.. _links.Select(l => (ITunnelEndpoint)l._bindingsByName[name])]);
+            return;
+        }
+
         Declare(new HandlerBinding(this, name, handler, CheckOptions(options, forward: false)));
+    }
 
     /// <inheritdoc />
     public async Task<ITunnelEndpoint> ForwardAsync(string name, Uri upstream, EndpointOptions? options = null, CancellationToken cancellationToken = default)
@@ -33,6 +46,12 @@ public sealed partial class TunnelSession
             throw new ArgumentException($"Cannot forward '{name}': {problem}.", nameof(upstream));
         }
 
+        if (_links is not null)
+        {
+            CheckOptions(options);
+            return await BindOnLinksAsync(CheckName(name), link => link.ForwardAsync(name, upstream, options, cancellationToken)).ConfigureAwait(false);
+        }
+
         return await BindAsync(new ForwardBinding(this, CheckName(name), upstream, CheckOptions(options)), cancellationToken).ConfigureAwait(false);
     }
 
@@ -40,12 +59,24 @@ public sealed partial class TunnelSession
     public async Task<ITunnelEndpoint> BindHandlerAsync(string name, TunnelConnectionHandler handler, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(handler);
+        if (_links is not null)
+        {
+            CheckOptions(options, forward: false);
+            return await BindOnLinksAsync(CheckName(name), link => link.BindHandlerAsync(name, handler, options, cancellationToken)).ConfigureAwait(false);
+        }
+
         return await BindAsync(new HandlerBinding(this, CheckName(name), handler, CheckOptions(options, forward: false)), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async Task<ITunnelListener> ListenAsync(string name, EndpointOptions? options = null, CancellationToken cancellationToken = default)
     {
+        if (_links is not null)
+        {
+            CheckOptions(options, forward: false);
+            return (ITunnelListener)await BindOnLinksAsync(CheckName(name), async link => await link.ListenAsync(name, options, cancellationToken).ConfigureAwait(false)).ConfigureAwait(false);
+        }
+
         return (ListenerBinding)await BindAsync(new ListenerBinding(this, CheckName(name), Options.ListenerBacklog, CheckOptions(options, forward: false)), cancellationToken).ConfigureAwait(false);
     }
 
@@ -132,7 +163,7 @@ public sealed partial class TunnelSession
         _pendingBinds[binding.BindId] = answer;
         try
         {
-            var bind = new Bind { BindId = binding.BindId, Name = binding.Name, Kind = ErrorMapping.ToWireKind(binding.Kind), Description = binding.Description ?? "" };
+            var bind = new Bind { BindId = binding.BindId, Name = binding.Name, Kind = ErrorMapping.ToWireKind(binding.Kind), Description = binding.Description ?? "", Pooling = binding.Pooling };
             foreach (var (key, value) in binding.Metadata)
             {
                 bind.Metadata[key] = value;

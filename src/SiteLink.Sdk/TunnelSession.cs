@@ -44,17 +44,27 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     private TunnelSession(TunnelSessionOptions options)
     {
         Options = options = options.Snapshot();
+        var several = options.AllRelayUrls.Count > 1;
         _logger = options.LoggerFactory?.CreateLogger("SiteLink.TunnelSession") ?? NullLogger.Instance;
         _clientId = options.ClientId ?? Guid.NewGuid().ToString("N");
-        Relay = new RelayInfo("", "", options.RelayUrl!);
+        _relay = new RelayInfo("", "", options.AllRelayUrls[0]);
         _reconnect = ReconnectPipeline.Create(options.Reconnect, options.TimeProvider, OnReconnectAttemptFailed);
         _connectionLimit = new ConnectionLimit(options.MaxConcurrentConnections);
         _offerLog = new OfferLog(options.TimeProvider, _logger);
+        _telemetry = SdkTelemetry.For(options.MeterFactory);
+        if (several)
+        {
+            // One session per relay does the work (and logs, and counts itself in the telemetry): see TunnelSession.Relays.cs.
+            _links = [.. options.AllRelayUrls.Select(url => new TunnelSession(LinkOptions(options, url)))];
+            AttachLinks();
+            return;
+        }
+
         if (options.RelayUrl!.Scheme == Uri.UriSchemeHttp)
         {
             SessionLog.InsecureTransport(_logger, options.RelayUrl);
         }
-        _telemetry = SdkTelemetry.For(options.MeterFactory);
+
         _telemetry.Register(this);
         foreach (var endpoint in options.Endpoints)
         {
@@ -69,10 +79,20 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     internal TunnelSessionOptions Options { get; }
 
     /// <inheritdoc />
-    public string SessionId { get; private set; } = "";
+    /// <remarks>With several relays (<see cref="TunnelSessionOptions.RelayUrls"/>), the first connected one's session.</remarks>
+    public string SessionId
+    {
+        get => CurrentLink is { } link ? link.SessionId : _sessionId;
+        private set => _sessionId = value;
+    }
 
     /// <inheritdoc />
-    public RelayInfo Relay { get; private set; }
+    /// <remarks>With several relays, the first connected one (<see cref="Relays"/> lists them all).</remarks>
+    public RelayInfo Relay
+    {
+        get => CurrentLink is { } link ? link.Relay : _relay;
+        private set => _relay = value;
+    }
 
     /// <inheritdoc />
     public TunnelSessionState State
@@ -99,13 +119,15 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     }
 
     /// <inheritdoc />
-    public TimeSpan? LastHeartbeatRoundTrip => _run?.Heartbeat.LastRoundTrip;
+    public TimeSpan? LastHeartbeatRoundTrip => _links is null ? _run?.Heartbeat.LastRoundTrip : CurrentLink?.LastHeartbeatRoundTrip;
 
     /// <inheritdoc />
-    public IReadOnlyCollection<ITunnelEndpoint> Endpoints => _bindingsByName.Values.Where(b => b.IsBound).ToArray();
+    public IReadOnlyCollection<ITunnelEndpoint> Endpoints => _links is null
+        ? _bindingsByName.Values.Where(b => b.IsBound).ToArray()
+        : _linkedEndpoints.Values.Where(e => e.IsBound).ToArray();
 
     /// <inheritdoc />
-    public int ActiveConnections => _activeConnections.Count;
+    public int ActiveConnections => _links is null ? _activeConnections.Count : _links.Sum(l => l.ActiveConnections);
 
     /// <inheritdoc />
     public event EventHandler<TunnelStateChangedEventArgs>? StateChanged;
@@ -139,6 +161,11 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         if (errors.Count > 0)
         {
             throw new ArgumentException("Invalid SiteLink session options:" + Environment.NewLine + "- " + string.Join(Environment.NewLine + "- ", errors), nameof(options));
+        }
+
+        if (options.AllRelayUrls.Count > 1)
+        {
+            return await ConnectSeveralAsync(options, cancellationToken).ConfigureAwait(false);
         }
 
         var session = new TunnelSession(options) { _started = true };
@@ -227,7 +254,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         if (state == TunnelSessionState.Faulted && exception is TunnelException fault)
         {
             // One line an operator can act on; the state change above says when, this says why and what to do.
-            SessionLog.Faulted(_logger, fault.TunnelError, fault.Message, FaultAdvice.For(fault.TunnelError), Options.RelayUrl!);
+            SessionLog.Faulted(_logger, fault.TunnelError, fault.Message, FaultAdvice.For(fault.TunnelError), _relay.Url);
         }
 
         Raise(StateChanged, new TunnelStateChangedEventArgs(previous, state, reason, exception));
@@ -292,6 +319,12 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     private async Task CloseCoreAsync()
     {
         var cancellationToken = _closeAbort.Token;
+        if (_links is not null)
+        {
+            await CloseLinksAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
         // 1. No new connections: unbind everything and say goodbye, so the relay offers nothing more.
         await _stopping.CancelAsync().ConfigureAwait(false);
         var run = _run;

@@ -10,12 +10,28 @@ public sealed class TunnelSessionOptions
     private Dictionary<string, string> _metadata = new(StringComparer.Ordinal);
     private TunnelReconnectOptions _reconnect = new();
     private List<ForwardEndpointOptions> _endpoints = [];
+    private List<Uri> _relayUrls = [];
+
+    /// <summary>The most relays one session connects to (<see cref="RelayUrls"/>).</summary>
+    public const int MaxRelays = 16;
 
     /// <summary>
     /// The relay's agent address, e.g. <c>https://connect.vendor.example</c>. Required.
     /// <c>http://</c> (HTTP/2 without TLS) is accepted only when <see cref="AllowInsecureTransport"/> is set.
     /// </summary>
     public Uri? RelayUrl { get; set; }
+
+    /// <summary>
+    /// Several relays at once (points of presence, or replicas of one relay behind a balancer), in addition to
+    /// <see cref="RelayUrl"/> when that is set too: the session keeps one connection to each, binds every endpoint on
+    /// each, heartbeats and reconnects each on its own (its own backoff), and is <see cref="TunnelSessionState.Connected"/>
+    /// while at least one is. Losing one relay loses only the connections that went through it; <see cref="TunnelSession.Relays"/>
+    /// tells each one's state. At most <see cref="MaxRelays"/>, no duplicates. Default: empty (<see cref="RelayUrl"/> alone).
+    /// </summary>
+    public IList<Uri> RelayUrls => _relayUrls;
+
+    /// <summary>Every relay this session connects to: <see cref="RelayUrl"/> first (when set), then <see cref="RelayUrls"/>.</summary>
+    internal IReadOnlyList<Uri> AllRelayUrls => RelayUrl is null ? _relayUrls : [RelayUrl, .. _relayUrls];
 
     /// <summary>The authtoken the relay issued to this agent. Required. Sent on every call; never logged.</summary>
     public string? AuthToken { get; set; }
@@ -138,6 +154,7 @@ public sealed class TunnelSessionOptions
         // MemberwiseClone shares the collections and the nested object: give the copy its own.
         copy._metadata = new Dictionary<string, string>(_metadata, StringComparer.Ordinal);
         copy._endpoints = [.. _endpoints.Select(e => e.Snapshot())];
+        copy._relayUrls = [.. _relayUrls];
         copy._reconnect = new TunnelReconnectOptions
         {
             InitialDelay = _reconnect.InitialDelay,
@@ -148,34 +165,48 @@ public sealed class TunnelSessionOptions
         return copy;
     }
 
+    private string? CheckRelayUrl(Uri url) =>
+        !url.IsAbsoluteUri ? "must be an absolute URL."
+        : url.Scheme == Uri.UriSchemeHttp
+            ? !AllowInsecureTransport ? "uses http:// (no TLS); use https:// or set AllowInsecureTransport for development."
+            : !url.IsLoopback ? "uses http:// (no TLS) to a host that is not loopback: the authtoken would cross the network in clear text. AllowInsecureTransport permits http:// only to localhost, 127.0.0.0/8 or ::1; use https://."
+            : null
+        : url.Scheme != Uri.UriSchemeHttps ? "must use https:// (or http:// with AllowInsecureTransport)."
+        : null;
+
     /// <summary>
     /// Lists every problem with these options (empty when they are valid). Secrets are never quoted.
     /// </summary>
     public IReadOnlyList<string> Validate()
     {
         var errors = new List<string>();
-        if (RelayUrl is null)
+        if (RelayUrl is null && _relayUrls.Count == 0)
         {
-            errors.Add("RelayUrl is required.");
+            errors.Add("RelayUrl is required (or RelayUrls, for several relays).");
         }
-        else if (!RelayUrl.IsAbsoluteUri)
+
+        if (AllRelayUrls.Count > MaxRelays)
         {
-            errors.Add($"RelayUrl '{RelayUrl}' must be an absolute URL.");
+            errors.Add($"RelayUrl and RelayUrls name {AllRelayUrls.Count} relays; at most {MaxRelays}.");
         }
-        else if (RelayUrl.Scheme == Uri.UriSchemeHttp)
+
+        var seen = new HashSet<Uri>();
+        for (var i = 0; i < AllRelayUrls.Count; i++)
         {
-            if (!AllowInsecureTransport)
+            var url = AllRelayUrls[i];
+            var what = RelayUrl is not null && i == 0 ? "RelayUrl" : $"RelayUrls[{(RelayUrl is null ? i : i - 1)}]";
+            if (url is null)
             {
-                errors.Add($"RelayUrl '{RelayUrl}' uses http:// (no TLS); use https:// or set AllowInsecureTransport for development.");
+                errors.Add($"{what} is null.");
             }
-            else if (!RelayUrl.IsLoopback)
+            else if (CheckRelayUrl(url) is { } problem)
             {
-                errors.Add($"RelayUrl '{RelayUrl}' uses http:// (no TLS) to a host that is not loopback: the authtoken would cross the network in clear text. AllowInsecureTransport permits http:// only to localhost, 127.0.0.0/8 or ::1; use https://.");
+                errors.Add($"{what} '{url}' {problem}");
             }
-        }
-        else if (RelayUrl.Scheme != Uri.UriSchemeHttps)
-        {
-            errors.Add($"RelayUrl '{RelayUrl}' must use https:// (or http:// with AllowInsecureTransport).");
+            else if (!seen.Add(url))
+            {
+                errors.Add($"{what} '{url}' is named twice: one connection per relay.");
+            }
         }
 
         if (string.IsNullOrWhiteSpace(AuthToken))

@@ -31,7 +31,8 @@ internal sealed class SessionRegistryTests
         registry.TryAdd(session);
 
         var result = registry.Bind(session, Bind("DB-Main"));
-        var routed = registry.TryRoute("ACME", "db-main", out var target, out var bindId);
+        var routed = registry.TryRoute("ACME", "db-main", out var member);
+        var (target, bindId) = (member.Session, member.BindId);
 
         Assert.Multiple(() =>
         {
@@ -55,7 +56,7 @@ internal sealed class SessionRegistryTests
         {
             Assert.That(result.Status, Is.EqualTo(BindStatus.Denied));
             Assert.That(result.Message, Does.Contain("db-*"));
-            Assert.That(registry.TryRoute("acme", "api", out _, out _), Is.False);
+            Assert.That(registry.TryRoute("acme", "api", out _), Is.False);
         });
     }
 
@@ -82,7 +83,6 @@ internal sealed class SessionRegistryTests
     [TestCase("", "db", EndpointKind.Tcp, false)]
     [TestCase("b1", "bad name", EndpointKind.Tcp, false)]
     [TestCase("b1", "db", EndpointKind.Unspecified, false)]
-    [TestCase("b1", "db", EndpointKind.Tcp, true)]
     public void Bind_Malformed_IsInvalid(string bindId, string name, EndpointKind kind, bool pooling)
     {
         var registry = Create();
@@ -92,6 +92,96 @@ internal sealed class SessionRegistryTests
         var result = registry.Bind(session, new Bind { BindId = bindId, Name = name, Kind = kind, Pooling = pooling });
 
         Assert.That(result.Status, Is.EqualTo(BindStatus.Invalid));
+    }
+
+    private static Bind Pooled(string name, string bindId = "b1") => new() { BindId = bindId, Name = name, Kind = EndpointKind.Tcp, Pooling = true };
+
+    [Test]
+    public void Pool_RoutesToTheLeastActiveMember_SkipsLeaving_AndForgetsRemoved()
+    {
+        var registry = Create();
+        var (a, b, c) = (Session(Acme, "a"), Session(Acme, "b"), Session(Acme, "c"));
+        foreach (var session in new[] { a, b, c })
+        {
+            registry.TryAdd(session);
+            Assert.That(registry.Bind(session, Pooled("api")).Status, Is.EqualTo(BindStatus.Ok));
+        }
+
+        // Three idle members: each of the first three connections goes to a different one (the least active).
+        RouteMember Route()
+        {
+            Assert.That(registry.TryRoute("acme", "api", out var member), Is.True);
+            return member;
+        }
+
+        var members = new Dictionary<AgentSession, RouteMember>();
+        for (var i = 0; i < 3; i++)
+        {
+            var member = Route();
+            members[member.Session] = member;
+            member.Acquire();
+        }
+
+        Assert.That(members.Keys, Is.EquivalentTo(new[] { a, b, c }), "with none busy, then one each: every member once");
+        members[a].Acquire();
+        members[b].Acquire();
+        Assert.That(Route().Session, Is.SameAs(c), "the member with the fewest active connections");
+
+        c.MarkLeaving();
+        members[a].Release();
+        Assert.That(Route().Session, Is.SameAs(a), "a leaving member is offered nothing, however idle");
+        registry.Remove(a);
+        registry.Remove(b);
+        Assert.Multiple(() =>
+        {
+            Assert.That(registry.TryRoute("acme", "api", out _), Is.False, "only a leaving member is left");
+            Assert.That(registry.Members("acme", "api"), Is.EqualTo(new[] { c }));
+        });
+    }
+
+    [Test]
+    public void Pool_TiesAreBrokenAtRandom_EvenlyEnough()
+    {
+        var registry = Create();
+        var sessions = Enumerable.Range(0, 3).Select(i => Session(Acme, $"m{i}")).ToArray();
+        foreach (var session in sessions)
+        {
+            registry.TryAdd(session);
+            registry.Bind(session, Pooled("api"));
+        }
+
+        var counts = sessions.ToDictionary(s => s, _ => 0);
+        for (var i = 0; i < 30_000; i++)
+        {
+            registry.TryRoute("acme", "api", out var member);
+            counts[member.Session]++;
+        }
+
+        Assert.That(counts.Values, Is.All.InRange(9_000, 11_000), "30,000 picks among three idle members");
+    }
+
+    [Test]
+    public void Pool_MismatchedBinds_AreRefused_AndPoolsArePerTenant()
+    {
+        var registry = Create();
+        var (pooled, single, other, globex) = (Session(Acme, "p"), Session(Acme, "s"), Session(Acme, "o"), Session(Globex, "g"));
+        foreach (var session in new[] { pooled, single, other, globex })
+        {
+            registry.TryAdd(session);
+        }
+
+        registry.Bind(pooled, Pooled("api"));
+        registry.Bind(single, Bind("db"));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(registry.Bind(other, Bind("api")).Status, Is.EqualTo(BindStatus.PoolingMismatch));
+            Assert.That(registry.Bind(other, Pooled("db")).Status, Is.EqualTo(BindStatus.PoolingMismatch));
+            Assert.That(registry.Bind(other, Bind("db")).Status, Is.EqualTo(BindStatus.NameTaken));
+            Assert.That(registry.Bind(pooled, Pooled("api", "b2")).Status, Is.EqualTo(BindStatus.NameTaken), "one membership per session");
+            Assert.That(registry.Bind(globex, Bind("api")).Status, Is.EqualTo(BindStatus.Ok), "another tenant's name");
+            Assert.That(registry.Members("acme", "api"), Is.EqualTo(new[] { pooled }));
+        });
     }
 
     [Test]
@@ -151,8 +241,8 @@ internal sealed class SessionRegistryTests
 
         Assert.Multiple(() =>
         {
-            Assert.That(registry.TryRoute("acme", "one", out _, out _), Is.False);
-            Assert.That(registry.TryRoute("acme", "two", out _, out _), Is.False);
+            Assert.That(registry.TryRoute("acme", "one", out _), Is.False);
+            Assert.That(registry.TryRoute("acme", "two", out _), Is.False);
             Assert.That(registry.Bind(next, Bind("one")).Status, Is.EqualTo(BindStatus.Ok));
             Assert.That(registry.SessionCount, Is.EqualTo(1));
         });
@@ -175,8 +265,8 @@ internal sealed class SessionRegistryTests
         {
             Assert.That(unbound, Is.EqualTo("one"));
             Assert.That(unknown, Is.Null);
-            Assert.That(registry.TryRoute("acme", "one", out _, out _), Is.False);
-            Assert.That(registry.TryRoute("acme", "two", out _, out _), Is.False, "a leaving session is offered nothing new");
+            Assert.That(registry.TryRoute("acme", "one", out _), Is.False);
+            Assert.That(registry.TryRoute("acme", "two", out _), Is.False, "a leaving session is offered nothing new");
         });
     }
 }

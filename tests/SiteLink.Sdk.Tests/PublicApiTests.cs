@@ -122,6 +122,7 @@ public sealed class PublicApiTests
             "SiteLink.TunnelProtocolException",
             "SiteLink.TunnelReconnectEventArgs",
             "SiteLink.TunnelReconnectOptions",
+            "SiteLink.TunnelRelayStatus",
             "SiteLink.TunnelRetryContext",
             "SiteLink.TunnelSession",
             "SiteLink.TunnelSessionExtensions",

@@ -65,6 +65,10 @@ public sealed class RelayServer : IAsyncDisposable
             ? new BoundEndpointInfo(bound.Name, session.Token.Tenant, session.Id, session.ClientId, bound.Description.Length == 0 ? null : bound.Description, bound.Metadata)
             : null;
 
+    /// <summary>The ids of the sessions serving a tenant's internal endpoint now: several for a pool, none when unbound.</summary>
+    public IReadOnlyList<string> FindEndpointMembers(string tenant, string endpoint) =>
+        [.. _app.Services.GetRequiredService<Sessions.SessionRegistry>().Members(tenant, endpoint).Select(s => s.Id)];
+
     /// <summary>Revokes a token by name: its new calls are refused and its sessions end.</summary>
     public void RevokeToken(string name)
     {

@@ -38,11 +38,13 @@ internal sealed class ConnectionRouter : IDisposable
     public void Offer(PublicConnection client)
     {
         var endpoint = client.Endpoint;
-        if (!_registry.TryRoute(endpoint.Tenant, endpoint.Endpoint, out var session, out var bindId))
+        if (!_registry.TryRoute(endpoint.Tenant, endpoint.Endpoint, out var member))
         {
             Refuse(client, RefusalReason.NoAgent, $"no agent serves '{endpoint.Endpoint}'");
             return;
         }
+
+        var (session, bindId) = (member.Session, member.BindId);
 
         if (session.ActiveStreams >= _limits.MaxConcurrentStreamsPerSession)
         {
@@ -56,6 +58,9 @@ internal sealed class ConnectionRouter : IDisposable
             return;
         }
 
+        // Counted against its member until it closes, however it ends: the next connection goes to the least busy.
+        member.Acquire();
+        client.OnClosed(member.Release);
         var pending = new PendingStream(NewStreamId(), session, bindId, client);
         if (session.TryPairParked(pending))
         {

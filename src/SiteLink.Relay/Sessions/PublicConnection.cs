@@ -72,6 +72,25 @@ internal sealed class PublicConnection
         }
     }
 
+    /// <summary>Runs <paramref name="action"/> once when the connection closes (at once if it already has).</summary>
+    public void OnClosed(Action action)
+    {
+        while (true)
+        {
+            var current = Volatile.Read(ref _release);
+            if (Interlocked.CompareExchange(ref _release, current is null ? action : current + action, current) == current)
+            {
+                break;
+            }
+        }
+
+        if (Volatile.Read(ref _closed) != 0)
+        {
+            // Closed meanwhile: whatever the close did not run (ours, maybe) runs now, exactly once.
+            Release();
+        }
+    }
+
     private bool TryClose() => Interlocked.Exchange(ref _closed, 1) == 0;
 
     private void Release() => Interlocked.Exchange(ref _release, null)?.Invoke();

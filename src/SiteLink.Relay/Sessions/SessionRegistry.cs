@@ -11,14 +11,16 @@ using SiteLink.Relay.Security;
 namespace SiteLink.Relay.Sessions;
 
 /// <summary>
-/// The live sessions and which one serves each internal endpoint of each tenant. Names are per tenant and compared
-/// without case. One lock guards the routes and binds; lookups on the connection path take it briefly.
+/// The live sessions and which serve each internal endpoint of each tenant: one session, or for a pooled name several
+/// (each bound with pooling on), among which every new connection goes to the one with the fewest active connections
+/// (ties broken at random). Names are per tenant and compared without case. One lock guards the routes and binds;
+/// lookups on the connection path take it briefly.
 /// </summary>
 internal sealed class SessionRegistry
 {
     private readonly RelayLimits _limits;
     private readonly ConcurrentDictionary<string, AgentSession> _sessions = new(StringComparer.Ordinal);
-    private readonly Dictionary<(string Tenant, string Name), (AgentSession Session, string BindId)> _routes = [];
+    private readonly Dictionary<(string Tenant, string Name), Route> _routes = [];
     private readonly KeyedCounter<string> _sessionsPerToken = new(StringComparer.OrdinalIgnoreCase);
     private readonly KeyedCounter<string> _handshakesPerToken = new(StringComparer.OrdinalIgnoreCase);
     private readonly KeyedCounter<IPAddress> _handshakesPerAddress = new();
@@ -144,13 +146,9 @@ internal sealed class SessionRegistry
                 return [];
             }
 
-            foreach (var bound in session.Binds.Values)
+            foreach (var (bindId, bound) in session.Binds)
             {
-                var key = (session.Token.Tenant, bound.Name);
-                if (_routes.TryGetValue(key, out var route) && route.Session == session)
-                {
-                    _routes.Remove(key);
-                }
+                RemoveMember(session, bindId, bound.Name);
             }
 
             _counters.OnUnbound(session.Binds.Count);
@@ -175,6 +173,7 @@ internal sealed class SessionRegistry
             {
                 "nametaken" => "name_taken",
                 "limitexceeded" => "limit_exceeded",
+                "poolingmismatch" => "pooling_mismatch",
                 var other => other,
             });
         }
@@ -205,11 +204,6 @@ internal sealed class SessionRegistry
         if (bind.Kind != EndpointKind.Tcp)
         {
             return Result(BindStatus.Invalid, $"endpoint kind {bind.Kind} is not supported by this relay");
-        }
-
-        if (bind.Pooling)
-        {
-            return Result(BindStatus.Invalid, "endpoint pooling is not enabled on this relay");
         }
 
         if (EndpointDescriptionRules.FindProblem(bind.Description, bind.Metadata) is { } problem)
@@ -243,12 +237,30 @@ internal sealed class SessionRegistry
             var key = (session.Token.Tenant, name);
             if (_routes.TryGetValue(key, out var existing))
             {
-                return Result(BindStatus.NameTaken, existing.Session == session
-                    ? $"'{bind.Name}' is already bound by this session"
-                    : $"'{bind.Name}' is already bound by another agent session");
+                if (existing.Members.Exists(m => m.Session == session))
+                {
+                    return Result(BindStatus.NameTaken, $"'{bind.Name}' is already bound by this session");
+                }
+
+                if (!existing.Pooling && !bind.Pooling)
+                {
+                    return Result(BindStatus.NameTaken, $"'{bind.Name}' is already bound by another agent session");
+                }
+
+                if (existing.Pooling != bind.Pooling)
+                {
+                    return Result(BindStatus.PoolingMismatch, existing.Pooling
+                        ? $"'{bind.Name}' is a pool of {existing.Members.Count.ToString(CultureInfo.InvariantCulture)} agent session(s): bind it with pooling on to join"
+                        : $"'{bind.Name}' is already bound by another agent session without pooling: a pooled bind cannot share it");
+                }
+            }
+            else
+            {
+                existing = new Route(bind.Pooling);
+                _routes[key] = existing;
             }
 
-            _routes[key] = (session, bind.BindId);
+            existing.Members.Add(new RouteMember(session, bind.BindId));
             session.Binds[bind.BindId] = new BoundEndpoint(
                 name,
                 bind.Description,
@@ -268,15 +280,9 @@ internal sealed class SessionRegistry
                 return null;
             }
 
-            var name = bound.Name;
-            var key = (session.Token.Tenant, name);
-            if (_routes.TryGetValue(key, out var route) && route.Session == session)
-            {
-                _routes.Remove(key);
-            }
-
+            RemoveMember(session, bindId, bound.Name);
             _counters.OnUnbound();
-            return name;
+            return bound.Name;
         }
     }
 
@@ -301,30 +307,102 @@ internal sealed class SessionRegistry
         lock (_gate)
         {
             if (_routes.TryGetValue((tenant.ToLowerInvariant(), endpoint.ToLowerInvariant()), out var route)
-                && route.Session.Binds.TryGetValue(route.BindId, out var bound))
+                && route.Members[0] is var first
+                && first.Session.Binds.TryGetValue(first.BindId, out var bound))
             {
-                return (route.Session, bound);
+                return (first.Session, bound);
             }
         }
 
         return null;
     }
 
-    /// <summary>Finds the session serving a tenant's endpoint.</summary>
-    public bool TryRoute(string tenant, string endpoint, out AgentSession session, out string bindId)
+    /// <summary>The sessions serving a tenant's endpoint (several for a pool), in the order they bound.</summary>
+    public IReadOnlyList<AgentSession> Members(string tenant, string endpoint)
     {
         lock (_gate)
         {
-            if (_routes.TryGetValue((tenant.ToLowerInvariant(), endpoint.ToLowerInvariant()), out var route) && !route.Session.IsLeaving)
+            return _routes.TryGetValue((tenant.ToLowerInvariant(), endpoint.ToLowerInvariant()), out var route)
+                ? route.Members.ConvertAll(m => m.Session)
+                : [];
+        }
+    }
+
+    /// <summary>
+    /// Picks the member that serves a new connection to a tenant's endpoint: of those not leaving, the one with the
+    /// fewest active connections, ties broken at random. The caller counts the connection with
+    /// <see cref="RouteMember.Acquire"/> once it is offered.
+    /// </summary>
+    public bool TryRoute(string tenant, string endpoint, out RouteMember member)
+    {
+        member = null!;
+        lock (_gate)
+        {
+            if (!_routes.TryGetValue((tenant.ToLowerInvariant(), endpoint.ToLowerInvariant()), out var route))
             {
-                session = route.Session;
-                bindId = route.BindId;
-                return true;
+                return false;
+            }
+
+            var ties = 0;
+            var fewest = int.MaxValue;
+            foreach (var candidate in route.Members)
+            {
+                if (candidate.Session.IsLeaving)
+                {
+                    continue;
+                }
+
+                var active = candidate.Active;
+                if (active < fewest)
+                {
+                    (member, fewest, ties) = (candidate, active, 1);
+                }
+                else if (active == fewest && Random.Shared.Next(++ties) == 0)
+                {
+                    // Reservoir sampling: each of the tied members ends up chosen with the same chance.
+                    member = candidate;
+                }
             }
         }
 
-        session = null!;
-        bindId = "";
-        return false;
+        return member is not null;
     }
+
+    private void RemoveMember(AgentSession session, string bindId, string name)
+    {
+        var key = (session.Token.Tenant, name);
+        if (_routes.TryGetValue(key, out var route))
+        {
+            route.Members.RemoveAll(m => m.Session == session && m.BindId == bindId);
+            if (route.Members.Count == 0)
+            {
+                _routes.Remove(key);
+            }
+        }
+    }
+
+    /// <summary>A tenant's endpoint name: who serves it, and whether it is a pool.</summary>
+    private sealed class Route(bool pooling)
+    {
+        public bool Pooling { get; } = pooling;
+
+        public List<RouteMember> Members { get; } = [];
+    }
+}
+
+/// <summary>One session's bind of an endpoint name, with the public connections it serves now.</summary>
+internal sealed class RouteMember(AgentSession session, string bindId)
+{
+    private int _active;
+
+    public AgentSession Session { get; } = session;
+
+    public string BindId { get; } = bindId;
+
+    /// <summary>Connections offered to this member and not closed yet.</summary>
+    public int Active => Volatile.Read(ref _active);
+
+    public void Acquire() => Interlocked.Increment(ref _active);
+
+    public void Release() => Interlocked.Decrement(ref _active);
 }

@@ -20,6 +20,7 @@ internal abstract class EndpointBinding : ITunnelEndpoint
         Metadata = options is null || options.Metadata.Count == 0
             ? System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty
             : options.Metadata.ToDictionary(StringComparer.Ordinal).AsReadOnly();
+        Pooling = options?.Pooling ?? false;
         BindId = "b-" + Guid.NewGuid().ToString("N");
         Connections = new Resilience.ConnectionLimit(session.Options.MaxConcurrentConnectionsPerEndpoint);
     }
@@ -38,6 +39,9 @@ internal abstract class EndpointBinding : ITunnelEndpoint
     public string? Description { get; }
 
     public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <summary>Bound as a member of a pool (<see cref="EndpointOptions.Pooling"/>).</summary>
+    public bool Pooling { get; }
 
     /// <summary>Bound on the current connection to the relay.</summary>
     public bool IsBound => Volatile.Read(ref _bound) == 1;

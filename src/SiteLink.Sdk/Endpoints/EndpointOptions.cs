@@ -41,6 +41,16 @@ public sealed class EndpointOptions
     public IDictionary<string, string> Metadata { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
     /// <summary>
+    /// Join a pool: several sessions of the same tenant (agents on other hosts, other processes) bind the same name, and
+    /// the relay spreads new public connections across them (the member with the fewest active connections, ties at
+    /// random), and stops sending any to a member the moment it knows it is gone (disconnect, heartbeat silence,
+    /// drain): connections in flight on that member are the only ones lost. Every member binds with pooling on; a bind
+    /// that differs from the name's current holders is refused with <see cref="BindErrorCode.PoolingMismatch"/>.
+    /// Default: off, and a second session binding the name is refused with <see cref="BindErrorCode.NameTaken"/>.
+    /// </summary>
+    public bool Pooling { get; set; }
+
+    /// <summary>
     /// Forward endpoints: send the upstream a PROXY protocol header (HAProxy's, version 1 text or version 2 binary)
     /// before the connection's first byte, carrying the public client's address and port (and, in version 2, the TLS
     /// server name the client asked for), for upstreams that log or filter by client address (nginx
@@ -70,12 +80,12 @@ public sealed class EndpointOptions
                 : UpstreamTls.FindProblem() ?? EndpointDescriptionRules.FindProblem(Description, Metadata);
 
     /// <summary>A copy the session keeps: changing this object later changes nothing.</summary>
-    internal EndpointOptions Snapshot() => Copy(Description, Metadata, ProxyProtocol, TlsServer, UpstreamTls);
+    internal EndpointOptions Snapshot() => Copy(Description, Metadata, Pooling, ProxyProtocol, TlsServer, UpstreamTls);
 
-    internal static EndpointOptions Copy(string? description, IEnumerable<KeyValuePair<string, string>> metadata, ProxyProtocolVersion proxyProtocol,
+    internal static EndpointOptions Copy(string? description, IEnumerable<KeyValuePair<string, string>> metadata, bool pooling, ProxyProtocolVersion proxyProtocol,
         SslServerAuthenticationOptions? tlsServer, UpstreamTlsOptions upstreamTls)
     {
-        var copy = new EndpointOptions { Description = description, ProxyProtocol = proxyProtocol, TlsServer = tlsServer, UpstreamTls = upstreamTls.Snapshot() };
+        var copy = new EndpointOptions { Description = description, Pooling = pooling, ProxyProtocol = proxyProtocol, TlsServer = tlsServer, UpstreamTls = upstreamTls.Snapshot() };
         foreach (var (key, value) in metadata)
         {
             copy.Metadata[key] = value;

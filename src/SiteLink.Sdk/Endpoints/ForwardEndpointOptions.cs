@@ -24,6 +24,9 @@ public sealed class ForwardEndpointOptions
     /// <summary>As <see cref="EndpointOptions.Metadata"/>.</summary>
     public IDictionary<string, string> Metadata { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
+    /// <summary>As <see cref="EndpointOptions.Pooling"/>.</summary>
+    public bool Pooling { get; set; }
+
     /// <summary>As <see cref="EndpointOptions.ProxyProtocol"/>.</summary>
     public ProxyProtocolVersion ProxyProtocol { get; set; }
 
@@ -34,7 +37,7 @@ public sealed class ForwardEndpointOptions
     internal EndpointOptions? CodeOptions;
 
     /// <summary>The endpoint's settings, as <see cref="ITunnelSession.ForwardAsync(string, Uri, EndpointOptions?, CancellationToken)"/> takes them (a copy).</summary>
-    internal EndpointOptions ToEndpointOptions() => EndpointOptions.Copy(Description, Metadata, ProxyProtocol, CodeOptions?.TlsServer, CodeOptions?.UpstreamTls ?? new UpstreamTlsOptions());
+    internal EndpointOptions ToEndpointOptions() => EndpointOptions.Copy(Description, Metadata, Pooling, ProxyProtocol, CodeOptions?.TlsServer, CodeOptions?.UpstreamTls ?? new UpstreamTlsOptions());
 
     /// <summary>A copy the session keeps.</summary>
     internal ForwardEndpointOptions Snapshot() => From(Name, Upstream, ToEndpointOptions());
@@ -43,7 +46,7 @@ public sealed class ForwardEndpointOptions
     internal static ForwardEndpointOptions From(string name, string upstream, EndpointOptions settings)
     {
         var copy = settings.Snapshot();
-        var endpoint = new ForwardEndpointOptions { Name = name, Upstream = upstream, Description = copy.Description, ProxyProtocol = copy.ProxyProtocol, CodeOptions = copy };
+        var endpoint = new ForwardEndpointOptions { Name = name, Upstream = upstream, Description = copy.Description, Pooling = copy.Pooling, ProxyProtocol = copy.ProxyProtocol, CodeOptions = copy };
         foreach (var (key, value) in copy.Metadata)
         {
             endpoint.Metadata[key] = value;

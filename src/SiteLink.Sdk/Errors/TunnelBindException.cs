@@ -17,6 +17,12 @@ public enum BindErrorCode
 
     /// <summary>The session holds the maximum number of endpoints the relay allows.</summary>
     LimitExceeded = 4,
+
+    /// <summary>
+    /// The name is served by a pool and this bind did not set <see cref="EndpointOptions.Pooling"/>, or it is held
+    /// without pooling and this bind set it: every member of a pool binds with pooling on.
+    /// </summary>
+    PoolingMismatch = 5,
 }
 
 /// <summary>The relay refused to bind an endpoint. <see cref="Code"/> says why.</summary>

@@ -27,8 +27,24 @@ internal sealed class TunnelSessionHealthCheck(ITunnelSession session) : IHealth
             data["heartbeat_rtt_ms"] = Math.Round(rtt.TotalMilliseconds, 1);
         }
 
+        // Several relays: each one's state, and Degraded while any is down (the session serves through the others).
+        var relays = session.Relays;
+        var down = relays.Count(r => r.State != TunnelSessionState.Connected);
+        if (relays.Count > 1)
+        {
+            foreach (var relay in relays)
+            {
+                var rttText = relay.LastHeartbeatRoundTrip is { } r ? string.Create(CultureInfo.InvariantCulture, $", rtt {r.TotalMilliseconds:0.0} ms") : "";
+                data[$"relay:{relay.Url}"] = $"{relay.State}{(relay.RelayId.Length > 0 ? $" ({relay.RelayId}{(relay.Region.Length > 0 ? $", {relay.Region}" : "")})" : "")}{rttText}";
+            }
+        }
+
         var result = session.State switch
         {
+            TunnelSessionState.Connected when relays.Count > 1 && down > 0 => new HealthCheckResult(HealthStatus.Degraded,
+                string.Create(CultureInfo.InvariantCulture, $"connected to {relays.Count - down} of {relays.Count} relays, {session.Endpoints.Count} endpoint(s) bound"), null, data),
+            TunnelSessionState.Connected when relays.Count > 1 => HealthCheckResult.Healthy(
+                string.Create(CultureInfo.InvariantCulture, $"connected to all {relays.Count} relays, {session.Endpoints.Count} endpoint(s) bound"), data),
             TunnelSessionState.Connected => HealthCheckResult.Healthy(
                 string.Create(CultureInfo.InvariantCulture, $"connected to relay {session.Relay.RelayId}, {session.Endpoints.Count} endpoint(s) bound"), data),
             TunnelSessionState.Connecting => new HealthCheckResult(HealthStatus.Degraded, "connecting to the relay", null, data),

@@ -31,6 +31,7 @@ internal static class ErrorMapping
         BindStatus.NameTaken => BindErrorCode.NameTaken,
         BindStatus.Invalid => BindErrorCode.Invalid,
         BindStatus.LimitExceeded => BindErrorCode.LimitExceeded,
+        BindStatus.PoolingMismatch => BindErrorCode.PoolingMismatch,
         _ => BindErrorCode.Unknown,
     };
 
