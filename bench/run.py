@@ -34,6 +34,7 @@ IDLE_CONNECTIONS = 300 if QUICK else 10000
 # RSS of relay and agent is read again this long after the idle connections are closed: does the memory come back?
 IDLE_AFTER_CLOSE_S = 5 if QUICK else 30
 WAN_ONE_WAY_MS = 10
+WARM_UP_S = 1 if QUICK else 3
 
 RELAY = os.path.join(ROOT, "src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Relay.dll")
 AGENT = os.path.join(ROOT, "samples/ConsoleAgent/bin/Release/net10.0/sitelink-agent.dll")
@@ -272,8 +273,8 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port, connections, close, threads=2, url=None):
-    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{DURATION}s", "--latency", url or f"http://127.0.0.1:{port}/"]
+def wrk(port, connections, close, threads=2, url=None, duration=None):
+    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration or DURATION}s", "--latency", url or f"http://127.0.0.1:{port}/"]
     if close:
         args[1:1] = ["-H", "Connection: close"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 60).stdout
@@ -304,6 +305,15 @@ def link_round_trip_ms(echo_port, samples=50):
                 raise RuntimeError("the delay line did not echo")
             times.append((time.perf_counter() - began) * 1000)
     return statistics.median(times)
+
+
+def warm_up(paths, measure):
+    """One unrecorded run per path before a scenario's measured ones: code a path has not run yet (an http endpoint's
+    Kestrel, YARP and HttpClient, when only TCP ran before) is compiled and tiered up before it is measured, not during
+    its first measured run."""
+    for path in paths:
+        log(f"-- warm-up: {path} ({WARM_UP_S} s, not recorded)")
+        measure(paths[path])
 
 
 def interleaved(paths, measure, title):
@@ -352,6 +362,7 @@ def main():
     http_paths = dict(paths)
     http_paths["haproxy http 2-hop"] = {"http": haproxy["http-proxy"]}
     http_paths["sitelink http endpoint"] = {"http": sitelink["http-endpoint"]}
+    warm_up(http_paths, lambda p: wrk(p["http"], 50, close=False, duration=WARM_UP_S))
     keepalive = interleaved(http_paths, lambda p: wrk(p["http"], 50, close=False), "HTTP keep-alive")
     fresh = interleaved(http_paths, lambda p: wrk(p["http"], 20, close=True), "HTTP new connection per request")
     http_endpoint_rows = [
@@ -366,6 +377,7 @@ def main():
     tls_paths = {"direct": {"url": f"https://localhost:{upstreams['https']}/"},
                  "sitelink (tcp endpoint)": {"url": f"https://localhost:{sitelink['https-tcp']}/"},
                  "sitelink tls endpoint": {"url": f"https://localhost:{sitelink['https-tls']}/"}}
+    warm_up(tls_paths, lambda p: wrk(0, 50, close=False, url=p["url"], duration=WARM_UP_S))
     tls_keepalive = interleaved(tls_paths, lambda p: wrk(0, 50, close=False, url=p["url"]), "HTTPS keep-alive")
     tls_fresh = interleaved(tls_paths, lambda p: wrk(0, 20, close=True, url=p["url"]), "HTTPS new connection per request")
     tls_rows = [
@@ -438,7 +450,8 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
         f"# SiteLink benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         f"Mode: {'quick (smoke test; numbers not meaningful)' if QUICK else 'full'}; {DURATION} s per measurement; "
-        f"median of {RUNS} run(s), taken round-robin across the paths, with (min–max); {os.cpu_count()} cores; took {elapsed:.0f} s. "
+        f"median of {RUNS} run(s), taken round-robin across the paths, with (min–max), after one unrecorded {WARM_UP_S} s warm-up run per path "
+        f"before the HTTP and HTTPS scenarios; {os.cpu_count()} cores; took {elapsed:.0f} s. "
         "Ratios are sitelink against the path named, oriented so that above 1.00× means sitelink is better.",
         "",
         "| scenario | unit | " + " | ".join(names) + " | vs ssh -R | vs haproxy 2-hop |",

@@ -1,6 +1,11 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using SiteLink.FunctionalTests.Infrastructure;
 
 namespace SiteLink.FunctionalTests;
@@ -236,6 +241,55 @@ public sealed class MultiRelayTests
             Assert.That(session.Relays.Select(r => r.State), Is.All.EqualTo(TunnelSessionState.Closed));
         });
         await Eventually.WaitUntilAsync(() => a.Server.SessionCount == 0 && b.Server.SessionCount == 0, "both relays saw the session end");
+    }
+
+    [Test]
+    public async Task InAHost_RelayUrlsFromConfiguration_HealthCheckReportsEachRelay()
+    {
+        var (a, b) = await StartTwoAsync("echo");
+        await using var relayA = a;
+        await using var relayB = b;
+        await using var upstream = TestUpstream.Echo();
+        await using var proxy = ProxyTo(b);
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["SiteLink:RelayUrls:0"] = a.Server.AgentUrl.ToString(),
+            ["SiteLink:RelayUrls:1"] = Through(proxy).ToString(),
+            ["SiteLink:AuthToken"] = TestRelay.AcmeToken,
+            ["SiteLink:PinnedCertificateSha256"] = a.Server.CertificateSha256,
+            ["SiteLink:HeartbeatInterval"] = "00:00:00.300",
+            ["SiteLink:HeartbeatTolerance"] = "00:00:00.450",
+            ["SiteLink:ConnectTimeout"] = "00:00:01",
+            ["SiteLink:Endpoints:0:Name"] = "echo",
+            ["SiteLink:Endpoints:0:Upstream"] = upstream.Uri.ToString(),
+        });
+        builder.Services.AddSiteLink().AddHealthCheck();
+        using var host = builder.Build();
+        var session = host.Services.GetRequiredService<ITunnelSession>();
+        var health = host.Services.GetRequiredService<HealthCheckService>();
+        await host.StartAsync().DefaultTimeout();
+        await Eventually.WaitUntilAsync(() => session.Relays.Count == 2 && session.Relays.All(r => r.State == TunnelSessionState.Connected)
+            && a.Server.FindEndpoint("acme", "echo") is not null && b.Server.FindEndpoint("acme", "echo") is not null, "both relays connected, echo bound on each");
+        await AssertEchoesAsync(a, "echo");
+        await AssertEchoesAsync(b, "echo");
+
+        var both = await health.CheckHealthAsync().DefaultTimeout();
+        proxy.BlackHole();
+        await Eventually.WaitUntilAsync(() => session.Relays[1].State == TunnelSessionState.Reconnecting, "relay B's connection declared dead");
+        var one = await health.CheckHealthAsync().DefaultTimeout();
+        await host.StopAsync().DefaultTimeout();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(both.Status, Is.EqualTo(HealthStatus.Healthy));
+            Assert.That(both.Entries["sitelink"].Description, Does.Contain("all 2 relays"));
+            Assert.That(both.Entries["sitelink"].Data[$"relay:{a.Server.AgentUrl}"], Does.StartWith("Connected (relay-a, eu)"));
+            Assert.That(one.Status, Is.EqualTo(HealthStatus.Degraded), "serving, through one relay of two");
+            Assert.That(one.Entries["sitelink"].Description, Does.Contain("connected to 1 of 2 relays"));
+            Assert.That(one.Entries["sitelink"].Data[$"relay:{Through(proxy)}"], Does.StartWith("Reconnecting"));
+        });
     }
 
     [TestCase(new[] { "https://a.example", "https://a.example" }, "named twice")]

@@ -13,7 +13,11 @@ namespace SiteLink.Relay.CloudEndpoints;
 /// </summary>
 internal sealed class HttpTunnelConnection : IPublicTransport
 {
-    private static readonly PipeOptions Bounded = new(pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024, useSynchronizationContext: false);
+    // Inline: a write hands its bytes on in the writer's own thread (the forwarder's, or the bridge's), with no
+    // thread-pool hop between the forwarder and the bridge; every continuation on either side is asynchronous, so
+    // nothing waits on the thread it runs on.
+    private static readonly PipeOptions Bounded = new(pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024,
+        readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline, useSynchronizationContext: false);
 
     private readonly Pipe _toAgent = new(Bounded);
     private readonly Pipe _toClient = new(Bounded);
