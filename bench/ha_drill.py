@@ -74,7 +74,7 @@ def load(port, until, results):
         ended = time.time()
         results.append((ended, failure is None))
         if failure is not None:
-            failures.append((ended, f"{failure} (started {1000 * (started - ended):+.0f} ms before)"))
+            failures.append((ended, f"{failure} (started {1000 * (ended - started):.0f} ms before it ended)"))
 
 
 def start_relay(name, agent_port, public, certificate):

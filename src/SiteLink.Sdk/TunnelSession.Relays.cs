@@ -74,16 +74,12 @@ public sealed partial class TunnelSession
         }
 
         var failures = attempts.Where(a => !a.IsCompletedSuccessfully).Select(a => a.Exception?.InnerException ?? new OperationCanceledException(cancellationToken)).ToArray();
-        var final = failures.FirstOrDefault(f => f is TunnelBindException or ArgumentException or OperationCanceledException);
+        // What a retry would not change fails the call even when another relay answered: a refused declared endpoint,
+        // a rejected token or certificate, an unsupported version, bad arguments, the caller's cancellation.
+        var final = failures.FirstOrDefault(f => f is TunnelBindException or ArgumentException or OperationCanceledException or TunnelException { IsTransient: false });
         if (failures.Length == links.Length || final is not null)
         {
-            session.SetState(TunnelSessionState.Closed, "connecting failed", null);
-            foreach (var link in links)
-            {
-                await link.DisposeAsync().ConfigureAwait(false);
-            }
-
-            session._offerLog.Dispose();
+            await session.DisposeAsync().ConfigureAwait(false);
             ExceptionDispatchInfo.Throw(final ?? failures[0]);
         }
 
@@ -132,27 +128,71 @@ public sealed partial class TunnelSession
 
     private volatile bool _connected;
 
-    /// <summary>Recomputes this session's state from its links': Connected while any is, Faulted or Closed when all are.</summary>
+    private int _recomputeRequests;
+    private (TunnelSession? Link, TunnelStateChangedEventArgs? Change) _lastLinkChange;
+
+    /// <summary>
+    /// Recomputes this session's state from its links': Connected while any is, Faulted or Closed when all are. Serial
+    /// without a lock held across the change: whoever comes first recomputes, again for as long as links changed
+    /// meanwhile, each time from every link's state now — so the last state set is the current one, and a
+    /// StateChanged handler (application code, which may block or close the session) runs under no lock of ours.
+    /// </summary>
     private void OnLinkStateChanged(TunnelSession? link, TunnelStateChangedEventArgs? change)
     {
         lock (_linksGate)
         {
-            var links = _links!;
-            var states = links.Select(l => l.State).ToArray();
-            var state = states.Contains(TunnelSessionState.Connected) ? TunnelSessionState.Connected
-                : states.All(s => s == TunnelSessionState.Closed) ? TunnelSessionState.Closed
-                : states.All(s => s is TunnelSessionState.Faulted or TunnelSessionState.Closed) ? TunnelSessionState.Faulted
-                : _everConnected ? TunnelSessionState.Reconnecting
-                : TunnelSessionState.Connecting;
-            _everConnected |= state == TunnelSessionState.Connected;
-            var connected = states.Count(s => s == TunnelSessionState.Connected);
-            var reason = link is null
-                ? $"connected to {connected} of {states.Length} relays"
-                : $"relay {link.Relay.Url}: {change!.Reason} ({connected} of {states.Length} relays connected)";
-            var exception = state == TunnelSessionState.Faulted ? links.Select(l => l.Fault).FirstOrDefault(f => f is not null) : change?.Exception;
-            // Held across the change (and its event), so that two links changing at once cannot leave a stale state last.
-            SetState(state, reason, exception);
+            _lastLinkChange = (link, change);
         }
+
+        if (Interlocked.Increment(ref _recomputeRequests) != 1)
+        {
+            return;
+        }
+
+        do
+        {
+            // Closing: the links end one by one; the session says Closed itself once they all have.
+            if (!_stopping.IsCancellationRequested)
+            {
+                RecomputeState();
+            }
+        }
+        while (Interlocked.Decrement(ref _recomputeRequests) != 0);
+    }
+
+    private void RecomputeState()
+    {
+        var links = _links!;
+        var states = links.Select(l => l.State).ToArray();
+        var state = states.Contains(TunnelSessionState.Connected) ? TunnelSessionState.Connected
+            : states.All(s => s == TunnelSessionState.Closed) ? TunnelSessionState.Closed
+            : states.All(s => s is TunnelSessionState.Faulted or TunnelSessionState.Closed) ? TunnelSessionState.Faulted
+            : Volatile.Read(ref _everConnected) ? TunnelSessionState.Reconnecting
+            : TunnelSessionState.Connecting;
+        if (state == TunnelSessionState.Connected)
+        {
+            Volatile.Write(ref _everConnected, true);
+        }
+
+        // Kept for when no relay is connected: SessionId and Relay then tell the last one that was.
+        if (CurrentLink is { } current)
+        {
+            _sessionId = current.SessionId;
+            _relay = current.Relay;
+        }
+
+        (TunnelSession? Link, TunnelStateChangedEventArgs? Change) last;
+        lock (_linksGate)
+        {
+            last = _lastLinkChange;
+        }
+
+        var connected = states.Count(s => s == TunnelSessionState.Connected);
+        var reason = last.Link is null
+            ? $"connected to {connected} of {states.Length} relays"
+            : $"relay {last.Link.Options.RelayUrl}: {last.Change!.Reason} ({connected} of {states.Length} relays connected)";
+        var exception = state == TunnelSessionState.Faulted ? links.Select(l => l.Fault).FirstOrDefault(f => f is not null) : last.Change?.Exception;
+        SetState(state, reason, exception);
     }
 
     private async Task CloseLinksAsync(CancellationToken cancellationToken)
@@ -172,49 +212,60 @@ public sealed partial class TunnelSession
         _offerLog.Dispose();
     }
 
-    /// <summary>Binds an endpoint on every link; fails only when no link accepts it, or one refuses it.</summary>
+    /// <summary>Names being bound on the links right now, so two binds of one name cannot split across them.</summary>
+    private readonly ConcurrentDictionary<string, byte> _bindingNames = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Binds an endpoint on every link; fails when one refuses it, or when none takes it.</summary>
     private async Task<ITunnelEndpoint> BindOnLinksAsync(string name, Func<TunnelSession, Task<ITunnelEndpoint>> bind)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0 || _stopping.IsCancellationRequested, this);
-        if (_linkedEndpoints.ContainsKey(name))
+        if (_linkedEndpoints.ContainsKey(name) || !_bindingNames.TryAdd(name, 0))
         {
             throw new ArgumentException($"An endpoint named '{name}' is already bound in this session.", nameof(name));
         }
 
-        var attempts = _links!.Select(bind).ToArray();
         try
         {
-            await Task.WhenAll(attempts).ConfigureAwait(false);
-        }
-#pragma warning disable CA1031 // Each attempt's outcome is looked at below.
-        catch (Exception)
-#pragma warning restore CA1031
-        {
-        }
-
-        var bound = attempts.Where(a => a.IsCompletedSuccessfully).Select(a => a.Result).ToArray();
-        var failures = attempts.Where(a => !a.IsCompletedSuccessfully).Select(a => a.Exception?.InnerException ?? new OperationCanceledException()).ToArray();
-        // A link that is faulted or closed has no say; any other failure (a refusal, bad arguments, the caller's
-        // cancellation) is the answer, and what the other links bound is unbound again.
-        var answer = failures.FirstOrDefault(f => f is not TunnelConnectionException) ?? (bound.Length == 0 ? failures[0] : null);
-        if (answer is not null)
-        {
-            foreach (var endpoint in bound)
+            var links = _links!;
+            var attempts = links.Select(bind).ToArray();
+            try
             {
-                await endpoint.DisposeAsync().ConfigureAwait(false);
+                await Task.WhenAll(attempts).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // Each attempt's outcome is looked at below.
+            catch (Exception)
+#pragma warning restore CA1031
+            {
             }
 
-            ExceptionDispatchInfo.Throw(answer);
-        }
+            var bound = attempts.Where(a => a.IsCompletedSuccessfully).Select(a => a.Result).ToArray();
+            // A link that is faulted or closed has no say (it serves nothing); any other failure — a refusal, a relay
+            // that did not answer, bad arguments, the caller's cancellation — is the answer, and what the other links
+            // bound is unbound again: an endpoint is on every working relay or on none.
+            var failures = attempts.Select((a, i) => (Attempt: a, Link: links[i]))
+                .Where(x => !x.Attempt.IsCompletedSuccessfully)
+                .Select(x => (Error: x.Attempt.Exception?.InnerException ?? new OperationCanceledException(), x.Link))
+                .ToArray();
+            var answer = failures.FirstOrDefault(f => !(f.Error is TunnelConnectionException && f.Link.State is TunnelSessionState.Faulted or TunnelSessionState.Closed)).Error
+                ?? (bound.Length == 0 ? failures[0].Error : null);
+            if (answer is not null)
+            {
+                foreach (var endpoint in bound)
+                {
+                    await endpoint.DisposeAsync().ConfigureAwait(false);
+                }
 
-        var linked = LinkedEndpoint.Create(this, bound);
-        if (!_linkedEndpoints.TryAdd(name, linked))
+                ExceptionDispatchInfo.Throw(answer);
+            }
+
+            var linked = LinkedEndpoint.Create(this, bound);
+            _linkedEndpoints[name] = linked;
+            return linked;
+        }
+        finally
         {
-            await linked.DisposeAsync().ConfigureAwait(false);
-            throw new ArgumentException($"An endpoint named '{name}' is already bound in this session.", nameof(name));
+            _bindingNames.TryRemove(name, out _);
         }
-
-        return linked;
     }
 
     private void OnLinkedEndpointDisposed(LinkedEndpoint endpoint) =>
@@ -266,13 +317,14 @@ public sealed partial class TunnelSession
                 return;
             }
 
-            _owner.OnLinkedEndpointDisposed(this);
             foreach (var part in Parts)
             {
                 await part.DisposeAsync().ConfigureAwait(false);
             }
 
             Stop();
+            // Only now: the name may be bound again once no relay routes it here any more.
+            _owner.OnLinkedEndpointDisposed(this);
         }
     }
 

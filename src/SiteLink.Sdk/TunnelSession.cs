@@ -82,7 +82,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     /// <remarks>With several relays (<see cref="TunnelSessionOptions.RelayUrls"/>), the first connected one's session.</remarks>
     public string SessionId
     {
-        get => CurrentLink is { } link ? link.SessionId : _sessionId;
+        get => CurrentLink?.SessionId ?? _sessionId;
         private set => _sessionId = value;
     }
 
@@ -90,7 +90,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     /// <remarks>With several relays, the first connected one (<see cref="Relays"/> lists them all).</remarks>
     public RelayInfo Relay
     {
-        get => CurrentLink is { } link ? link.Relay : _relay;
+        get => CurrentLink?.Relay ?? _relay;
         private set => _relay = value;
     }
 
@@ -251,8 +251,9 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
             }
         }
 
-        if (state == TunnelSessionState.Faulted && exception is TunnelException fault)
+        if (state == TunnelSessionState.Faulted && exception is TunnelException fault && _links is null)
         {
+            // (With several relays each relay's link logged its own fault, naming its relay.)
             // One line an operator can act on; the state change above says when, this says why and what to do.
             SessionLog.Faulted(_logger, fault.TunnelError, fault.Message, FaultAdvice.For(fault.TunnelError), _relay.Url);
         }

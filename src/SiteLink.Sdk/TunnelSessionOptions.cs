@@ -155,6 +155,12 @@ public sealed class TunnelSessionOptions
         copy._metadata = new Dictionary<string, string>(_metadata, StringComparer.Ordinal);
         copy._endpoints = [.. _endpoints.Select(e => e.Snapshot())];
         copy._relayUrls = [.. _relayUrls];
+        if (copy.RelayUrl is null && copy._relayUrls.Count == 1)
+        {
+            // One relay, named in the list: the same as naming it in RelayUrl.
+            copy.RelayUrl = copy._relayUrls[0];
+            copy._relayUrls.Clear();
+        }
         copy._reconnect = new TunnelReconnectOptions
         {
             InitialDelay = _reconnect.InitialDelay,

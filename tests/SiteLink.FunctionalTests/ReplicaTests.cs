@@ -174,8 +174,9 @@ public sealed class ReplicaTests
         {
             while (!stop.IsCancellationRequested)
             {
-                var at = clock.Elapsed;
-                results.Enqueue((at, await EchoesAsync(port, 16 * 1024)));
+                var ok = await EchoesAsync(port, 16 * 1024);
+                // Counted when it ended: a connection in flight through replica A when it died belongs to the kill.
+                results.Enqueue((clock.Elapsed, ok));
             }
         })).ToArray();
         await Task.Delay(TimeSpan.FromSeconds(1));
@@ -195,7 +196,9 @@ public sealed class ReplicaTests
             Assert.That(results.Where(r => r.At < killedAt).All(r => r.Ok), Is.True, "before the kill, every connection");
             Assert.That(after.Length, Is.GreaterThan(20), "connections went on after the kill");
             Assert.That(recovery, Is.LessThan(TimeSpan.FromSeconds(2)), "failures stop once haproxy's check marks the replica down");
-            Assert.That(after.Where(r => r.At > killedAt + recovery).All(r => r.Ok), Is.True);
+            var settled = after.Where(r => r.At > killedAt + TimeSpan.FromSeconds(2)).ToArray();
+            Assert.That(settled, Has.Length.GreaterThan(20), "connections in the last second of the load");
+            Assert.That(settled.Count(r => !r.Ok), Is.Zero, "from 2 s after the kill on, every connection through haproxy");
             Assert.That(session.State, Is.EqualTo(TunnelSessionState.Connected), "the agent stays connected through replica B");
         });
         await Eventually.WaitUntilAsync(() => session.Relays[0].State == TunnelSessionState.Reconnecting, "the agent noticed replica A is gone");

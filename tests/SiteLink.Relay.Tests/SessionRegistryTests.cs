@@ -80,16 +80,16 @@ internal sealed class SessionRegistryTests
         });
     }
 
-    [TestCase("", "db", EndpointKind.Tcp, false)]
-    [TestCase("b1", "bad name", EndpointKind.Tcp, false)]
-    [TestCase("b1", "db", EndpointKind.Unspecified, false)]
-    public void Bind_Malformed_IsInvalid(string bindId, string name, EndpointKind kind, bool pooling)
+    [TestCase("", "db", EndpointKind.Tcp)]
+    [TestCase("b1", "bad name", EndpointKind.Tcp)]
+    [TestCase("b1", "db", EndpointKind.Unspecified)]
+    public void Bind_Malformed_IsInvalid(string bindId, string name, EndpointKind kind)
     {
         var registry = Create();
         var session = Session(Acme);
         registry.TryAdd(session);
 
-        var result = registry.Bind(session, new Bind { BindId = bindId, Name = name, Kind = kind, Pooling = pooling });
+        var result = registry.Bind(session, new Bind { BindId = bindId, Name = name, Kind = kind });
 
         Assert.That(result.Status, Is.EqualTo(BindStatus.Invalid));
     }
@@ -107,7 +107,8 @@ internal sealed class SessionRegistryTests
             Assert.That(registry.Bind(session, Pooled("api")).Status, Is.EqualTo(BindStatus.Ok));
         }
 
-        // Three idle members: each of the first three connections goes to a different one (the least active).
+        // Three idle members: each of the first three connections goes to a different one (the least active; TryRoute
+        // counts the connection it routes).
         RouteMember Route()
         {
             Assert.That(registry.TryRoute("acme", "api", out var member), Is.True);
@@ -119,7 +120,6 @@ internal sealed class SessionRegistryTests
         {
             var member = Route();
             members[member.Session] = member;
-            member.Acquire();
         }
 
         Assert.That(members.Keys, Is.EquivalentTo(new[] { a, b, c }), "with none busy, then one each: every member once");
@@ -140,6 +140,25 @@ internal sealed class SessionRegistryTests
     }
 
     [Test]
+    public void Pool_PrefersMembersWithRoom_OverLessBusyOnesAtTheirLimit()
+    {
+        var registry = Create();
+        var (full, free) = (Session(Acme, "full"), Session(Acme, "free"));
+        foreach (var session in new[] { full, free })
+        {
+            registry.TryAdd(session);
+            registry.Bind(session, Pooled("api"));
+        }
+
+        // "free" is busier, but "full" would refuse (at its stream limit): "free" serves.
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.That(registry.TryRoute("acme", "api", s => s != full, out var member), Is.True);
+            Assert.That(member.Session, Is.SameAs(free));
+        }
+    }
+
+    [Test]
     public void Pool_TiesAreBrokenAtRandom_EvenlyEnough()
     {
         var registry = Create();
@@ -155,6 +174,8 @@ internal sealed class SessionRegistryTests
         {
             registry.TryRoute("acme", "api", out var member);
             counts[member.Session]++;
+            // Closed at once: every pick is among three idle members.
+            member.Release();
         }
 
         Assert.That(counts.Values, Is.All.InRange(9_000, 11_000), "30,000 picks among three idle members");

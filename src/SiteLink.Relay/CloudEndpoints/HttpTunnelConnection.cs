@@ -14,8 +14,9 @@ namespace SiteLink.Relay.CloudEndpoints;
 internal sealed class HttpTunnelConnection : IPublicTransport
 {
     // Inline: a write hands its bytes on in the writer's own thread (the forwarder's, or the bridge's), with no
-    // thread-pool hop between the forwarder and the bridge; every continuation on either side is asynchronous, so
-    // nothing waits on the thread it runs on.
+    // thread-pool hop between the forwarder and the bridge. Both sides only await (the forwarder's synchronous
+    // Read/Write block a thread of their own caller, never the writer's), and a reset or close that completes a pipe
+    // from a timer runs the other side's continuation there — which only completes, disposes or fails, never waits.
     private static readonly PipeOptions Bounded = new(pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024,
         readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline, useSynchronizationContext: false);
 

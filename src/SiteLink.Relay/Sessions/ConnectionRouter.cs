@@ -38,12 +38,14 @@ internal sealed class ConnectionRouter : IDisposable
     public void Offer(PublicConnection client)
     {
         var endpoint = client.Endpoint;
-        if (!_registry.TryRoute(endpoint.Tenant, endpoint.Endpoint, out var member))
+        if (!_registry.TryRoute(endpoint.Tenant, endpoint.Endpoint, HasRoom, out var member))
         {
             Refuse(client, RefusalReason.NoAgent, $"no agent serves '{endpoint.Endpoint}'");
             return;
         }
 
+        // Counted against its member (by TryRoute) until it closes, however it ends, refusals below included.
+        client.OnClosed(member.Release);
         var (session, bindId) = (member.Session, member.BindId);
 
         if (session.ActiveStreams >= _limits.MaxConcurrentStreamsPerSession)
@@ -58,9 +60,6 @@ internal sealed class ConnectionRouter : IDisposable
             return;
         }
 
-        // Counted against its member until it closes, however it ends: the next connection goes to the least busy.
-        member.Acquire();
-        client.OnClosed(member.Release);
         var pending = new PendingStream(NewStreamId(), session, bindId, client);
         if (session.TryPairParked(pending))
         {
@@ -91,6 +90,10 @@ internal sealed class ConnectionRouter : IDisposable
 
         RelayLog.ConnectionOffered(_logger, endpoint.Name, pending.Id, client.Address, session.Id);
     }
+
+    /// <summary>Below its stream limits: a pool prefers such members to ones that would refuse.</summary>
+    private bool HasRoom(AgentSession session) =>
+        session.ActiveStreams < _limits.MaxConcurrentStreamsPerSession && session.Pending.Count < _limits.MaxPendingStreamsPerSession;
 
     private static void OnExpired(object? state)
     {

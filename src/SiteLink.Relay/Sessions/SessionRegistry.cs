@@ -307,7 +307,7 @@ internal sealed class SessionRegistry
         lock (_gate)
         {
             if (_routes.TryGetValue((tenant.ToLowerInvariant(), endpoint.ToLowerInvariant()), out var route)
-                && route.Members[0] is var first
+                && (route.Members.Find(m => !m.Session.IsLeaving) ?? route.Members[0]) is var first
                 && first.Session.Binds.TryGetValue(first.BindId, out var bound))
             {
                 return (first.Session, bound);
@@ -329,11 +329,13 @@ internal sealed class SessionRegistry
     }
 
     /// <summary>
-    /// Picks the member that serves a new connection to a tenant's endpoint: of those not leaving, the one with the
-    /// fewest active connections, ties broken at random. The caller counts the connection with
-    /// <see cref="RouteMember.Acquire"/> once it is offered.
+    /// Picks the member that serves a new connection to a tenant's endpoint and counts the connection against it (the
+    /// caller gives it back with <see cref="RouteMember.Release"/> when the connection closes): of the members not
+    /// leaving, those whose session <paramref name="hasRoom"/> (below its stream limits) first, and among them the one
+    /// with the fewest active connections, ties broken at random. Picked and counted under one lock, so connections
+    /// arriving together spread instead of all seeing the same least busy member.
     /// </summary>
-    public bool TryRoute(string tenant, string endpoint, out RouteMember member)
+    public bool TryRoute(string tenant, string endpoint, Func<AgentSession, bool> hasRoom, out RouteMember member)
     {
         member = null!;
         lock (_gate)
@@ -344,7 +346,7 @@ internal sealed class SessionRegistry
             }
 
             var ties = 0;
-            var fewest = int.MaxValue;
+            var best = (Room: false, Active: int.MaxValue);
             foreach (var candidate in route.Members)
             {
                 if (candidate.Session.IsLeaving)
@@ -352,21 +354,26 @@ internal sealed class SessionRegistry
                     continue;
                 }
 
-                var active = candidate.Active;
-                if (active < fewest)
+                var rank = (Room: route.Members.Count == 1 || hasRoom(candidate.Session), candidate.Active);
+                if (member is null || (rank.Room && !best.Room) || (rank.Room == best.Room && rank.Active < best.Active))
                 {
-                    (member, fewest, ties) = (candidate, active, 1);
+                    (member, best, ties) = (candidate, rank, 1);
                 }
-                else if (active == fewest && Random.Shared.Next(++ties) == 0)
+                else if (rank == best && Random.Shared.Next(++ties) == 0)
                 {
                     // Reservoir sampling: each of the tied members ends up chosen with the same chance.
                     member = candidate;
                 }
             }
+
+            member?.Acquire();
         }
 
         return member is not null;
     }
+
+    /// <summary>As <see cref="TryRoute(string, string, Func{AgentSession, bool}, out RouteMember)"/>, every session counted as having room.</summary>
+    public bool TryRoute(string tenant, string endpoint, out RouteMember member) => TryRoute(tenant, endpoint, static _ => true, out member);
 
     private void RemoveMember(AgentSession session, string bindId, string name)
     {
