@@ -59,16 +59,9 @@ public sealed class MultiRelayTests
     private static async Task AssertEchoesAsync(TestRelay relay, string endpoint, int size = 1024 * 1024)
     {
         using var socket = await relay.ConnectClientAsync(endpoint);
-        var payload = RandomNumberGenerator.GetBytes(size);
-        var sending = Task.Run(async () =>
-        {
-            await socket.SendAllAsync(payload);
-            socket.Shutdown(SocketShutdown.Send);
-        });
-        var (hash, length) = await socket.HashToEndAsync().DefaultTimeout();
-        await sending.DefaultTimeout();
+        var (sent, received, length) = await socket.EchoRandomAsync(size);
         Assert.That(length, Is.EqualTo(size), $"bytes echoed through {relay.Server.AgentUrl}");
-        Assert.That(hash, Is.EqualTo(SHA256.HashData(payload)), $"SHA-256 of what came back through {relay.Server.AgentUrl}");
+        Assert.That(received, Is.EqualTo(sent), $"SHA-256 of what came back through {relay.Server.AgentUrl}");
     }
 
     [Test]

@@ -172,6 +172,12 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
         }
 
         var endpoint = route.Endpoint;
+        if (endpoint.CompiledPolicy is { } policy && Evaluate(context, endpoint, policy) is { } denial)
+        {
+            await DenyAsync(context, endpoint, denial).ConfigureAwait(false);
+            return;
+        }
+
         var config = new ForwarderRequestConfig
         {
             ActivityTimeout = endpoint.IdleTimeout == Timeout.InfiniteTimeSpan ? TimeSpan.FromDays(1) : endpoint.IdleTimeout,
@@ -199,6 +205,57 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
             _ => (StatusCodes.Status502BadGateway, "upstream_error", $"The service behind '{endpoint.Endpoint}' failed ({error})."),
         };
         await ErrorAsync(context, status, reason, text).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The endpoint's traffic policy for this request: its on-connect rules once per client connection (the first
+    /// request of the connection to this endpoint), then its on-request rules (which may set request headers and
+    /// arrange response headers).
+    /// </summary>
+    private static Policy.PolicyDenial? Evaluate(HttpContext context, CloudEndpointOptions endpoint, Policy.TrafficPolicy policy)
+    {
+        if (policy.HasConnectRules)
+        {
+            var items = context.Features.GetRequiredFeature<IConnectionItemsFeature>().Items;
+            if (!items.ContainsKey(policy))
+            {
+                if (policy.OnConnect(context.Connection.RemoteIpAddress ?? IPAddress.None) is { } refused)
+                {
+                    return refused;
+                }
+
+                items[policy] = true;
+            }
+        }
+
+        return policy.OnHttpRequest(context);
+    }
+
+    private async Task DenyAsync(HttpContext context, CloudEndpointOptions endpoint, Policy.PolicyDenial denial)
+    {
+        var remote = context.Connection;
+        _router.OnPolicyDenied(endpoint, remote.RemoteIpAddress is null ? "unknown" : new IPEndPoint(remote.RemoteIpAddress, remote.RemotePort).ToString(), denial);
+        if (context.Response.HasStarted)
+        {
+            return;
+        }
+
+        context.Response.Clear();
+        context.Response.StatusCode = denial.Status;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        if (denial.Challenge is not null)
+        {
+            context.Response.Headers.WWWAuthenticate = denial.Challenge;
+        }
+
+        if (denial.Reason == "ip_denied")
+        {
+            // Nothing more from this connection will be let through either.
+            context.Response.Headers.Connection = "close";
+        }
+
+        var body = denial.Body ?? $"{denial.Status} {ReasonPhrases.GetReasonPhrase(denial.Status)}: denied by the endpoint's policy (rule '{denial.Rule}').\n";
+        await context.Response.WriteAsync(body, Encoding.UTF8).ConfigureAwait(false);
     }
 
     private async Task ErrorAsync(HttpContext context, int status, string reason, string text)

@@ -260,7 +260,17 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
     private void AdmitTo(Admission admission, Socket socket, ReadOnlyMemory<byte> prefix, string? serverName)
     {
         var options = admission.Options;
-        var address = ClientAddress.KeyOf(SafeRemote(socket));
+        var remote = SafeRemote(socket);
+        if (options.CompiledPolicy is { HasConnectRules: true } policy
+            && policy.OnConnect((remote as IPEndPoint)?.Address ?? IPAddress.None) is { } denial)
+        {
+            // Before the agent hears of it: the client gets a reset, nothing reaches the customer's network.
+            _router.OnPolicyDenied(options, remote?.ToString() ?? "unknown", denial);
+            SocketIo.Reset(socket);
+            return;
+        }
+
+        var address = ClientAddress.KeyOf(remote);
         if (admission.TryEnter(address) is { } reason)
         {
             _router.Refuse(new PublicConnection(socket, options, null, prefix, serverName), reason, reason == RefusalReason.EndpointLimit

@@ -212,6 +212,12 @@ public sealed class CloudEndpointOptions
     /// </summary>
     public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(15);
 
+    /// <summary>Ordered rules evaluated before a connection or request reaches the agent (IP ranges, rate limits, basic auth, headers, deny).</summary>
+    public TrafficPolicyOptions Policy { get; } = new();
+
+    /// <summary>The compiled <see cref="Policy"/> (set by the validator; none when the policy is empty).</summary>
+    internal Policy.TrafficPolicy? CompiledPolicy { get; set; }
+
     /// <summary>A copy without <see cref="CertificatePassword"/>, for the relay to keep.</summary>
     internal CloudEndpointOptions WithoutSecret()
     {

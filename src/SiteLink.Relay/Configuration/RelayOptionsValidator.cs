@@ -206,6 +206,8 @@ public static class RelayOptionsValidator
                 errors.Add($"{where}:Name '{endpoint.Name}' is used by another cloud endpoint.");
             }
 
+            endpoint.CompiledPolicy?.Dispose();
+            endpoint.CompiledPolicy = Policy.TrafficPolicy.Compile(endpoint, where, errors);
             var protocol = endpoint.Protocol?.ToLowerInvariant() ?? "";
             if (protocol is not ("tcp" or "http" or "https" or "tls"))
             {

@@ -20,6 +20,7 @@ internal sealed class PeerEventLog : IDisposable
         UnknownStreams = Sampler("request(s) for unknown streams");
         ProtocolErrors = Sampler("protocol error(s)");
         Binds = Sampler("refused bind(s)");
+        PolicyDenials = Sampler("policy denial(s)");
     }
 
     /// <summary>Control streams refused before their session started (no or bad Hello, timeouts).</summary>
@@ -37,6 +38,9 @@ internal sealed class PeerEventLog : IDisposable
     /// <summary>Refused binds.</summary>
     public LogSampler Binds { get; }
 
+    /// <summary>Connections and requests denied by a cloud endpoint's traffic policy.</summary>
+    public LogSampler PolicyDenials { get; }
+
     public void Dispose()
     {
         Handshakes.Dispose();
@@ -44,5 +48,6 @@ internal sealed class PeerEventLog : IDisposable
         UnknownStreams.Dispose();
         ProtocolErrors.Dispose();
         Binds.Dispose();
+        PolicyDenials.Dispose();
     }
 }

@@ -71,6 +71,8 @@ public sealed class RelayCounters
     private readonly Counter<long> _agentConnectionClosures;
     private readonly Counter<long> _idleClosures;
     private readonly Counter<long> _httpErrors;
+    private readonly Counter<long> _policyDenials;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _policyDenialTotals = new(StringComparer.Ordinal);
 
     /// <summary>Creates the counters and their instruments on a meter from <paramref name="meterFactory"/> (or a process-wide meter).</summary>
     public RelayCounters(IMeterFactory? meterFactory = null)
@@ -88,6 +90,7 @@ public sealed class RelayCounters
         _agentConnectionRefusals = meter.CreateCounter<long>("sitelink.relay.agent_connection.refusals", "{connection}", "Agent-port connections closed at accept, by sitelink.reason (connection limits).");
         _agentConnectionClosures = meter.CreateCounter<long>("sitelink.relay.agent_connection.closures", "{connection}", "Agent-port connections the relay closed, by sitelink.reason (pre_authentication_timeout, failed_calls).");
         _httpErrors = meter.CreateCounter<long>("sitelink.relay.http.errors", "{request}", "Requests to http(s) cloud endpoints answered by the relay itself, by sitelink.reason (unknown_host, misdirected, no_agent, agent_refused, agent_timeout, overloaded, upstream_timeout, upstream_error, client_closed).");
+        _policyDenials = meter.CreateCounter<long>("sitelink.relay.policy.denials", "{request}", "Connections and requests a cloud endpoint's traffic policy denied, by sitelink.endpoint, sitelink.rule and sitelink.reason (ip_denied, rate_limited, unauthorized, denied).");
         _idleClosures = meter.CreateCounter<long>("sitelink.relay.connection.idle_timeouts", "{connection}", "Tunnelled connections closed after carrying nothing for the cloud endpoint's IdleTimeout.");
     }
 
@@ -198,6 +201,15 @@ public sealed class RelayCounters
     {
         _httpErrorTotals.AddOrUpdate(reason, 1, static (_, count) => count + 1);
         _httpErrors.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));
+    }
+
+    /// <summary>Denials by a traffic policy so far, by rule name (for tests and the startup report).</summary>
+    public long PolicyDenials(string rule) => _policyDenialTotals.TryGetValue(rule, out var count) ? count : 0;
+
+    internal void OnPolicyDenied(string endpoint, string rule, string reason)
+    {
+        _policyDenialTotals.AddOrUpdate(rule, 1, static (_, count) => count + 1);
+        _policyDenials.Add(1, new KeyValuePair<string, object?>("sitelink.endpoint", endpoint), new KeyValuePair<string, object?>("sitelink.rule", rule), new KeyValuePair<string, object?>("sitelink.reason", reason));
     }
 
     internal void OnBindRefused(string reason) => _bindRefusals.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));

@@ -103,4 +103,7 @@ internal static partial class RelayLog
 
     [LoggerMessage(35, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}': accepting a connection failed ({Error}); still accepting.")]
     public static partial void AcceptFailed(ILogger logger, string cloudEndpoint, string error);
+
+    [LoggerMessage(40, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}': {Client} denied by policy rule '{Rule}': {Reason}. ({Suppressed} more denials since the last such message.)")]
+    public static partial void PolicyDenied(ILogger logger, string cloudEndpoint, string client, string rule, string reason, long suppressed);
 }

@@ -42,6 +42,23 @@ internal static class RelayProgram
         new("Logging:LogLevel:Grpc", "Warning"),
     ];
 
+    /// <summary>
+    /// <c>--hash-password</c>: reads a password from the first line of standard input and prints its salted hash for a
+    /// basic-auth rule's <c>PasswordHash</c> (the password itself never goes into configuration, logs or the command line).
+    /// </summary>
+    private static async Task<int> HashPasswordAsync()
+    {
+        var password = await Console.In.ReadLineAsync().ConfigureAwait(false);
+        if (string.IsNullOrEmpty(password))
+        {
+            await Console.Error.WriteLineAsync("--hash-password reads the password from the first line of standard input, e.g.: read -rs P && printf '%s\\n' \"$P\" | SiteLink.Relay --hash-password").ConfigureAwait(false);
+            return ExitConfiguration;
+        }
+
+        await Console.Out.WriteLineAsync(Policy.PasswordHash.Create(password).ToString()).ConfigureAwait(false);
+        return ExitStopped;
+    }
+
     public static async Task<int> RunAsync(string[] args)
     {
         try
@@ -59,6 +76,11 @@ internal static class RelayProgram
 
     private static async Task<int> RunCoreAsync(string[] args)
     {
+        if (args is ["--hash-password"])
+        {
+            return await HashPasswordAsync().ConfigureAwait(false);
+        }
+
         WebApplicationBuilder builder;
         RelayOptions options;
         X509Certificate2? certificate;

@@ -167,6 +167,16 @@ internal sealed class ConnectionRouter : IDisposable
         client.Refuse(reason, message);
     }
 
+    /// <summary>Counts and logs (one a second at most, with how many were held back) a denial by an endpoint's traffic policy.</summary>
+    public void OnPolicyDenied(CloudEndpointOptions endpoint, string client, Policy.PolicyDenial denial)
+    {
+        _counters.OnPolicyDenied(endpoint.Name, denial.Rule, denial.Reason);
+        if (_sampled.PolicyDenials.ShouldLog(out var suppressed))
+        {
+            RelayLog.PolicyDenied(_logger, endpoint.Name, client, denial.Rule, denial.Message, suppressed);
+        }
+    }
+
     private void LogRefusal(PublicConnection client, string message)
     {
         if (_refusalLog.ShouldLog(out var suppressed))

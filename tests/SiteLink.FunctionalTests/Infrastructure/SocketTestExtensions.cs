@@ -51,6 +51,23 @@ internal static class SocketTestExtensions
         }
     }
 
+    /// <summary>
+    /// Sends <paramref name="size"/> random bytes and half-closes while reading to the peer's FIN (an echo's whole
+    /// answer); returns the SHA-256 of what was sent and of what came back, and the count that came back.
+    /// </summary>
+    public static async Task<(byte[] Sent, byte[] Received, long Length)> EchoRandomAsync(this Socket socket, int size)
+    {
+        var payload = RandomNumberGenerator.GetBytes(size);
+        var sending = Task.Run(async () =>
+        {
+            await socket.SendAllAsync(payload);
+            socket.Shutdown(SocketShutdown.Send);
+        });
+        var (received, length) = await socket.HashToEndAsync().DefaultTimeout();
+        await sending.DefaultTimeout();
+        return (SHA256.HashData(payload), received, length);
+    }
+
     /// <summary>Waits until the peer closes: returns true on FIN or reset, false if data arrived instead.</summary>
     public static async Task<bool> WaitForCloseAsync(this Socket socket)
     {

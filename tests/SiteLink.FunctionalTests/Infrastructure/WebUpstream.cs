@@ -75,6 +75,9 @@ internal sealed class WebUpstream : IAsyncDisposable
                     .Select(h => $"{h}: {context.Request.Headers[h]}");
                 await context.Response.WriteAsync($"Upstream: {_name}\n" + string.Join("\n", lines) + "\n");
                 break;
+            case "/all-headers":
+                await context.Response.WriteAsync(string.Concat(context.Request.Headers.OrderBy(h => h.Key, StringComparer.OrdinalIgnoreCase).Select(h => $"{h.Key}: {h.Value}\n")));
+                break;
             case "/sha256":
                 using (var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
                 {

@@ -1,0 +1,472 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.Http;
+using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Security;
+
+namespace SiteLink.Relay.Policy;
+
+/// <summary>Why a policy rule stopped a connection or request, and what an HTTP client is answered.</summary>
+internal sealed record PolicyDenial(string Rule, string Reason, string Message, int Status, string? Challenge = null, string? Body = null);
+
+/// <summary>
+/// A cloud endpoint's traffic policy, compiled from <see cref="TrafficPolicyOptions"/>: address ranges parsed once,
+/// rate limiters built once (System.Threading.RateLimiting), password hashes decoded once. Evaluated on the
+/// connection path, before the agent is asked for anything; immutable once built (a changed policy is a new one).
+/// </summary>
+internal sealed class TrafficPolicy : IDisposable
+{
+    private readonly Rule[] _onConnect;
+    private readonly Rule[] _onRequest;
+    private readonly Rule[] _onResponse;
+
+    private TrafficPolicy(Rule[] onConnect, Rule[] onRequest, Rule[] onResponse)
+    {
+        _onConnect = onConnect;
+        _onRequest = onRequest;
+        _onResponse = onResponse;
+    }
+
+    public bool HasConnectRules => _onConnect.Length > 0;
+
+    /// <summary>Compiles an endpoint's policy; null when it has none. Every problem goes to <paramref name="errors"/>, prefixed with <paramref name="where"/>.</summary>
+    public static TrafficPolicy? Compile(CloudEndpointOptions endpoint, string where, List<string> errors)
+    {
+        var policy = endpoint.Policy;
+        if (policy.IsEmpty)
+        {
+            return null;
+        }
+
+        var before = errors.Count;
+        var onConnect = CompilePhase(endpoint, policy.OnConnect, "on_connect", $"{where}:Policy:OnConnect", ConnectTypes, errors);
+        var onRequest = CompilePhase(endpoint, policy.OnHttpRequest, "on_http_request", $"{where}:Policy:OnHttpRequest", RequestTypes, errors);
+        var onResponse = CompilePhase(endpoint, policy.OnHttpResponse, "on_http_response", $"{where}:Policy:OnHttpResponse", ResponseTypes, errors);
+        if (!endpoint.IsHttp && (policy.OnHttpRequest.Count > 0 || policy.OnHttpResponse.Count > 0))
+        {
+            errors.Add($"{where}:Policy: OnHttpRequest and OnHttpResponse apply to http and https endpoints; '{endpoint.Name}' is {endpoint.Protocol} (use OnConnect).");
+        }
+
+        return errors.Count == before ? new TrafficPolicy(onConnect, onRequest, onResponse) : null;
+    }
+
+    private static readonly string[] ConnectTypes = ["restrict-ips", "rate-limit"];
+    private static readonly string[] RequestTypes = ["restrict-ips", "rate-limit", "basic-auth", "add-headers", "remove-headers", "deny"];
+    private static readonly string[] ResponseTypes = ["add-headers", "remove-headers"];
+
+    private static Rule[] CompilePhase(CloudEndpointOptions endpoint, List<PolicyRuleOptions> rules, string phase, string where, string[] types, List<string> errors)
+    {
+        var compiled = new List<Rule>();
+        for (var i = 0; i < rules.Count; i++)
+        {
+            var options = rules[i];
+            var at = $"{where}[{i.ToString(CultureInfo.InvariantCulture)}]";
+            var type = options.Type.Trim().ToLowerInvariant();
+            if (!types.Contains(type))
+            {
+                errors.Add($"{at}:Type '{Clean(options.Type)}' is not one of {string.Join(", ", types)}.");
+                continue;
+            }
+
+            var name = string.IsNullOrWhiteSpace(options.Name) ? $"{phase}[{i.ToString(CultureInfo.InvariantCulture)}]:{type}" : options.Name.Trim();
+            if (name.Length > 64 || name.Any(char.IsControl))
+            {
+                errors.Add($"{at}:Name must be at most 64 characters without control characters.");
+                continue;
+            }
+
+            Rule? rule = type switch
+            {
+                "restrict-ips" => RestrictIps.Create(name, options, at, errors),
+                "rate-limit" => RateLimit.Create(name, options, at, errors),
+                "basic-auth" => BasicAuth.Create(name, options, endpoint.Name, at, errors),
+                "add-headers" => AddHeaders.Create(name, options, at, errors),
+                "remove-headers" => RemoveHeaders.Create(name, options, at, errors),
+                _ => Deny.Create(name, options, at, errors),
+            };
+            if (rule is not null)
+            {
+                compiled.Add(rule);
+            }
+        }
+
+        return [.. compiled];
+    }
+
+    /// <summary>The on-connect rules for a new connection from <paramref name="client"/>; null when it may go on.</summary>
+    public PolicyDenial? OnConnect(IPAddress client)
+    {
+        var context = new PolicyContext(Normalize(client), null);
+        foreach (var rule in _onConnect)
+        {
+            if (rule.Apply(context) is { } denial)
+            {
+                return denial;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The on-request rules; null when the request may be forwarded (with the headers they set).</summary>
+    public PolicyDenial? OnHttpRequest(HttpContext http)
+    {
+        var context = new PolicyContext(Normalize(http.Connection.RemoteIpAddress ?? IPAddress.None), http);
+        foreach (var rule in _onRequest)
+        {
+            if (rule.Apply(context) is { } denial)
+            {
+                return denial;
+            }
+        }
+
+        if (_onResponse.Length > 0)
+        {
+            // Applied last, over whatever the upstream sent.
+            http.Response.OnStarting(static state =>
+            {
+                var (policy, context) = ((TrafficPolicy, PolicyContext))state;
+                foreach (var rule in policy._onResponse)
+                {
+                    rule.Apply(context);
+                }
+
+                return Task.CompletedTask;
+            }, (this, context with { Response = true }));
+        }
+
+        return null;
+    }
+
+    private static IPAddress Normalize(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
+
+    private static string Clean(string? text) => Internal.SafeText.Clean(text, 64);
+
+    public void Dispose()
+    {
+        foreach (var rule in _onConnect.Concat(_onRequest).Concat(_onResponse))
+        {
+            (rule as IDisposable)?.Dispose();
+        }
+    }
+
+    /// <summary>What rules see: the client's address, the request (null on connect), and who basic-auth let through.</summary>
+    private sealed record PolicyContext(IPAddress Client, HttpContext? Http, bool Response = false)
+    {
+        public string? User { get; set; }
+    }
+
+    private abstract class Rule(string name)
+    {
+        public string Name { get; } = name;
+
+        public abstract PolicyDenial? Apply(PolicyContext context);
+    }
+
+    private sealed class RestrictIps(string name, IPNetwork[] allow, IPNetwork[] deny) : Rule(name)
+    {
+        public static RestrictIps? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
+        {
+            if (options.Allow.Count == 0 && options.Deny.Count == 0)
+            {
+                errors.Add($"{at}: restrict-ips needs Allow or Deny (CIDR ranges).");
+                return null;
+            }
+
+            var allow = Parse(options.Allow, $"{at}:Allow", errors);
+            var deny = Parse(options.Deny, $"{at}:Deny", errors);
+            return allow is null || deny is null ? null : new RestrictIps(name, allow, deny);
+        }
+
+        private static IPNetwork[]? Parse(List<string> ranges, string at, List<string> errors)
+        {
+            var parsed = new List<IPNetwork>();
+            var ok = true;
+            for (var i = 0; i < ranges.Count; i++)
+            {
+                var text = ranges[i].Trim();
+                var slash = text.IndexOf('/', StringComparison.Ordinal);
+                if (IPNetwork.TryParse(text, out var network))
+                {
+                    if (IPAddress.TryParse(text.AsSpan(0, slash), out var written) && !written.Equals(network.BaseAddress))
+                    {
+                        // 10.0.0.1/8 is ambiguous (one host, or its network?): say so rather than guess.
+                        errors.Add($"{at}[{i.ToString(CultureInfo.InvariantCulture)}] '{Clean(text)}' has bits set past its /{network.PrefixLength.ToString(CultureInfo.InvariantCulture)} prefix: write {network} for the range, or {written}/{(written.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128).ToString(CultureInfo.InvariantCulture)} for the one address.");
+                        ok = false;
+                        continue;
+                    }
+
+                    parsed.Add(network);
+                }
+                else if (!text.Contains('/', StringComparison.Ordinal) && IPAddress.TryParse(text, out var address))
+                {
+                    parsed.Add(new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128));
+                }
+                else
+                {
+                    errors.Add($"{at}[{i.ToString(CultureInfo.InvariantCulture)}] '{Clean(text)}' is not an address or a CIDR range (e.g. 10.0.0.0/8, 2001:db8::/32; no bits set past the prefix).");
+                    ok = false;
+                }
+            }
+
+            return ok ? [.. parsed] : null;
+        }
+
+        public override PolicyDenial? Apply(PolicyContext context)
+        {
+            var client = context.Client;
+            if (Array.Exists(deny, n => n.Contains(client)))
+            {
+                return new PolicyDenial(Name, "ip_denied", $"{client} is in a denied range", StatusCodes.Status403Forbidden);
+            }
+
+            return allow.Length > 0 && !Array.Exists(allow, n => n.Contains(client))
+                ? new PolicyDenial(Name, "ip_denied", $"{client} is not in an allowed range", StatusCodes.Status403Forbidden)
+                : null;
+        }
+    }
+
+    private sealed class RateLimit(string name, PartitionedRateLimiter<IPAddress> limiter, double perSecond) : Rule(name), IDisposable
+    {
+        public static RateLimit? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
+        {
+            var ok = true;
+            if (options.Capacity is < 1 or > 1_000_000)
+            {
+                errors.Add($"{at}:Capacity must be from 1 to 1,000,000 (the burst a client may start at once).");
+                ok = false;
+            }
+
+            if (!(options.PerSecond > 0 && options.PerSecond <= 1_000_000))
+            {
+                errors.Add($"{at}:PerSecond must be above 0 and at most 1,000,000.");
+                ok = false;
+            }
+
+            var key = options.Key.Trim().ToLowerInvariant();
+            if (key is not ("client-ip" or "endpoint"))
+            {
+                errors.Add($"{at}:Key '{Clean(options.Key)}' is not client-ip or endpoint.");
+                ok = false;
+            }
+
+            if (!ok)
+            {
+                return null;
+            }
+
+            // One token every 1/PerSecond seconds (at least 1 ms), replenished by the limiter's own timer; no queueing:
+            // a client past its budget is answered at once.
+            var period = TimeSpan.FromSeconds(Math.Max(1 / options.PerSecond, 0.001));
+            var perPeriod = Math.Max(1, (int)Math.Round(options.PerSecond * period.TotalSeconds));
+            var bucket = new TokenBucketRateLimiterOptions
+            {
+                TokenLimit = options.Capacity,
+                TokensPerPeriod = perPeriod,
+                ReplenishmentPeriod = period,
+                QueueLimit = 0,
+                AutoReplenishment = true,
+            };
+            var limiter = key == "endpoint"
+                ? PartitionedRateLimiter.Create<IPAddress, int>(_ => RateLimitPartition.GetTokenBucketLimiter(0, _ => bucket))
+                // IPv6 clients share a bucket per /64, the block one host usually holds.
+                : PartitionedRateLimiter.Create<IPAddress, IPAddress>(ip => RateLimitPartition.GetTokenBucketLimiter(ClientAddress.KeyOf(ip), _ => bucket));
+            return new RateLimit(name, limiter, options.PerSecond);
+        }
+
+        public override PolicyDenial? Apply(PolicyContext context)
+        {
+            using var lease = limiter.AttemptAcquire(context.Client);
+            return lease.IsAcquired
+                ? null
+                : new PolicyDenial(Name, "rate_limited", string.Create(CultureInfo.InvariantCulture, $"{context.Client} is past the rate limit ({perSecond:0.###}/s)"), StatusCodes.Status429TooManyRequests);
+        }
+
+        public void Dispose() => limiter.Dispose();
+    }
+
+    private sealed class BasicAuth(string name, string realm, Dictionary<string, PasswordHash> users) : Rule(name)
+    {
+        /// <summary>Credentials verified lately (SHA-256 of them, never themselves): PBKDF2 runs once per new pair, not per request.</summary>
+        private readonly ConcurrentDictionary<string, string> _verified = new(StringComparer.Ordinal);
+
+        public static BasicAuth? Create(string name, PolicyRuleOptions options, string endpoint, string at, List<string> errors)
+        {
+            var realm = string.IsNullOrWhiteSpace(options.Realm) ? endpoint : options.Realm.Trim();
+            if (realm.Length > 64 || realm.Any(c => char.IsControl(c) || c == '"'))
+            {
+                errors.Add($"{at}:Realm must be at most 64 characters, without control characters or quotes.");
+                return null;
+            }
+
+            if (options.Users.Count == 0)
+            {
+                errors.Add($"{at}: basic-auth needs at least one user in Users.");
+                return null;
+            }
+
+            var users = new Dictionary<string, PasswordHash>(StringComparer.Ordinal);
+            for (var i = 0; i < options.Users.Count; i++)
+            {
+                var user = options.Users[i];
+                var userAt = $"{at}:Users[{i.ToString(CultureInfo.InvariantCulture)}]";
+                if (user.Name.Length is 0 or > 64 || user.Name.Any(c => char.IsControl(c) || c == ':'))
+                {
+                    errors.Add($"{userAt}:Name must be 1 to 64 characters, without ':' or control characters.");
+                }
+                else if (!PasswordHash.TryParse(user.PasswordHash, out var hash, out var problem))
+                {
+                    errors.Add($"{userAt}:PasswordHash of '{Clean(user.Name)}' {problem}");
+                }
+                else if (!users.TryAdd(user.Name, hash))
+                {
+                    errors.Add($"{userAt}:Name '{Clean(user.Name)}' is listed twice.");
+                }
+            }
+
+            return users.Count == options.Users.Count ? new BasicAuth(name, realm, users) : null;
+        }
+
+        public override PolicyDenial? Apply(PolicyContext context)
+        {
+            var header = context.Http!.Request.Headers.Authorization.ToString();
+            var challenge = $"Basic realm=\"{realm}\", charset=\"UTF-8\"";
+            if (!header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+            {
+                return new PolicyDenial(Name, "unauthorized", "no credentials", StatusCodes.Status401Unauthorized, challenge);
+            }
+
+            string user, password;
+            try
+            {
+                var decoded = Encoding.UTF8.GetString(Convert.FromBase64String(header[6..].Trim()));
+                var colon = decoded.IndexOf(':', StringComparison.Ordinal);
+                if (colon <= 0)
+                {
+                    return new PolicyDenial(Name, "unauthorized", "malformed credentials", StatusCodes.Status401Unauthorized, challenge);
+                }
+
+                (user, password) = (decoded[..colon], decoded[(colon + 1)..]);
+            }
+            catch (FormatException)
+            {
+                return new PolicyDenial(Name, "unauthorized", "malformed credentials", StatusCodes.Status401Unauthorized, challenge);
+            }
+
+            var fingerprint = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(header)));
+            if (_verified.TryGetValue(fingerprint, out var known) && known == user)
+            {
+                context.User = user;
+                return null;
+            }
+
+            // An unknown user costs the same as a wrong password: nobody learns which names exist from the timing.
+            var hash = users.TryGetValue(user, out var found) ? found : PasswordHash.Decoy;
+            if (!hash.Verify(password) || found is null)
+            {
+                return new PolicyDenial(Name, "unauthorized", $"wrong user name or password (user '{Clean(user)}')", StatusCodes.Status401Unauthorized, challenge);
+            }
+
+            if (_verified.Count >= 1024)
+            {
+                _verified.Clear();
+            }
+
+            _verified[fingerprint] = user;
+            context.User = user;
+            return null;
+        }
+    }
+
+    private sealed class AddHeaders(string name, KeyValuePair<string, string>[] headers) : Rule(name)
+    {
+        public static AddHeaders? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
+        {
+            if (options.Headers.Count == 0)
+            {
+                errors.Add($"{at}: add-headers needs Headers (name: value).");
+                return null;
+            }
+
+            var ok = true;
+            foreach (var (header, value) in options.Headers)
+            {
+                if (!IsToken(header) || value.Length > 1024 || value.Any(c => c is '\r' or '\n' or '\0'))
+                {
+                    errors.Add($"{at}:Headers '{Clean(header)}': names are HTTP tokens, values at most 1,024 characters without line breaks.");
+                    ok = false;
+                }
+            }
+
+            return ok ? new AddHeaders(name, [.. options.Headers]) : null;
+        }
+
+        public override PolicyDenial? Apply(PolicyContext context)
+        {
+            var target = context.Response ? context.Http!.Response.Headers : context.Http!.Request.Headers;
+            foreach (var (header, value) in headers)
+            {
+                target[header] = value
+                    .Replace("${client.ip}", context.Client.ToString(), StringComparison.Ordinal)
+                    .Replace("${auth.user}", context.User ?? "", StringComparison.Ordinal);
+            }
+
+            return null;
+        }
+    }
+
+    private sealed class RemoveHeaders(string name, string[] names) : Rule(name)
+    {
+        public static RemoveHeaders? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
+        {
+            if (options.Names.Count == 0 || options.Names.Exists(n => !IsToken(n)))
+            {
+                errors.Add($"{at}: remove-headers needs Names, each an HTTP header name.");
+                return null;
+            }
+
+            return new RemoveHeaders(name, [.. options.Names]);
+        }
+
+        public override PolicyDenial? Apply(PolicyContext context)
+        {
+            var target = context.Response ? context.Http!.Response.Headers : context.Http!.Request.Headers;
+            foreach (var header in names)
+            {
+                target.Remove(header);
+            }
+
+            return null;
+        }
+    }
+
+    private sealed class Deny(string name, int status, string? body) : Rule(name)
+    {
+        public static Deny? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
+        {
+            if (options.Status is < 400 or > 599)
+            {
+                errors.Add($"{at}:Status must be from 400 to 599.");
+                return null;
+            }
+
+            if (options.Body is { Length: > 1024 })
+            {
+                errors.Add($"{at}:Body must be at most 1,024 characters.");
+                return null;
+            }
+
+            return new Deny(name, options.Status, options.Body);
+        }
+
+        public override PolicyDenial? Apply(PolicyContext context) =>
+            new(Name, "denied", "denied by rule", status, Body: body);
+    }
+
+    private static bool IsToken(string name) =>
+        name.Length is > 0 and <= 128 && name.All(c => c is > ' ' and < '\u007f' && "()<>@,;:\\\"/[]?={}".IndexOf(c, StringComparison.Ordinal) < 0);
+}
