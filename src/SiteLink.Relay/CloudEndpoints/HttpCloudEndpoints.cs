@@ -172,7 +172,7 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
         }
 
         var endpoint = route.Endpoint;
-        if (endpoint.CompiledPolicy is { } policy && Evaluate(context, endpoint, policy) is { } denial)
+        if (endpoint.CompiledPolicy is { } policy && await EvaluateAsync(context, policy).ConfigureAwait(false) is { } denial)
         {
             await DenyAsync(context, endpoint, denial).ConfigureAwait(false);
             return;
@@ -212,7 +212,7 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
     /// request of the connection to this endpoint), then its on-request rules (which may set request headers and
     /// arrange response headers).
     /// </summary>
-    private static Policy.PolicyDenial? Evaluate(HttpContext context, CloudEndpointOptions endpoint, Policy.TrafficPolicy policy)
+    private static async ValueTask<Policy.PolicyDenial?> EvaluateAsync(HttpContext context, Policy.TrafficPolicy policy)
     {
         if (policy.HasConnectRules)
         {
@@ -228,7 +228,7 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
             }
         }
 
-        return policy.OnHttpRequest(context);
+        return await policy.OnHttpRequestAsync(context).ConfigureAwait(false);
     }
 
     private async Task DenyAsync(HttpContext context, CloudEndpointOptions endpoint, Policy.PolicyDenial denial)

@@ -12,7 +12,7 @@ public sealed class TrafficPolicyOptions
     /// <summary>Rules for each new connection: <c>restrict-ips</c>, <c>rate-limit</c>.</summary>
     public List<PolicyRuleOptions> OnConnect { get; } = [];
 
-    /// <summary>Rules for each request: <c>restrict-ips</c>, <c>rate-limit</c>, <c>basic-auth</c>, <c>add-headers</c>, <c>remove-headers</c>, <c>deny</c>.</summary>
+    /// <summary>Rules for each request: <c>restrict-ips</c>, <c>rate-limit</c>, <c>basic-auth</c>, <c>jwt</c>, <c>add-headers</c>, <c>remove-headers</c>, <c>deny</c>.</summary>
     public List<PolicyRuleOptions> OnHttpRequest { get; } = [];
 
     /// <summary>Rules for each response: <c>add-headers</c>, <c>remove-headers</c>.</summary>
@@ -56,9 +56,40 @@ public sealed class PolicyRuleOptions
     /// <summary>basic-auth: who may pass, each with a salted password hash (never the password: <c>SiteLink.Relay --hash-password</c> makes one).</summary>
     public List<BasicAuthUserOptions> Users { get; } = [];
 
+    /// <summary>jwt: the issuer (<c>iss</c>) tokens must name. Required.</summary>
+    public string? Issuer { get; set; }
+
+    /// <summary>jwt: audiences (<c>aud</c>) accepted; a token must name one of them. At least one.</summary>
+    public List<string> Audiences { get; } = [];
+
+    /// <summary>
+    /// jwt: where the signing keys are, as a JWKS document: an https URL (http only to loopback), fetched when first
+    /// needed, cached, refreshed every 12 hours and when a token names a key id it does not know (at most every
+    /// <see cref="JwksRefreshInterval"/>: key rotation is picked up without a restart). One of this or <see cref="JwksFile"/>.
+    /// </summary>
+    public string? JwksUrl { get; set; }
+
+    /// <summary>jwt: a JWKS file read at start instead of <see cref="JwksUrl"/>.</summary>
+    public string? JwksFile { get; set; }
+
+    /// <summary>jwt: the least time between two fetches of <see cref="JwksUrl"/> caused by unknown key ids (1 s to 1 h). Default: 5 minutes.</summary>
+    public TimeSpan JwksRefreshInterval { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>jwt: tolerance for clocks on <c>exp</c> and <c>nbf</c> (0 to 5 minutes). Default: 1 minute.</summary>
+    public TimeSpan ClockSkew { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>jwt: signature algorithms accepted. Default: RS256, RS384, RS512, PS256, ES256, ES384 (never <c>none</c>).</summary>
+    public List<string> Algorithms { get; } = [];
+
+    /// <summary>
+    /// jwt: claims a token must carry, with the value required (for a space-separated claim such as <c>scope</c>, one
+    /// of its words). A token without them is refused with 403.
+    /// </summary>
+    public Dictionary<string, string> RequiredClaims { get; } = new(StringComparer.Ordinal);
+
     /// <summary>
     /// add-headers: header names and values to set (replacing any the message has). <c>${client.ip}</c> in a value is
-    /// the client's address, <c>${auth.user}</c> the user basic-auth let through (empty when none did).
+    /// the client's address, <c>${auth.user}</c> the user basic-auth or jwt (its <c>sub</c>) let through (empty when none did).
     /// </summary>
     public Dictionary<string, string> Headers { get; } = new(StringComparer.OrdinalIgnoreCase);
 

@@ -11,7 +11,11 @@ using SiteLink.Relay.Security;
 namespace SiteLink.Relay.Policy;
 
 /// <summary>Why a policy rule stopped a connection or request, and what an HTTP client is answered.</summary>
-internal sealed record PolicyDenial(string Rule, string Reason, string Message, int Status, string? Challenge = null, string? Body = null);
+internal sealed record PolicyDenial(string Rule, string Reason, string Message, int Status, string? Challenge = null, string? Body = null)
+{
+    /// <summary>What kind of denial this is, for sampling the log: from a fixed set (never a client's own text).</summary>
+    public string Kind { get; init; } = Reason;
+}
 
 /// <summary>
 /// A cloud endpoint's traffic policy, compiled from <see cref="TrafficPolicyOptions"/>: address ranges parsed once,
@@ -55,7 +59,7 @@ internal sealed class TrafficPolicy : IDisposable
     }
 
     private static readonly string[] ConnectTypes = ["restrict-ips", "rate-limit"];
-    private static readonly string[] RequestTypes = ["restrict-ips", "rate-limit", "basic-auth", "add-headers", "remove-headers", "deny"];
+    private static readonly string[] RequestTypes = ["restrict-ips", "rate-limit", "basic-auth", "jwt", "add-headers", "remove-headers", "deny"];
     private static readonly string[] ResponseTypes = ["add-headers", "remove-headers"];
 
     private static Rule[] CompilePhase(CloudEndpointOptions endpoint, List<PolicyRuleOptions> rules, string phase, string where, string[] types, List<string> errors)
@@ -84,6 +88,7 @@ internal sealed class TrafficPolicy : IDisposable
                 "restrict-ips" => RestrictIps.Create(name, options, at, errors),
                 "rate-limit" => RateLimit.Create(name, options, at, errors),
                 "basic-auth" => BasicAuth.Create(name, options, endpoint.Name, at, errors),
+                "jwt" => JwtRule.Create(name, options, endpoint.Name, at, errors),
                 "add-headers" => AddHeaders.Create(name, options, at, errors),
                 "remove-headers" => RemoveHeaders.Create(name, options, at, errors),
                 _ => Deny.Create(name, options, at, errors),
@@ -113,12 +118,12 @@ internal sealed class TrafficPolicy : IDisposable
     }
 
     /// <summary>The on-request rules; null when the request may be forwarded (with the headers they set).</summary>
-    public PolicyDenial? OnHttpRequest(HttpContext http)
+    public async ValueTask<PolicyDenial?> OnHttpRequestAsync(HttpContext http)
     {
         var context = new PolicyContext(Normalize(http.Connection.RemoteIpAddress ?? IPAddress.None), http);
         foreach (var rule in _onRequest)
         {
-            if (rule.Apply(context) is { } denial)
+            if (await rule.ApplyAsync(context).ConfigureAwait(false) is { } denial)
             {
                 return denial;
             }
@@ -165,6 +170,9 @@ internal sealed class TrafficPolicy : IDisposable
         public string Name { get; } = name;
 
         public abstract PolicyDenial? Apply(PolicyContext context);
+
+        /// <summary>For rules that wait on something (a key set to fetch); the others answer at once.</summary>
+        public virtual ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context) => ValueTask.FromResult(Apply(context));
     }
 
     private sealed class RestrictIps(string name, IPNetwork[] allow, IPNetwork[] deny) : Rule(name)
@@ -337,7 +345,7 @@ internal sealed class TrafficPolicy : IDisposable
             var challenge = $"Basic realm=\"{realm}\", charset=\"UTF-8\"";
             if (!header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
             {
-                return new PolicyDenial(Name, "unauthorized", "no credentials", StatusCodes.Status401Unauthorized, challenge);
+                return new PolicyDenial(Name, "unauthorized", "no credentials", StatusCodes.Status401Unauthorized, challenge) { Kind = "no credentials" };
             }
 
             string user, password;
@@ -347,14 +355,14 @@ internal sealed class TrafficPolicy : IDisposable
                 var colon = decoded.IndexOf(':', StringComparison.Ordinal);
                 if (colon <= 0)
                 {
-                    return new PolicyDenial(Name, "unauthorized", "malformed credentials", StatusCodes.Status401Unauthorized, challenge);
+                    return new PolicyDenial(Name, "unauthorized", "malformed credentials", StatusCodes.Status401Unauthorized, challenge) { Kind = "malformed credentials" };
                 }
 
                 (user, password) = (decoded[..colon], decoded[(colon + 1)..]);
             }
             catch (FormatException)
             {
-                return new PolicyDenial(Name, "unauthorized", "malformed credentials", StatusCodes.Status401Unauthorized, challenge);
+                return new PolicyDenial(Name, "unauthorized", "malformed credentials", StatusCodes.Status401Unauthorized, challenge) { Kind = "malformed credentials" };
             }
 
             var fingerprint = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(header)));
@@ -368,7 +376,7 @@ internal sealed class TrafficPolicy : IDisposable
             var hash = users.TryGetValue(user, out var found) ? found : PasswordHash.Decoy;
             if (!hash.Verify(password) || found is null)
             {
-                return new PolicyDenial(Name, "unauthorized", $"wrong user name or password (user '{Clean(user)}')", StatusCodes.Status401Unauthorized, challenge);
+                return new PolicyDenial(Name, "unauthorized", $"wrong user name or password (user '{Clean(user)}')", StatusCodes.Status401Unauthorized, challenge) { Kind = "wrong user name or password" };
             }
 
             if (_verified.Count >= 1024)
@@ -380,6 +388,28 @@ internal sealed class TrafficPolicy : IDisposable
             context.User = user;
             return null;
         }
+    }
+
+    private sealed class JwtRule(string name, JwtValidator validator) : Rule(name), IDisposable
+    {
+        public static JwtRule? Create(string name, PolicyRuleOptions options, string endpoint, string at, List<string> errors) =>
+            JwtValidator.Create(options, endpoint, at, errors) is { } validator ? new JwtRule(name, validator) : null;
+
+        public override PolicyDenial? Apply(PolicyContext context) => throw new NotSupportedException("asynchronous only");
+
+        public override async ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context)
+        {
+            var (user, problem, status, challenge) = await validator.ValidateAsync(context.Http!.Request.Headers.Authorization.ToString()).ConfigureAwait(false);
+            if (problem is not null)
+            {
+                return new PolicyDenial(Name, status == StatusCodes.Status403Forbidden ? "forbidden" : "unauthorized", problem, status, challenge) { Kind = problem };
+            }
+
+            context.User = user;
+            return null;
+        }
+
+        public void Dispose() => validator.Dispose();
     }
 
     private sealed class AddHeaders(string name, KeyValuePair<string, string>[] headers) : Rule(name)

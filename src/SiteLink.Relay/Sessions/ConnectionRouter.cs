@@ -167,15 +167,25 @@ internal sealed class ConnectionRouter : IDisposable
         client.Refuse(reason, message);
     }
 
-    /// <summary>Counts and logs (one a second at most, with how many were held back) a denial by an endpoint's traffic policy.</summary>
+    /// <summary>
+    /// Counts and logs a denial by an endpoint's traffic policy: each kind (endpoint, rule, reason — e.g. an expired
+    /// token) at most once a second, with how many were held back, so every reason shows in the log while a flood costs
+    /// a line a second per kind. At most 256 kinds are told apart; more share one sampler.
+    /// </summary>
     public void OnPolicyDenied(CloudEndpointOptions endpoint, string client, Policy.PolicyDenial denial)
     {
         _counters.OnPolicyDenied(endpoint.Name, denial.Rule, denial.Reason);
-        if (_sampled.PolicyDenials.ShouldLog(out var suppressed))
+        var kind = $"{endpoint.Name}|{denial.Rule}|{denial.Kind}";
+        var sampler = _policySamplers.Count < 256 || _policySamplers.ContainsKey(kind)
+            ? _policySamplers.GetOrAdd(kind, _ => new LogSampler(_timeProvider, TimeSpan.FromSeconds(1)))
+            : _sampled.PolicyDenials;
+        if (sampler.ShouldLog(out var suppressed))
         {
             RelayLog.PolicyDenied(_logger, endpoint.Name, client, denial.Rule, denial.Message, suppressed);
         }
     }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, LogSampler> _policySamplers = new(StringComparer.Ordinal);
 
     private void LogRefusal(PublicConnection client, string message)
     {
@@ -185,7 +195,14 @@ internal sealed class ConnectionRouter : IDisposable
         }
     }
 
-    public void Dispose() => _refusalLog.Dispose();
+    public void Dispose()
+    {
+        _refusalLog.Dispose();
+        foreach (var sampler in _policySamplers.Values)
+        {
+            sampler.Dispose();
+        }
+    }
 
     private static string NewStreamId()
     {

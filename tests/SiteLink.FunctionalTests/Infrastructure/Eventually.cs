@@ -18,4 +18,19 @@ internal static class Eventually
             await Task.Delay(10);
         }
     }
+
+    /// <summary>As <see cref="WaitUntilAsync(Func{bool}, string?)"/>, for a condition that has to ask something (every 100 ms).</summary>
+    public static async Task WaitUntilAsync(Func<Task<bool>> condition, string? what = null)
+    {
+        var elapsed = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            if (elapsed.Elapsed > TaskTimeoutExtensions.Limit)
+            {
+                Assert.Fail($"Not true within {TaskTimeoutExtensions.Limit}: {what ?? "condition"}");
+            }
+
+            await Task.Delay(100);
+        }
+    }
 }
