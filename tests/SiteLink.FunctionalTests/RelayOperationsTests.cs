@@ -49,15 +49,8 @@ public sealed class RelayOperationsTests
         var logs = new TestLogSink();
 
         // As the standalone relay does (Program.cs): the file watched, the relay built from it.
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = _directory });
-        builder.Configuration.Sources.Clear();
-        builder.Configuration.AddJsonFile(path, optional: false, reloadOnChange: true);
-        builder.Logging.ClearProviders();
-        logs.AddTo(builder.Logging);
-        var certificate = RelayApplication.AddRelay(builder, RelayConfiguration.Load(builder.Configuration))!;
-        await using var app = builder.Build();
-        RelayApplication.MapRelay(app);
-        await app.StartAsync().DefaultTimeout();
+        var (started, certificate) = await FileRelay.StartAsync(path, logs);
+        await using var app = started;
         var counters = app.Services.GetRequiredService<SiteLink.Relay.Diagnostics.RelayCounters>();
         var cloud = RelayApplication.CloudEndpoints(app)["echo"];
         await using var upstream = TestUpstream.Echo();

@@ -3,8 +3,14 @@ using System.Net.Http.Headers;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Logging;
 using SiteLink.FunctionalTests.Infrastructure;
 using SiteLink.Relay.Configuration;
+using SiteLink.Relay.Hosting;
+using SiteLink.Relay.Security;
 
 namespace SiteLink.FunctionalTests;
 
@@ -40,6 +46,27 @@ public sealed class TrafficPolicyTests
         }
 
         return await socket.WaitForCloseAsync().DefaultTimeout();
+    }
+
+    /// <summary>
+    /// Whether a connection from <paramref name="from"/> to an echo endpoint is denied now: reset or closed (true), or
+    /// its byte echoed back (false). Unlike waiting for a close, it answers either way.
+    /// </summary>
+    private static async Task<bool> DeniedEchoAsync(IPAddress from, IPEndPoint to)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(from, 0));
+        try
+        {
+            await socket.ConnectAsync(to).DefaultTimeout();
+            await socket.SendAsync(new byte[] { 42 });
+            var one = new byte[1];
+            return await socket.ReceiveAsync(one.AsMemory()).AsTask().DefaultTimeout() == 0;
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionRefused)
+        {
+            return true;
+        }
     }
 
     /// <summary>An HttpClient whose connections go to <paramref name="to"/> from <paramref name="from"/>.</summary>
@@ -240,5 +267,71 @@ public sealed class TrafficPolicyTests
             .And.Contain("OnHttpRequest[0]:Users[0]:PasswordHash of 'ops' is not pbkdf2-sha256")
             .And.Contain("OnHttpRequest and OnHttpResponse apply to http and https endpoints")
             .And.Not.Contain("hunter2"));
+    }
+
+    [Test]
+    public async Task PolicyEditedInTheConfigurationFile_AppliesToNewConnections_EstablishedOnesGoOn_ABadEditIsRefusedWhole()
+    {
+        const string token = "acme-policy-token-q3Vx9LmT2pRkA7bYz1W";
+        var directory = Directory.CreateTempSubdirectory("sitelink-policy-reload-");
+        try
+        {
+            var path = Path.Combine(directory.FullName, "relay.json");
+            void Write(object[] onConnect) => File.WriteAllText(path, JsonSerializer.Serialize(new
+            {
+                Relay = new
+                {
+                    RelayId = "policy-relay",
+                    AgentListen = "127.0.0.1:0",
+                    Tokens = new[] { new { Name = "acme", Token = token, Tenant = "acme", Allow = new[] { "*" } } },
+                    CloudEndpoints = new[] { new { Name = "echo", Listen = "127.0.0.1:0", Tenant = "acme", Endpoint = "echo", Policy = new { OnConnect = onConnect } } },
+                },
+            }));
+            Write([]);
+            var logs = new TestLogSink();
+            var (started, certificate) = await FileRelay.StartAsync(path, logs);
+            await using var app = started;
+            var cloud = RelayApplication.CloudEndpoints(app)["echo"];
+            await using var upstream = TestUpstream.Echo();
+            await using var agent = await TunnelSession.ConnectAsync(new TunnelSessionOptions
+            {
+                RelayUrl = RelayApplication.AgentUrl(app, tls: true),
+                AuthToken = token,
+                PinnedCertificateSha256 = RelayCertificate.Sha256Of(certificate),
+            }).DefaultTimeout();
+            await agent.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
+            using var established = await ConnectFromAsync(Denied, cloud);
+            await established.SendAllAsync("before "u8.ToArray());
+
+            // The operator denies 127.0.0.3.
+            Write([new { Type = "restrict-ips", Deny = new[] { "127.0.0.3" } }]);
+            await Eventually.WaitUntilAsync(() => DeniedEchoAsync(Denied, cloud), "a new connection from 127.0.0.3 is denied");
+            using (var allowed = await ConnectFromAsync(Allowed, cloud))
+            {
+                await AssertEchoesAsync(allowed, 256 * 1024);
+            }
+
+            // A bad edit: refused as a whole, every problem named, the policy in force stays.
+            Write([new { Type = "restrict-ips", Deny = new[] { "127.0.0.300" } }, new { Type = "rate-limit", Capacity = 0, PerSecond = 1 }]);
+            await Eventually.WaitUntilAsync(() => logs.Entries.Any(e => e.EventId.Id == 41), "the bad edit was refused");
+            var refusal = logs.Entries.First(e => e.EventId.Id == 41).Message;
+
+            await established.SendAllAsync("after"u8.ToArray());
+            established.Shutdown(SocketShutdown.Send);
+            var echoed = await established.ReadToEndAsync().DefaultTimeout();
+
+            Assert.Multiple(async () =>
+            {
+                Assert.That(Encoding.ASCII.GetString(echoed), Is.EqualTo("before after"), "the connection open before the change went on");
+                Assert.That(refusal, Does.Contain("OnConnect[0]:Deny[0] '127.0.0.300'").And.Contain("OnConnect[1]:Capacity must be from 1"));
+                Assert.That(await DeniedEchoAsync(Denied, cloud), Is.True, "the last good policy is still in force");
+                Assert.That(await DeniedEchoAsync(Allowed, cloud), Is.False);
+                Assert.That(logs.Entries.Count(e => e.EventId.Id == 42), Is.EqualTo(1), "one reload applied");
+            });
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
     }
 }

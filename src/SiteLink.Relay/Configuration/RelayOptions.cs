@@ -215,8 +215,20 @@ public sealed class CloudEndpointOptions
     /// <summary>Ordered rules evaluated before a connection or request reaches the agent (IP ranges, rate limits, basic auth, headers, deny).</summary>
     public TrafficPolicyOptions Policy { get; } = new();
 
-    /// <summary>The compiled <see cref="Policy"/> (set by the validator; none when the policy is empty).</summary>
-    internal Policy.TrafficPolicy? CompiledPolicy { get; set; }
+    /// <summary>
+    /// The compiled <see cref="Policy"/> (set by the validator; none when the policy is empty), replaced whole when the
+    /// configuration file's policy changes: each connection and request reads it once.
+    /// </summary>
+    internal Policy.TrafficPolicy? CompiledPolicy
+    {
+        get => Volatile.Read(ref _compiledPolicy);
+        set => Volatile.Write(ref _compiledPolicy, value);
+    }
+
+    private Policy.TrafficPolicy? _compiledPolicy;
+
+    /// <summary>The policy <see cref="CompiledPolicy"/> was compiled from, as text (<see cref="Policy.TrafficPolicy.Fingerprint"/>).</summary>
+    internal string? PolicyFingerprint { get; set; }
 
     /// <summary>A copy without <see cref="CertificatePassword"/>, for the relay to keep.</summary>
     internal CloudEndpointOptions WithoutSecret()

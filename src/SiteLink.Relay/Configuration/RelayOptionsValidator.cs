@@ -208,6 +208,7 @@ public static class RelayOptionsValidator
 
             endpoint.CompiledPolicy?.Dispose();
             endpoint.CompiledPolicy = Policy.TrafficPolicy.Compile(endpoint, where, errors);
+            endpoint.PolicyFingerprint = Policy.TrafficPolicy.Fingerprint(endpoint.Policy);
             var protocol = endpoint.Protocol?.ToLowerInvariant() ?? "";
             if (protocol is not ("tcp" or "http" or "https" or "tls"))
             {

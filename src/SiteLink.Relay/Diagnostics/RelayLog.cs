@@ -106,4 +106,10 @@ internal static partial class RelayLog
 
     [LoggerMessage(40, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}': {Client} denied by policy rule '{Rule}': {Reason}. ({Suppressed} more denials since the last such message.)")]
     public static partial void PolicyDenied(ILogger logger, string cloudEndpoint, string client, string rule, string reason, long suppressed);
+
+    [LoggerMessage(41, LogLevel.Error, "Traffic policies in the configuration were not applied: {Problems} The relay keeps the policies it had.")]
+    public static partial void PoliciesReloadRejected(ILogger logger, string problems);
+
+    [LoggerMessage(42, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}': traffic policy reloaded; new connections and requests follow it, established connections go on as they are.")]
+    public static partial void PolicyReloaded(ILogger logger, string cloudEndpoint);
 }

@@ -11,10 +11,11 @@ using SiteLink.Relay.Sessions;
 namespace SiteLink.Relay.Hosting;
 
 /// <summary>
-/// Applies changes to <c>Relay:Tokens</c> while the relay runs (the standalone relay reloads its JSON files when they
-/// change): tokens added work at once; sessions of tokens removed or changed (secret, tenant, allowed names) end at
-/// once. An invalid token list is refused as a whole, every problem logged, and the relay keeps the tokens it had.
-/// Other settings need a restart.
+/// Applies changes to <c>Relay:Tokens</c> and to cloud endpoints' <c>Policy</c> while the relay runs (the standalone
+/// relay reloads its JSON files when they change): tokens added work at once; sessions of tokens removed or changed
+/// (secret, tenant, allowed names) end at once; a changed policy applies to new connections and requests, never to
+/// established ones. An invalid token list, or any invalid policy, is refused as a whole, every problem logged, and the
+/// relay keeps what it had. Other settings need a restart.
 /// </summary>
 internal sealed class TokenReloader : IHostedService, IDisposable
 {
@@ -80,6 +81,7 @@ internal sealed class TokenReloader : IHostedService, IDisposable
         lock (_gate)
         {
             var loaded = RelayConfiguration.Load(_configuration);
+            ReloadPolicies(loaded);
             if (_tokens.Holds(loaded.Tokens))
             {
                 return;
@@ -118,6 +120,61 @@ internal sealed class TokenReloader : IHostedService, IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Compiles every cloud endpoint's policy whose text changed; applies them all when all compile, none otherwise. A
+    /// replaced policy is disposed (its rate limiters' timers) a while later, once requests that read it are done.
+    /// </summary>
+    private void ReloadPolicies(RelayOptions loaded)
+    {
+        var errors = new List<string>();
+        var changes = new List<(CloudEndpointOptions Running, Policy.TrafficPolicy? Policy, string Fingerprint)>();
+        for (var i = 0; i < loaded.CloudEndpoints.Count; i++)
+        {
+            var fresh = loaded.CloudEndpoints[i];
+            // A cloud endpoint added to the file, or renamed, starts with the next restart.
+            var running = _options.CloudEndpoints.FirstOrDefault(e => string.Equals(e.Name, fresh.Name, StringComparison.OrdinalIgnoreCase));
+            var fingerprint = Policy.TrafficPolicy.Fingerprint(fresh.Policy);
+            if (running is null || fingerprint == running.PolicyFingerprint)
+            {
+                continue;
+            }
+
+            changes.Add((running, Policy.TrafficPolicy.Compile(fresh.Policy, running, $"Relay:CloudEndpoints:{i.ToString(System.Globalization.CultureInfo.InvariantCulture)}", errors), fingerprint));
+        }
+
+        if (errors.Count > 0)
+        {
+            foreach (var change in changes)
+            {
+                change.Policy?.Dispose();
+            }
+
+            var problems = string.Join(" ", errors);
+            if (problems != _lastPoliciesRejected)
+            {
+                _lastPoliciesRejected = problems;
+                RelayLog.PoliciesReloadRejected(_logger, problems);
+            }
+
+            return;
+        }
+
+        _lastPoliciesRejected = null;
+        foreach (var (running, policy, fingerprint) in changes)
+        {
+            var replaced = running.CompiledPolicy;
+            running.CompiledPolicy = policy;
+            running.PolicyFingerprint = fingerprint;
+            RelayLog.PolicyReloaded(_logger, running.Name);
+            if (replaced is not null)
+            {
+                _ = Task.Delay(TimeSpan.FromSeconds(30)).ContinueWith(_ => replaced.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+            }
+        }
+    }
+
+    private string? _lastPoliciesRejected;
 
     /// <summary>Reports a rejected edit, once per distinct problem (a saved file often raises several change events).</summary>
     private void Reject(string problems)

@@ -38,9 +38,11 @@ internal sealed class TrafficPolicy : IDisposable
     public bool HasConnectRules => _onConnect.Length > 0;
 
     /// <summary>Compiles an endpoint's policy; null when it has none. Every problem goes to <paramref name="errors"/>, prefixed with <paramref name="where"/>.</summary>
-    public static TrafficPolicy? Compile(CloudEndpointOptions endpoint, string where, List<string> errors)
+    public static TrafficPolicy? Compile(CloudEndpointOptions endpoint, string where, List<string> errors) => Compile(endpoint.Policy, endpoint, where, errors);
+
+    /// <summary>Compiles <paramref name="policy"/> for <paramref name="endpoint"/> (a reload: the running endpoint, the policy read again).</summary>
+    public static TrafficPolicy? Compile(TrafficPolicyOptions policy, CloudEndpointOptions endpoint, string where, List<string> errors)
     {
-        var policy = endpoint.Policy;
         if (policy.IsEmpty)
         {
             return null;
@@ -57,6 +59,9 @@ internal sealed class TrafficPolicy : IDisposable
 
         return errors.Count == before ? new TrafficPolicy(onConnect, onRequest, onResponse) : null;
     }
+
+    /// <summary>What a policy says, as text: equal for equal policies, so a reload applies only what changed.</summary>
+    public static string Fingerprint(TrafficPolicyOptions policy) => System.Text.Json.JsonSerializer.Serialize(policy);
 
     private static readonly string[] ConnectTypes = ["restrict-ips", "rate-limit"];
     private static readonly string[] RequestTypes = ["restrict-ips", "rate-limit", "basic-auth", "jwt", "add-headers", "remove-headers", "deny"];
