@@ -40,6 +40,7 @@ RELAY = os.path.join(ROOT, "src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Rela
 AGENT = os.path.join(ROOT, "samples/ConsoleAgent/bin/Release/net10.0/sitelink-agent.dll")
 HELPER = os.path.join(ROOT, "bench/SiteLink.Bench/bin/Release/net10.0/SiteLink.Bench.dll")
 TOKEN = "bench-token-" + os.urandom(12).hex()
+JWT_TOKEN = ""  # set by start_sitelink: a token for the jwt-rule endpoint
 
 work = tempfile.mkdtemp(prefix="sitelink-bench-")
 group = benchlib.ProcessGroup(work)
@@ -51,13 +52,13 @@ def log(message):
     print(message, flush=True)
 
 
-def wait_http(port, timeout=60):
+def wait_http(port, timeout=60, headers=""):
     """Waits until GET / through the port answers 200 (for tunnels: the whole path is up)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+                s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Connection: close\r\n\r\n".encode())
                 if s.recv(64).startswith(b"HTTP/1.1 200"):
                     return
         except OSError:
@@ -146,6 +147,16 @@ def start_sitelink(upstreams):
     config["Relay"]["CloudEndpoints"].append(
         {"Name": "https-tls", "Protocol": "tls", "Listen": f"127.0.0.1:{public['https-tls']}", "Hostnames": ["localhost"],
          "Tenant": "bench", "Endpoint": "https", "MaxConnections": 20000, "MaxConnectionsPerClientIp": 20000})
+    # The same http endpoint with a jwt rule: every request's bearer token validated (RS256 signature, issuer, audience,
+    # lifetime) against a key set the helper made, to compare with the endpoint without a policy.
+    global JWT_TOKEN
+    jwks = os.path.join(work, "jwks.json")
+    JWT_TOKEN = subprocess.run(["dotnet", HELPER, "jwt", jwks, "https://idp.bench", "bench-api"], check=True, capture_output=True, text=True).stdout.strip()
+    public["http-jwt"] = free_port()
+    config["Relay"]["CloudEndpoints"].append(
+        {"Name": "http-jwt", "Protocol": "http", "Listen": f"127.0.0.1:{public['http-jwt']}", "Hostnames": ["127.0.0.1"],
+         "Tenant": "bench", "Endpoint": "http", "MaxConnections": 20000, "MaxConnectionsPerClientIp": 20000,
+         "Policy": {"OnHttpRequest": [{"Type": "jwt", "Issuer": "https://idp.bench", "Audiences": ["bench-api"], "JwksFile": jwks}]}})
     public["http-endpoint"] = free_port()
     config["Relay"]["CloudEndpoints"].append(
         {"Name": "http-endpoint", "Protocol": "http", "Listen": f"127.0.0.1:{public['http-endpoint']}", "Hostnames": ["127.0.0.1"],
@@ -170,6 +181,7 @@ def start_sitelink(upstreams):
     agent("agent-wan", wan_port, {"wan-iperf": upstreams["iperf"], "wan-http": upstreams["http"]})
     wait_http(public["http"])
     wait_http(public["http-endpoint"])
+    wait_http(public["http-jwt"], headers=f"Authorization: Bearer {JWT_TOKEN}\r\n")
     wait_http(public["wan-http"])
     return public, relay.pid, main_agent.pid
 
@@ -273,10 +285,12 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port, connections, close, threads=2, url=None, duration=None):
+def wrk(port, connections, close, threads=2, url=None, duration=None, header=None):
     args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration or DURATION}s", "--latency", url or f"http://127.0.0.1:{port}/"]
     if close:
         args[1:1] = ["-H", "Connection: close"]
+    if header:
+        args[1:1] = ["-H", header]
     out = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
@@ -362,9 +376,10 @@ def main():
     http_paths = dict(paths)
     http_paths["haproxy http 2-hop"] = {"http": haproxy["http-proxy"]}
     http_paths["sitelink http endpoint"] = {"http": sitelink["http-endpoint"]}
-    warm_up(http_paths, lambda p: wrk(p["http"], 50, close=False, duration=WARM_UP_S))
-    keepalive = interleaved(http_paths, lambda p: wrk(p["http"], 50, close=False), "HTTP keep-alive")
-    fresh = interleaved(http_paths, lambda p: wrk(p["http"], 20, close=True), "HTTP new connection per request")
+    http_paths["sitelink http endpoint + jwt"] = {"http": sitelink["http-jwt"], "header": f"Authorization: Bearer {JWT_TOKEN}"}
+    warm_up(http_paths, lambda p: wrk(p["http"], 50, close=False, duration=WARM_UP_S, header=p.get("header")))
+    keepalive = interleaved(http_paths, lambda p: wrk(p["http"], 50, close=False, header=p.get("header")), "HTTP keep-alive")
+    fresh = interleaved(http_paths, lambda p: wrk(p["http"], 20, close=True, header=p.get("header")), "HTTP new connection per request")
     http_endpoint_rows = [
         ("keep-alive HTTP, wrk c=50: requests/s", "req/s", True, {p: [r["rps"] for r in keepalive[p]] for p in http_paths}),
         ("keep-alive HTTP, wrk c=50: p99", "ms", False, {p: [r["p99"] for r in keepalive[p]] for p in http_paths}),
@@ -477,6 +492,10 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
                     "(wrk's connections tunnelled as they are); its peer, haproxy in http mode (keep-alive, connection reuse) in front "
                     "of the 2-hop haproxy path. Ratios: the http endpoint against each, above 1.00× better.",
                     ["direct", "sitelink", "haproxy http 2-hop", "sitelink http endpoint"], http_endpoint_rows, ["sitelink", "haproxy http 2-hop"])
+    lines += versus("Traffic policy: the same http endpoint with a jwt rule (each request's bearer token validated by "
+                    "Microsoft.IdentityModel: RS256 signature, issuer, audience, lifetime; keys from a JWKS file) against it without "
+                    "a policy. Ratio: with the rule against without, above 1.00× better.",
+                    ["sitelink http endpoint", "sitelink http endpoint + jwt"], http_endpoint_rows, ["sitelink http endpoint"])
     lines += versus("TLS end to end: an HTTPS service (nginx, self-signed certificate) reached through a tcp cloud endpoint (bytes as "
                     "they come) and through a tls cloud endpoint (the relay reads the ClientHello's server name to route, then passes "
                     "the bytes through; TLS ends at nginx behind the agent). Ratio: tls endpoint against tcp endpoint.",

@@ -7,6 +7,7 @@
 //                                         still carries a byte, close them all, report the RSS again CLOSED_SECONDS
 //                                         later (default: SECONDS)
 //   attack NAME --key value ...           a hostile agent or client against a relay (bench/hostile.py); prints "RESULT {json}"
+//   jwt JWKS_FILE ISSUER AUDIENCE         write a new RSA key's JWKS document to JWKS_FILE, print a token it signed (valid 2 h)
 using System.Net;
 using System.Net.Sockets;
 using SiteLink.Bench;
@@ -20,8 +21,25 @@ return args.FirstOrDefault() switch
         TimeSpan.FromSeconds(double.Parse(args[3].Split(':')[0])), TimeSpan.FromSeconds(double.Parse(args[3].Split(':')[^1])),
         args.Skip(4).Select(int.Parse).ToArray()),
     "attack" when args.Length > 1 => await SiteLink.Bench.Attacks.Attack.RunAsync(args[1], args.Skip(2)),
+    "jwt" when args.Length == 4 => Jwt(args[1], args[2], args[3]),
     _ => Usage(),
 };
+
+static int Jwt(string jwksFile, string issuer, string audience)
+{
+    var key = new Microsoft.IdentityModel.Tokens.RsaSecurityKey(System.Security.Cryptography.RSA.Create(2048)) { KeyId = "bench" };
+    var jwk = Microsoft.IdentityModel.Tokens.JsonWebKeyConverter.ConvertFromRSASecurityKey(key);
+    File.WriteAllText(jwksFile, System.Text.Json.JsonSerializer.Serialize(new { keys = new[] { new { kty = "RSA", use = "sig", alg = "RS256", kid = jwk.KeyId, n = jwk.N, e = jwk.E } } }));
+    Console.WriteLine(new Microsoft.IdentityModel.JsonWebTokens.JsonWebTokenHandler().CreateToken(new Microsoft.IdentityModel.Tokens.SecurityTokenDescriptor
+    {
+        Issuer = issuer,
+        Audience = audience,
+        Subject = new System.Security.Claims.ClaimsIdentity([new System.Security.Claims.Claim("sub", "bench")]),
+        Expires = DateTime.UtcNow.AddHours(2),
+        SigningCredentials = new Microsoft.IdentityModel.Tokens.SigningCredentials(key, Microsoft.IdentityModel.Tokens.SecurityAlgorithms.RsaSha256),
+    }));
+    return 0;
+}
 
 static int FreePorts(int count)
 {

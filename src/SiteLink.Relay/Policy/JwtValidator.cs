@@ -27,6 +27,15 @@ internal sealed class JwtValidator : IDisposable
         .. DefaultAlgorithms, SecurityAlgorithms.RsaSsaPssSha384, SecurityAlgorithms.RsaSsaPssSha512, SecurityAlgorithms.EcdsaSha512,
     ];
 
+    /// <summary>Tokens that passed lately, by their SHA-256: a keep-alive client sends the same token on every request.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (string? Subject, DateTime ValidUntil)> _passed = new(StringComparer.Ordinal);
+
+    /// <summary>The most tokens remembered; past it the memory starts over.</summary>
+    internal const int MaxRemembered = 4096;
+
+    /// <summary>How long a token that passed is taken on trust (never past its own expiry): a key withdrawn from the key set stops tokens it signed within this.</summary>
+    internal static readonly TimeSpan RememberFor = TimeSpan.FromMinutes(1);
+
     private readonly JsonWebTokenHandler _handler = new() { MapInboundClaims = false };
     private readonly TokenValidationParameters _parameters;
     private readonly KeyValuePair<string, string>[] _required;
@@ -140,7 +149,21 @@ internal sealed class JwtValidator : IDisposable
             return (null, "no bearer token", StatusCodes.Status401Unauthorized, $"Bearer realm=\"{_realm}\"");
         }
 
-        var result = await _handler.ValidateTokenAsync(authorization[7..].Trim(), _parameters).ConfigureAwait(false);
+        var token = authorization[7..].Trim();
+        var fingerprint = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(token)));
+        var now = DateTime.UtcNow;
+        if (_passed.TryGetValue(fingerprint, out var remembered))
+        {
+            if (now < remembered.ValidUntil)
+            {
+                // The same token that passed a moment ago: no signature to check again.
+                return (remembered.Subject, null, 0, null);
+            }
+
+            _passed.TryRemove(fingerprint, out _);
+        }
+
+        var result = await _handler.ValidateTokenAsync(token, _parameters).ConfigureAwait(false);
         if (!result.IsValid)
         {
             var why = Describe(result.Exception);
@@ -155,8 +178,19 @@ internal sealed class JwtValidator : IDisposable
             }
         }
 
-        var subject = result.ClaimsIdentity.FindFirst("sub")?.Value;
-        return (subject is null ? null : Clean(subject), null, 0, null);
+        var subject = result.ClaimsIdentity.FindFirst("sub")?.Value is { } sub ? Clean(sub) : null;
+        if (result.SecurityToken is JsonWebToken { ValidTo: var expires } && expires > now)
+        {
+            if (_passed.Count >= MaxRemembered)
+            {
+                _passed.Clear();
+            }
+
+            // Trusted until its expiry (no clock skew granted here) or for RememberFor, whichever comes first.
+            _passed[fingerprint] = (subject, expires < now + RememberFor ? expires : now + RememberFor);
+        }
+
+        return (subject, null, 0, null);
     }
 
     /// <summary>A short reason for the log and the challenge (never the token).</summary>
