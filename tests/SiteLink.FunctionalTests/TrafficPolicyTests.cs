@@ -202,6 +202,8 @@ public sealed class TrafficPolicyTests
         using var wrongRequest = new HttpRequestMessage(HttpMethod.Get, url) { Headers = { Authorization = new AuthenticationHeaderValue("Basic", Basic("ops", "wrong")) } };
         using var wrong = await client.SendAsync(wrongRequest).DefaultTimeout();
         using var rightRequest = new HttpRequestMessage(HttpMethod.Get, url) { Headers = { Authorization = new AuthenticationHeaderValue("Basic", Basic("ops", "correct horse")) } };
+        // A client claiming an identity itself: replaced by the one the relay established.
+        rightRequest.Headers.Add("X-Authenticated-User", "admin");
         using var right = await client.SendAsync(rightRequest).DefaultTimeout();
         var seenUpstream = await right.Content.ReadAsStringAsync();
         using var deniedRequest = new HttpRequestMessage(HttpMethod.Get, url) { Headers = { Authorization = new AuthenticationHeaderValue("Basic", Basic("ops", "correct horse")) } };
@@ -262,7 +264,7 @@ public sealed class TrafficPolicyTests
 
         Assert.That(ex!.Message, Does.Contain("OnConnect[0]:Allow[0] '10.0.0.1/8' has bits set past its /8 prefix: write 10.0.0.0/8 for the range, or 10.0.0.1/32")
             .And.Contain("OnConnect[1]:Capacity must be from 1")
-            .And.Contain("OnConnect[1]:PerSecond must be above 0")
+            .And.Contain("OnConnect[1]:PerSecond must be from 0.001")
             .And.Contain("OnConnect[2]:Type 'teleport' is not one of restrict-ips, rate-limit")
             .And.Contain("OnHttpRequest[0]:Users[0]:PasswordHash of 'ops' is not pbkdf2-sha256")
             .And.Contain("OnHttpRequest and OnHttpResponse apply to http and https endpoints")

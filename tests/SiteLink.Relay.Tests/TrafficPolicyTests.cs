@@ -69,4 +69,26 @@ internal sealed class TrafficPolicyTests
             Assert.That(PasswordHash.TryParse("pbkdf2-sha256$10000$%%%$AAAA", out _, out _), Is.False);
         });
     }
+
+    [Test]
+    public void Compile_RefusesWhatWouldNeverMatchOrBreakAHeader()
+    {
+        var endpoint = new CloudEndpointOptions { Name = "web", Protocol = "http" };
+        var mapped = new PolicyRuleOptions { Type = "restrict-ips" };
+        mapped.Deny.Add("::ffff:203.0.113.0/120");
+        endpoint.Policy.OnConnect.Add(mapped);
+        var header = new PolicyRuleOptions { Type = "add-headers" };
+        header.Headers["X-Team"] = "caf\u00e9";
+        endpoint.Policy.OnHttpRequest.Add(header);
+        var jwt = new PolicyRuleOptions { Type = "jwt", Issuer = "https://idp", JwksUrl = "http://idp.example/jwks", Realm = "a \"quoted\" realm" };
+        jwt.Audiences.Add("api");
+        endpoint.Policy.OnHttpRequest.Add(jwt);
+        var errors = new List<string>();
+
+        Assert.That(TrafficPolicy.Compile(endpoint, "e", errors), Is.Null);
+        Assert.That(errors, Has.Some.Contain("IPv4-mapped IPv6 range: write the IPv4 range")
+            .And.Some.Contain("visible ASCII characters")
+            .And.Some.Contain("must be an absolute https URL (http only to loopback)")
+            .And.Some.Contain("Realm must be at most 64 visible ASCII characters, without quotes"));
+    }
 }

@@ -100,6 +100,9 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
                     options.Use(next => connection =>
                     {
                         connection.Items[typeof(Listener)] = listener;
+                        // Written here, before any request: HTTP/2 streams of one connection run at once and must not
+                        // write the connection's (unsynchronised) items themselves.
+                        connection.Items[typeof(ConnectDecisions)] = new ConnectDecisions();
                         return next(connection);
                     });
                     if (listener.Https)
@@ -216,15 +219,12 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
     {
         if (policy.HasConnectRules)
         {
-            var items = context.Features.GetRequiredFeature<IConnectionItemsFeature>().Items;
-            if (!items.ContainsKey(policy))
+            // Once per connection and policy, whichever of its streams asks first (a rate limit spends one token).
+            var decisions = (ConnectDecisions)context.Features.GetRequiredFeature<IConnectionItemsFeature>().Items[typeof(ConnectDecisions)]!;
+            var address = context.Connection.RemoteIpAddress ?? IPAddress.None;
+            if (decisions.GetOrAdd(policy, p => new Lazy<Policy.PolicyDenial?>(() => p.OnConnect(address))).Value is { } refused)
             {
-                if (policy.OnConnect(context.Connection.RemoteIpAddress ?? IPAddress.None) is { } refused)
-                {
-                    return refused;
-                }
-
-                items[policy] = true;
+                return refused;
             }
         }
 
@@ -337,6 +337,9 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
     }
 
     private sealed record Route(CloudEndpointOptions Endpoint, X509Certificate2? Certificate);
+
+    /// <summary>A client connection's on-connect decisions, one per policy it met (a policy replaced by a reload is a new one).</summary>
+    private sealed class ConnectDecisions : System.Collections.Concurrent.ConcurrentDictionary<Policy.TrafficPolicy, Lazy<Policy.PolicyDenial?>>;
 
     private sealed class Listener(IPEndPoint endPoint, bool https)
     {

@@ -110,6 +110,6 @@ internal static partial class RelayLog
     [LoggerMessage(41, LogLevel.Error, "Traffic policies in the configuration were not applied: {Problems} The relay keeps the policies it had.")]
     public static partial void PoliciesReloadRejected(ILogger logger, string problems);
 
-    [LoggerMessage(42, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}': traffic policy reloaded; new connections and requests follow it, established connections go on as they are.")]
+    [LoggerMessage(42, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}': traffic policy reloaded; new connections and every request from now on follow it (HTTP keep-alive connections included), established TCP and TLS connections go on as they are.")]
     public static partial void PolicyReloaded(ILogger logger, string cloudEndpoint);
 }

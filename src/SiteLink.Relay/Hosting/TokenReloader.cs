@@ -169,7 +169,7 @@ internal sealed class TokenReloader : IHostedService, IDisposable
             RelayLog.PolicyReloaded(_logger, running.Name);
             if (replaced is not null)
             {
-                _ = Task.Delay(TimeSpan.FromSeconds(30)).ContinueWith(_ => replaced.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+                _ = Task.Delay(TimeSpan.FromMinutes(2)).ContinueWith(_ => replaced.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
             }
         }
     }

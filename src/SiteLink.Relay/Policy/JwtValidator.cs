@@ -33,8 +33,14 @@ internal sealed class JwtValidator : IDisposable
     /// <summary>The most tokens remembered; past it the memory starts over.</summary>
     internal const int MaxRemembered = 4096;
 
-    /// <summary>How long a token that passed is taken on trust (never past its own expiry): a key withdrawn from the key set stops tokens it signed within this.</summary>
+    /// <summary>
+    /// How long a token that passed is taken on trust (never past its own expiry). A key withdrawn from the key set
+    /// stops the tokens it signed once the set is fetched again (hourly, <see cref="KeySetMaxAge"/>) and this has passed.
+    /// </summary>
     internal static readonly TimeSpan RememberFor = TimeSpan.FromMinutes(1);
+
+    /// <summary>How old a fetched key set may get before it is fetched again, unknown key ids or not.</summary>
+    internal static readonly TimeSpan KeySetMaxAge = TimeSpan.FromHours(1);
 
     private readonly JsonWebTokenHandler _handler = new() { MapInboundClaims = false };
     private readonly TokenValidationParameters _parameters;
@@ -100,6 +106,11 @@ internal sealed class JwtValidator : IDisposable
             errors.Add($"{at}:ClockSkew must be from 0 to 5 minutes.");
         }
 
+        if (options.Realm is { } realm && (realm.Length > 64 || realm.Any(c => c is '"' or < ' ' or > '~')))
+        {
+            errors.Add($"{at}:Realm must be at most 64 visible ASCII characters, without quotes.");
+        }
+
         var algorithms = options.Algorithms.Count == 0 ? DefaultAlgorithms : [.. options.Algorithms];
         foreach (var algorithm in algorithms.Where(a => !KnownAlgorithms.Contains(a, StringComparer.Ordinal)))
         {
@@ -133,7 +144,7 @@ internal sealed class JwtValidator : IDisposable
             parameters.ConfigurationManager = new ConfigurationManager<OpenIdConnectConfiguration>(url!.AbsoluteUri, new JwksRetriever(),
                 new HttpDocumentRetriever { RequireHttps = url.Scheme == Uri.UriSchemeHttps })
             {
-                AutomaticRefreshInterval = TimeSpan.FromHours(12),
+                AutomaticRefreshInterval = KeySetMaxAge,
                 RefreshInterval = options.JwksRefreshInterval,
             };
         }
@@ -172,13 +183,21 @@ internal sealed class JwtValidator : IDisposable
 
         foreach (var (type, value) in _required)
         {
-            if (!result.ClaimsIdentity.FindAll(type).Any(c => c.Value == value || c.Value.Split(' ').Contains(value, StringComparer.Ordinal)))
+            // scope and scp are lists of words; any other claim must equal the value.
+            var words = type is "scope" or "scp";
+            if (!result.ClaimsIdentity.FindAll(type).Any(c => c.Value == value || (words && c.Value.Split(' ').Contains(value, StringComparer.Ordinal))))
             {
                 return (null, $"the token has no claim {type}={value}", StatusCodes.Status403Forbidden, $"Bearer realm=\"{_realm}\", error=\"insufficient_scope\"");
             }
         }
 
-        var subject = result.ClaimsIdentity.FindFirst("sub")?.Value is { } sub ? Clean(sub) : null;
+        var subject = result.ClaimsIdentity.FindFirst("sub")?.Value;
+        if (subject is { Length: > 128 } || (subject is not null && subject.Any(c => c is < '!' or > '~')))
+        {
+            // Passed on as a header the service trusts: refused rather than altered (two subjects must never read alike).
+            return (null, "the token's subject is not 1 to 128 visible ASCII characters", StatusCodes.Status401Unauthorized, $"Bearer realm=\"{_realm}\", error=\"invalid_token\"");
+        }
+
         if (result.SecurityToken is JsonWebToken { ValidTo: var expires } && expires > now)
         {
             if (_passed.Count >= MaxRemembered)

@@ -26,8 +26,8 @@ internal sealed class PasswordHash
         _hash = hash;
     }
 
-    /// <summary>Checked against when a user name is unknown, so that costs what a wrong password costs.</summary>
-    public static PasswordHash Decoy { get; } = Create(Convert.ToBase64String(RandomNumberGenerator.GetBytes(16)), DefaultIterations);
+    /// <summary>The PBKDF2 iterations of this hash.</summary>
+    public int Iterations => _iterations;
 
     public static PasswordHash Create(string password, int iterations = DefaultIterations)
     {

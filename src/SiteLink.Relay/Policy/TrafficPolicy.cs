@@ -205,6 +205,14 @@ internal sealed class TrafficPolicy : IDisposable
                 var slash = text.IndexOf('/', StringComparison.Ordinal);
                 if (IPNetwork.TryParse(text, out var network))
                 {
+                    if (network.BaseAddress.IsIPv4MappedToIPv6)
+                    {
+                        // Clients' mapped addresses are compared as IPv4: a mapped range would never match.
+                        errors.Add($"{at}[{i.ToString(CultureInfo.InvariantCulture)}] '{Clean(text)}' is an IPv4-mapped IPv6 range: write the IPv4 range.");
+                        ok = false;
+                        continue;
+                    }
+
                     if (IPAddress.TryParse(text.AsSpan(0, slash), out var written) && !written.Equals(network.BaseAddress))
                     {
                         // 10.0.0.1/8 is ambiguous (one host, or its network?): say so rather than guess.
@@ -254,9 +262,9 @@ internal sealed class TrafficPolicy : IDisposable
                 ok = false;
             }
 
-            if (!(options.PerSecond > 0 && options.PerSecond <= 1_000_000))
+            if (!(options.PerSecond >= 0.001 && options.PerSecond <= 1_000_000))
             {
-                errors.Add($"{at}:PerSecond must be above 0 and at most 1,000,000.");
+                errors.Add($"{at}:PerSecond must be from 0.001 (one every ~17 minutes) to 1,000,000.");
                 ok = false;
             }
 
@@ -272,10 +280,10 @@ internal sealed class TrafficPolicy : IDisposable
                 return null;
             }
 
-            // One token every 1/PerSecond seconds (at least 1 ms), replenished by the limiter's own timer; no queueing:
-            // a client past its budget is answered at once.
-            var period = TimeSpan.FromSeconds(Math.Max(1 / options.PerSecond, 0.001));
-            var perPeriod = Math.Max(1, (int)Math.Round(options.PerSecond * period.TotalSeconds));
+            // Below one a second: one token every 1/PerSecond seconds; from one a second: PerSecond (rounded) tokens each
+            // second. Replenished by the limiter's own timer; no queueing: a client past its budget is answered at once.
+            var period = options.PerSecond < 1 ? TimeSpan.FromSeconds(1 / options.PerSecond) : TimeSpan.FromSeconds(1);
+            var perPeriod = options.PerSecond < 1 ? 1 : (int)Math.Round(options.PerSecond);
             var bucket = new TokenBucketRateLimiterOptions
             {
                 TokenLimit = options.Capacity,
@@ -293,7 +301,18 @@ internal sealed class TrafficPolicy : IDisposable
 
         public override PolicyDenial? Apply(PolicyContext context)
         {
-            using var lease = limiter.AttemptAcquire(context.Client);
+            RateLimitLease lease;
+            try
+            {
+                lease = limiter.AttemptAcquire(context.Client);
+            }
+            catch (ObjectDisposedException)
+            {
+                // A request that outlived its policy's replacement (a reload): asked to come again, under the new one.
+                return new PolicyDenial(Name, "rate_limited", "the policy was replaced meanwhile", StatusCodes.Status503ServiceUnavailable);
+            }
+
+            using var _ = lease;
             return lease.IsAcquired
                 ? null
                 : new PolicyDenial(Name, "rate_limited", string.Create(CultureInfo.InvariantCulture, $"{context.Client} is past the rate limit ({perSecond:0.###}/s)"), StatusCodes.Status429TooManyRequests);
@@ -302,8 +321,15 @@ internal sealed class TrafficPolicy : IDisposable
         public void Dispose() => limiter.Dispose();
     }
 
-    private sealed class BasicAuth(string name, string realm, Dictionary<string, PasswordHash> users) : Rule(name)
+    private sealed class BasicAuth(string name, string realm, Dictionary<string, PasswordHash> users, PasswordHash decoy) : Rule(name)
     {
+        /// <summary>
+        /// Password checks running at once, process-wide: each costs a PBKDF2 (tenths of a second at 600,000
+        /// iterations), so a client guessing passwords must not take every core from every tenant. Past the cap the
+        /// request is answered 503 at once.
+        /// </summary>
+        private static readonly SemaphoreSlim Checks = new(Math.Max(1, Environment.ProcessorCount / 2));
+
         /// <summary>Credentials verified lately (SHA-256 of them, never themselves): PBKDF2 runs once per new pair, not per request.</summary>
         private readonly ConcurrentDictionary<string, string> _verified = new(StringComparer.Ordinal);
 
@@ -341,10 +367,15 @@ internal sealed class TrafficPolicy : IDisposable
                 }
             }
 
-            return users.Count == options.Users.Count ? new BasicAuth(name, realm, users) : null;
+            // An unknown user costs what a wrong password of this rule's users costs: the same iterations.
+            return users.Count == options.Users.Count
+                ? new BasicAuth(name, realm, users, PasswordHash.Create(Convert.ToBase64String(RandomNumberGenerator.GetBytes(16)), users.Values.Max(h => h.Iterations)))
+                : null;
         }
 
-        public override PolicyDenial? Apply(PolicyContext context)
+        public override PolicyDenial? Apply(PolicyContext context) => throw new NotSupportedException("asynchronous only");
+
+        public override async ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context)
         {
             var header = context.Http!.Request.Headers.Authorization.ToString();
             var challenge = $"Basic realm=\"{realm}\", charset=\"UTF-8\"";
@@ -378,8 +409,24 @@ internal sealed class TrafficPolicy : IDisposable
             }
 
             // An unknown user costs the same as a wrong password: nobody learns which names exist from the timing.
-            var hash = users.TryGetValue(user, out var found) ? found : PasswordHash.Decoy;
-            if (!hash.Verify(password) || found is null)
+            var hash = users.TryGetValue(user, out var found) ? found : decoy;
+            if (!await Checks.WaitAsync(0).ConfigureAwait(false))
+            {
+                return new PolicyDenial(Name, "busy", "too many password checks at once", StatusCodes.Status503ServiceUnavailable) { Kind = "busy" };
+            }
+
+            bool verified;
+            try
+            {
+                // Off the thread that received the request (the http listener runs requests inline on it).
+                verified = await Task.Run(() => hash.Verify(password)).ConfigureAwait(false);
+            }
+            finally
+            {
+                Checks.Release();
+            }
+
+            if (!verified || found is null)
             {
                 return new PolicyDenial(Name, "unauthorized", $"wrong user name or password (user '{Clean(user)}')", StatusCodes.Status401Unauthorized, challenge) { Kind = "wrong user name or password" };
             }
@@ -430,9 +477,9 @@ internal sealed class TrafficPolicy : IDisposable
             var ok = true;
             foreach (var (header, value) in options.Headers)
             {
-                if (!IsToken(header) || value.Length > 1024 || value.Any(c => c is '\r' or '\n' or '\0'))
+                if (!IsToken(header) || value.Length > 1024 || value.Any(c => c is not (' ' or '\t') and (< '!' or > '~')))
                 {
-                    errors.Add($"{at}:Headers '{Clean(header)}': names are HTTP tokens, values at most 1,024 characters without line breaks.");
+                    errors.Add($"{at}:Headers '{Clean(header)}': names are HTTP tokens, values at most 1,024 visible ASCII characters (spaces and tabs allowed).");
                     ok = false;
                 }
             }
