@@ -275,7 +275,7 @@ public sealed class HttpEndpointTests
     [Test]
     public async Task Https_PicksEachHostsCertificateBySni_SpeaksHttp2_AndRefusesAHostOtherThanTheTlsName()
     {
-        using var folder = new TempFolder();
+        using var folder = new CertificateFolder();
         var acmePfx = folder.Certificate("acme-api.relay.test");
         var globexPfx = folder.Certificate("*.globex.relay.test");
         await using var relay = await TestRelay.StartAsync([], o =>
@@ -347,29 +347,5 @@ public sealed class HttpEndpointTests
             length = size;
             return true;
         }
-    }
-
-    /// <summary>A temporary folder with self-signed server certificates written as .pfx files.</summary>
-    private sealed class TempFolder : IDisposable
-    {
-        private readonly DirectoryInfo _folder = Directory.CreateTempSubdirectory("sitelink-https-");
-
-        public HashSet<string> Thumbprints { get; } = new(StringComparer.OrdinalIgnoreCase);
-
-        public string Certificate(string dnsName)
-        {
-            using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            var request = new CertificateRequest($"CN={dnsName}", key, HashAlgorithmName.SHA256);
-            var names = new SubjectAlternativeNameBuilder();
-            names.AddDnsName(dnsName);
-            request.CertificateExtensions.Add(names.Build());
-            using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
-            Thumbprints.Add(certificate.GetCertHashString(HashAlgorithmName.SHA256));
-            var path = Path.Combine(_folder.FullName, dnsName.Replace('*', '_') + ".pfx");
-            File.WriteAllBytes(path, certificate.Export(X509ContentType.Pkcs12));
-            return path;
-        }
-
-        public void Dispose() => _folder.Delete(recursive: true);
     }
 }

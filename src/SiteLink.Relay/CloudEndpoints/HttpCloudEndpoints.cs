@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http;
+using System.Net.Security;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
@@ -10,6 +11,7 @@ using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
@@ -56,9 +58,24 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
             foreach (var endpoint in group)
             {
                 var certificate = endpoint.IsHttps ? certificates[endpoint.Name] : null;
+                ClientCertificates? clients = null;
+                if (endpoint.ClientCertificateAuthorities is { } authorities && ClientCertificates.TryLoad(authorities, out clients) is { } problem)
+                {
+                    // Checked by the validator; a file changed since is an error at start, not a silent open door.
+                    throw new InvalidOperationException($"Cloud endpoint '{endpoint.Name}': ClientCertificateAuthorities {problem}");
+                }
+
+                var route = new Route(endpoint, certificate, certificate is null ? null : new SslServerAuthenticationOptions
+                {
+                    ServerCertificateContext = SslStreamCertificateContext.Create(certificate, additionalCertificates: null),
+                    EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+                    ApplicationProtocols = [SslApplicationProtocol.Http2, SslApplicationProtocol.Http11],
+                    ClientCertificateRequired = clients is not null,
+                    RemoteCertificateValidationCallback = clients?.Callback,
+                });
                 foreach (var hostname in endpoint.Hostnames)
                 {
-                    listener.Routes.TryAdd(hostname, new Route(endpoint, certificate));
+                    listener.Routes.TryAdd(hostname, route);
                 }
 
                 _clients[endpoint] = CreateClient(endpoint);
@@ -108,10 +125,12 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
                     if (listener.Https)
                     {
                         options.Protocols = HttpProtocols.Http1AndHttp2;
-                        options.UseHttps(https =>
+                        // Per connection, by the TLS server name: that endpoint's certificate, and for an endpoint with
+                        // mutual TLS, its client certificate check (a client without a good one fails the handshake).
+                        options.UseHttps(new TlsHandshakeCallbackOptions
                         {
-                            https.SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13;
-                            https.ServerCertificateSelector = (_, name) => listener.Routes.Match(name)?.Certificate;
+                            OnConnection = context => ValueTask.FromResult(listener.Routes.Match(context.ClientHelloInfo.ServerName)?.Tls
+                                ?? throw new AuthenticationException($"No https endpoint is served for the server name '{Clean(context.ClientHelloInfo.ServerName)}' here.")),
                         });
                     }
                     else
@@ -336,7 +355,7 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
         }
     }
 
-    private sealed record Route(CloudEndpointOptions Endpoint, X509Certificate2? Certificate);
+    private sealed record Route(CloudEndpointOptions Endpoint, X509Certificate2? Certificate, SslServerAuthenticationOptions? Tls);
 
     /// <summary>A client connection's on-connect decisions, one per policy it met (a policy replaced by a reload is a new one).</summary>
     private sealed class ConnectDecisions : System.Collections.Concurrent.ConcurrentDictionary<Policy.TrafficPolicy, Lazy<Policy.PolicyDenial?>>;

@@ -177,6 +177,15 @@ public sealed class CloudEndpointOptions
     public string? CertificatePassword { get; set; }
 
     /// <summary>
+    /// https: mutual TLS — a PEM bundle of the certificate authorities that issue clients' certificates. A client must
+    /// present a certificate that chains to one of them (and only them: <c>X509ChainTrustMode.CustomRootTrust</c>), valid
+    /// now and for client authentication, or its TLS handshake fails before any request. Its subject and SHA-256
+    /// thumbprint are then <c>${client.cert.subject}</c> and <c>${client.cert.sha256}</c> in policy header rules.
+    /// Default: none (no client certificate asked for).
+    /// </summary>
+    public string? ClientCertificateAuthorities { get; set; }
+
+    /// <summary>
     /// http, https: keep the <c>X-Forwarded-For</c>/<c>-Proto</c>/<c>-Host</c> and <c>Forwarded</c> headers a client sends
     /// (appending the relay's view), for a relay behind a proxy you trust. Default: <see langword="false"/>: they are
     /// replaced by what the relay saw, so a client cannot claim another address.

@@ -215,6 +215,18 @@ public static class RelayOptionsValidator
                 errors.Add($"{where}:Protocol '{endpoint.Protocol}' is not supported (tcp, http, https or tls).");
             }
 
+            if (endpoint.ClientCertificateAuthorities is { } authorities)
+            {
+                if (protocol != "https")
+                {
+                    errors.Add($"{where}:ClientCertificateAuthorities applies to https endpoints (TLS ends at the relay).");
+                }
+                else if (CloudEndpoints.ClientCertificates.TryLoad(authorities, out _) is { } problem)
+                {
+                    errors.Add($"{where}:ClientCertificateAuthorities '{authorities}' {problem}");
+                }
+            }
+
             if (!TryParseEndPoint(endpoint.Listen, out var listen))
             {
                 errors.Add($"{where}:Listen '{endpoint.Listen}' is not an ip:port address.");
@@ -269,6 +281,7 @@ public static class RelayOptionsValidator
                 {
                     errors.Add($"{where}:CertificatePath is required for an https endpoint (a .pfx, or a PEM certificate with KeyPath, for its host names).");
                 }
+
             }
 
             if (protocol == "tcp" && endpoint.Hostnames.Count > 0)

@@ -89,7 +89,8 @@ public sealed class PolicyRuleOptions
 
     /// <summary>
     /// add-headers: header names and values to set (replacing any the message has). <c>${client.ip}</c> in a value is
-    /// the client's address, <c>${auth.user}</c> the user basic-auth or jwt (its <c>sub</c>) let through (empty when none did).
+    /// the client's address, <c>${auth.user}</c> the user basic-auth or jwt (its <c>sub</c>) let through (empty when none did),
+    /// <c>${client.cert.subject}</c> and <c>${client.cert.sha256}</c> the client certificate mutual TLS verified (empty without one).
     /// </summary>
     public Dictionary<string, string> Headers { get; } = new(StringComparer.OrdinalIgnoreCase);
 

@@ -490,11 +490,21 @@ internal sealed class TrafficPolicy : IDisposable
         public override PolicyDenial? Apply(PolicyContext context)
         {
             var target = context.Response ? context.Http!.Response.Headers : context.Http!.Request.Headers;
+            var certificate = context.Http.Connection.ClientCertificate;
             foreach (var (header, value) in headers)
             {
-                target[header] = value
+                var text = value
                     .Replace("${client.ip}", context.Client.ToString(), StringComparison.Ordinal)
                     .Replace("${auth.user}", context.User ?? "", StringComparison.Ordinal);
+                if (text.Contains("${client.cert.", StringComparison.Ordinal))
+                {
+                    // From a certificate the handshake verified against the endpoint's authorities (mutual TLS); empty without one.
+                    text = text
+                        .Replace("${client.cert.subject}", certificate is null ? "" : Visible(certificate.Subject), StringComparison.Ordinal)
+                        .Replace("${client.cert.sha256}", certificate?.GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256) ?? "", StringComparison.Ordinal);
+                }
+
+                target[header] = text;
             }
 
             return null;
@@ -548,6 +558,9 @@ internal sealed class TrafficPolicy : IDisposable
         public override PolicyDenial? Apply(PolicyContext context) =>
             new(Name, "denied", "denied by rule", status, Body: body);
     }
+
+    /// <summary>Only visible ASCII and spaces survive into a header (a subject may hold anything).</summary>
+    private static string Visible(string text) => string.Concat(text.Select(c => c is >= ' ' and <= '~' ? c : '?'));
 
     private static bool IsToken(string name) =>
         name.Length is > 0 and <= 128 && name.All(c => c is > ' ' and < '\u007f' && "()<>@,;:\\\"/[]?={}".IndexOf(c, StringComparison.Ordinal) < 0);
