@@ -96,7 +96,7 @@ public sealed class JwtPolicyTests
         }
     }
 
-    private static async Task<Setup> StartAsync()
+    private static async Task<Setup> StartAsync(Action<TrafficPolicyOptions>? afterJwt = null)
     {
         var jwks = await JwksServer.StartAsync();
         var relay = await TestRelay.StartAsync([], o =>
@@ -107,6 +107,7 @@ public sealed class JwtPolicyTests
             jwt.Audiences.Add(Audience);
             jwt.RequiredClaims["scope"] = "read";
             endpoint.Policy.OnHttpRequest.Add(jwt);
+            afterJwt?.Invoke(endpoint.Policy);
             var add = new PolicyRuleOptions { Type = "add-headers" };
             add.Headers["X-Subject"] = "${auth.user}";
             endpoint.Policy.OnHttpRequest.Add(add);
@@ -208,5 +209,31 @@ public sealed class JwtPolicyTests
 
         Assert.That(Volatile.Read(ref jwks.Fetches), Is.GreaterThan(fetchesBefore), "the key set was fetched again");
         Assert.That(Volatile.Read(ref jwks.Fetches), Is.LessThan(fetchesBefore + 20), "at most one fetch per JwksRefreshInterval, not one per request");
+    }
+
+    [Test]
+    public async Task RequestRateLimit_PerTokenSubject_EachSubjectHasItsOwnBudget()
+    {
+        await using var setup = await StartAsync(policy => policy.OnHttpRequest.Add(new PolicyRuleOptions { Type = "rate-limit", Key = "subject", Capacity = 2, PerSecond = 0.01 }));
+        var (relay, _, jwks, client, url) = setup;
+        var key = NewKey("k1");
+        jwks.Publish(key);
+        var alice = Token(key, subject: "alice");
+        var bob = Token(key, subject: "bob");
+
+        var aliceAnswers = new List<HttpStatusCode>();
+        for (var i = 0; i < 3; i++)
+        {
+            aliceAnswers.Add((await GetAsync(client, url, alice)).Status);
+        }
+
+        var bobAnswer = (await GetAsync(client, url, bob)).Status;
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(aliceAnswers, Is.EqualTo(new[] { HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.TooManyRequests }), "alice's budget of two, from one client address");
+            Assert.That(bobAnswer, Is.EqualTo(HttpStatusCode.OK), "bob, from the same address, has his own");
+            Assert.That(relay.Logs.Entries.Select(e => e.Message), Has.Some.Contain("user 'alice' is past the rate limit"));
+        });
     }
 }

@@ -47,7 +47,11 @@ public sealed class PolicyRuleOptions
     /// <summary>rate-limit: how many more it may start per second once the burst is spent.</summary>
     public double PerSecond { get; set; }
 
-    /// <summary>rate-limit: <c>client-ip</c> (a bucket per client address; IPv6 per /64), or <c>endpoint</c> (one bucket for all). Default: <c>client-ip</c>.</summary>
+    /// <summary>
+    /// rate-limit: <c>client-ip</c> (a bucket per client address; IPv6 per /64), <c>endpoint</c> (one bucket for all), or
+    /// <c>subject</c> (OnHttpRequest: a bucket per user or token subject an earlier basic-auth or jwt rule found; per
+    /// address without one). Default: <c>client-ip</c>.
+    /// </summary>
     public string Key { get; set; } = "client-ip";
 
     /// <summary>basic-auth: the realm named in the challenge. Default: the cloud endpoint's name.</summary>

@@ -91,7 +91,7 @@ internal sealed class TrafficPolicy : IDisposable
             Rule? rule = type switch
             {
                 "restrict-ips" => RestrictIps.Create(name, options, at, errors),
-                "rate-limit" => RateLimit.Create(name, options, at, errors),
+                "rate-limit" => RateLimit.Create(name, options, phase, at, errors),
                 "basic-auth" => BasicAuth.Create(name, options, endpoint.Name, at, errors),
                 "jwt" => JwtRule.Create(name, options, endpoint.Name, at, errors),
                 "add-headers" => AddHeaders.Create(name, options, at, errors),
@@ -251,9 +251,9 @@ internal sealed class TrafficPolicy : IDisposable
         }
     }
 
-    private sealed class RateLimit(string name, PartitionedRateLimiter<IPAddress> limiter, double perSecond) : Rule(name), IDisposable
+    private sealed class RateLimit(string name, PartitionedRateLimiter<PolicyContext> limiter, double perSecond) : Rule(name), IDisposable
     {
-        public static RateLimit? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
+        public static RateLimit? Create(string name, PolicyRuleOptions options, string phase, string at, List<string> errors)
         {
             var ok = true;
             if (options.Capacity is < 1 or > 1_000_000)
@@ -269,9 +269,14 @@ internal sealed class TrafficPolicy : IDisposable
             }
 
             var key = options.Key.Trim().ToLowerInvariant();
-            if (key is not ("client-ip" or "endpoint"))
+            if (key is not ("client-ip" or "endpoint" or "subject"))
             {
-                errors.Add($"{at}:Key '{Clean(options.Key)}' is not client-ip or endpoint.");
+                errors.Add($"{at}:Key '{Clean(options.Key)}' is not client-ip, endpoint or subject.");
+                ok = false;
+            }
+            else if (key == "subject" && phase != "on_http_request")
+            {
+                errors.Add($"{at}:Key subject applies to OnHttpRequest (after a basic-auth or jwt rule has found who it is).");
                 ok = false;
             }
 
@@ -292,10 +297,15 @@ internal sealed class TrafficPolicy : IDisposable
                 QueueLimit = 0,
                 AutoReplenishment = true,
             };
-            var limiter = key == "endpoint"
-                ? PartitionedRateLimiter.Create<IPAddress, int>(_ => RateLimitPartition.GetTokenBucketLimiter(0, _ => bucket))
+            var limiter = key switch
+            {
+                "endpoint" => PartitionedRateLimiter.Create<PolicyContext, string>(_ => RateLimitPartition.GetTokenBucketLimiter("", _ => bucket)),
+                // The user or token subject an earlier rule established; a request without one counts under its address.
+                "subject" => PartitionedRateLimiter.Create<PolicyContext, string>(c => RateLimitPartition.GetTokenBucketLimiter(
+                    c.User is { } user ? "user:" + user : "ip:" + ClientAddress.KeyOf(c.Client), _ => bucket)),
                 // IPv6 clients share a bucket per /64, the block one host usually holds.
-                : PartitionedRateLimiter.Create<IPAddress, IPAddress>(ip => RateLimitPartition.GetTokenBucketLimiter(ClientAddress.KeyOf(ip), _ => bucket));
+                _ => PartitionedRateLimiter.Create<PolicyContext, string>(c => RateLimitPartition.GetTokenBucketLimiter("ip:" + ClientAddress.KeyOf(c.Client), _ => bucket)),
+            };
             return new RateLimit(name, limiter, options.PerSecond);
         }
 
@@ -304,7 +314,7 @@ internal sealed class TrafficPolicy : IDisposable
             RateLimitLease lease;
             try
             {
-                lease = limiter.AttemptAcquire(context.Client);
+                lease = limiter.AttemptAcquire(context);
             }
             catch (ObjectDisposedException)
             {
@@ -315,7 +325,7 @@ internal sealed class TrafficPolicy : IDisposable
             using var _ = lease;
             return lease.IsAcquired
                 ? null
-                : new PolicyDenial(Name, "rate_limited", string.Create(CultureInfo.InvariantCulture, $"{context.Client} is past the rate limit ({perSecond:0.###}/s)"), StatusCodes.Status429TooManyRequests);
+                : new PolicyDenial(Name, "rate_limited", string.Create(CultureInfo.InvariantCulture, $"{(context.User is { } user ? $"user '{user}'" : context.Client.ToString())} is past the rate limit ({perSecond:0.###}/s)"), StatusCodes.Status429TooManyRequests);
         }
 
         public void Dispose() => limiter.Dispose();
