@@ -156,6 +156,21 @@ public sealed class JwtPolicyTests
         var tampered = $"{parts[0]}.{Base64Url("""{"sub":"mallory","scope":"read","iss":"https://idp.test","aud":"relay-api","exp":4102444800}""")}.{parts[2]}";
         var unsigned = $"{Base64Url("""{"alg":"none","typ":"JWT"}""")}.{parts[1]}.";
 
+        // The request's activity (ASP.NET Core's, in the relay) carries who it was.
+        var subjects = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == "Microsoft.AspNetCore",
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.GetTagItem("enduser.id") is string subject)
+                {
+                    subjects.Enqueue(subject);
+                }
+            },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
         var ok = await GetAsync(client, url, good);
         var cases = new Dictionary<string, (HttpStatusCode Status, string Body, string Challenge)>
         {
@@ -174,6 +189,7 @@ public sealed class JwtPolicyTests
             Assert.That(ok.Status, Is.EqualTo(HttpStatusCode.OK));
             Assert.That(ok.Body, Does.Contain("X-Subject: alice\n"), "the token's subject passed on");
             Assert.That(ok.Body, Does.Not.Contain("Authorization"), "the token never leaves the relay");
+            Assert.That(subjects, Does.Contain("alice"), "the subject on the request's activity (enduser.id)");
             foreach (var (name, answer) in cases)
             {
                 Assert.That(answer.Status, Is.EqualTo(name == "missing scope" ? HttpStatusCode.Forbidden : HttpStatusCode.Unauthorized), name);

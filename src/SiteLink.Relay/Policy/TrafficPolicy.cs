@@ -134,6 +134,13 @@ internal sealed class TrafficPolicy : IDisposable
             }
         }
 
+        if (context.User is { } subject)
+        {
+            // Who it was, for traces (OpenTelemetry's enduser.id on the request's activity) and for the rest of the request.
+            http.Items[SubjectKey] = subject;
+            System.Diagnostics.Activity.Current?.SetTag("enduser.id", subject);
+        }
+
         if (_onResponse.Length > 0)
         {
             // Applied last, over whatever the upstream sent.
@@ -151,6 +158,9 @@ internal sealed class TrafficPolicy : IDisposable
 
         return null;
     }
+
+    /// <summary>The <c>HttpContext.Items</c> key of the user or token subject the policy let through.</summary>
+    public const string SubjectKey = "sitelink.subject";
 
     private static IPAddress Normalize(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
 
