@@ -141,7 +141,14 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
             }
         });
 
+        var logins = AddLogins(builder);
         var app = builder.Build();
+        if (logins)
+        {
+            // Runs the OpenID Connect handlers on their callback paths (before any request is routed).
+            app.UseAuthentication();
+        }
+
         var forwarder = app.Services.GetRequiredService<IHttpForwarder>();
         var transforms = app.Services.GetRequiredService<ITransformBuilder>();
         var untrusted = CreateTransformer(transforms, trusted: false);
@@ -157,6 +164,63 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
                 RelayLog.CloudEndpointListening(_logger, endpoint.Name, $"{(listener.Https ? "https" : "http")}://{listener.Bound} ({string.Join(", ", endpoint.Hostnames)})", endpoint.Tenant, endpoint.Endpoint);
             }
         }
+    }
+
+    /// <summary>Registers a cookie and an OpenID Connect scheme for every oidc rule of the endpoints; false when there is none.</summary>
+    private bool AddLogins(WebApplicationBuilder builder)
+    {
+        var rules = _listeners.SelectMany(l => l.Endpoints)
+            .SelectMany(e => e.Policy.OnHttpRequest.Select((rule, index) => (Endpoint: e, Rule: rule, Index: index)))
+            .Where(x => string.Equals(x.Rule.Type.Trim(), "oidc", StringComparison.OrdinalIgnoreCase))
+            .ToArray();
+        if (rules.Length == 0)
+        {
+            return false;
+        }
+
+        var authentication = builder.Services.AddAuthentication();
+        foreach (var (endpoint, rule, index) in rules)
+        {
+            var (cookie, oidc, callback) = Policy.TrafficPolicy.OidcSchemes(endpoint.Name, index);
+            authentication.AddCookie(cookie, options =>
+            {
+                options.Cookie.Name = ".sitelink." + cookie;
+                options.Cookie.HttpOnly = true;
+                options.Cookie.SameSite = SameSiteMode.Lax;
+                options.Cookie.SecurePolicy = Microsoft.AspNetCore.Http.CookieSecurePolicy.SameAsRequest;
+                options.ExpireTimeSpan = rule.SessionLifetime;
+                options.SlidingExpiration = false;
+            });
+            authentication.AddOpenIdConnect(oidc, options =>
+            {
+                options.Authority = rule.Authority;
+                options.RequireHttpsMetadata = rule.Authority!.StartsWith("https:", StringComparison.OrdinalIgnoreCase);
+                options.ClientId = rule.ClientId;
+                options.ClientSecret = rule.ClientSecret;
+                options.ResponseType = "code";
+                // The code comes back in the redirect's query (no page with a self-submitting form to run).
+                options.ResponseMode = "query";
+                options.UsePkce = true;
+                options.CallbackPath = callback;
+                options.SignInScheme = cookie;
+                options.MapInboundClaims = false;
+                options.SaveTokens = false;
+                options.GetClaimsFromUserInfoEndpoint = false;
+                options.Scope.Clear();
+                foreach (var scope in rule.Scopes.Count == 0 ? ["openid", "email"] : rule.Scopes)
+                {
+                    options.Scope.Add(scope);
+                }
+
+                // The endpoint may be plain http (behind TLS elsewhere, or a test): the login's own cookies follow the request.
+                options.CorrelationCookie.SecurePolicy = Microsoft.AspNetCore.Http.CookieSecurePolicy.SameAsRequest;
+                options.CorrelationCookie.SameSite = SameSiteMode.Lax;
+                options.NonceCookie.SecurePolicy = Microsoft.AspNetCore.Http.CookieSecurePolicy.SameAsRequest;
+                options.NonceCookie.SameSite = SameSiteMode.Lax;
+            });
+        }
+
+        return true;
     }
 
     private static HttpTransformer CreateTransformer(ITransformBuilder transforms, bool trusted) => transforms.Create(context =>
@@ -252,6 +316,12 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
 
     private async Task DenyAsync(HttpContext context, CloudEndpointOptions endpoint, Policy.PolicyDenial denial)
     {
+        if (denial.Handled)
+        {
+            // Answered by the rule (sent to log in).
+            return;
+        }
+
         var remote = context.Connection;
         _router.OnPolicyDenied(endpoint, remote.RemoteIpAddress is null ? "unknown" : new IPEndPoint(remote.RemoteIpAddress, remote.RemotePort).ToString(), denial);
         if (context.Response.HasStarted)

@@ -12,7 +12,7 @@ public sealed class TrafficPolicyOptions
     /// <summary>Rules for each new connection: <c>restrict-ips</c>, <c>rate-limit</c>.</summary>
     public List<PolicyRuleOptions> OnConnect { get; } = [];
 
-    /// <summary>Rules for each request: <c>restrict-ips</c>, <c>rate-limit</c>, <c>basic-auth</c>, <c>jwt</c>, <c>add-headers</c>, <c>remove-headers</c>, <c>deny</c>.</summary>
+    /// <summary>Rules for each request: <c>restrict-ips</c>, <c>rate-limit</c>, <c>basic-auth</c>, <c>jwt</c>, <c>oidc</c>, <c>add-headers</c>, <c>remove-headers</c>, <c>deny</c>.</summary>
     public List<PolicyRuleOptions> OnHttpRequest { get; } = [];
 
     /// <summary>Rules for each response: <c>add-headers</c>, <c>remove-headers</c>.</summary>
@@ -90,6 +90,27 @@ public sealed class PolicyRuleOptions
     /// of its words). A token without them is refused with 403.
     /// </summary>
     public Dictionary<string, string> RequiredClaims { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>oidc: the OpenID Connect provider's issuer URL (its discovery document is under it); https, or http to loopback.</summary>
+    public string? Authority { get; set; }
+
+    /// <summary>oidc: the client id the provider knows the relay by.</summary>
+    public string? ClientId { get; set; }
+
+    /// <summary>oidc: the client's secret at the provider. Never logged.</summary>
+    public string? ClientSecret { get; set; }
+
+    /// <summary>oidc: scopes asked for. Default: <c>openid</c>, <c>email</c>.</summary>
+    public List<string> Scopes { get; } = [];
+
+    /// <summary>oidc: email addresses let through (compared without case). With <see cref="AllowedDomains"/> empty too: anyone the provider signs in.</summary>
+    public List<string> AllowedEmails { get; } = [];
+
+    /// <summary>oidc: email domains let through, e.g. <c>acme.example</c>.</summary>
+    public List<string> AllowedDomains { get; } = [];
+
+    /// <summary>oidc: how long a login lasts (the relay's cookie) before the provider is asked again. Default: 8 hours.</summary>
+    public TimeSpan SessionLifetime { get; set; } = TimeSpan.FromHours(8);
 
     /// <summary>
     /// add-headers: header names and values to set (replacing any the message has). <c>${client.ip}</c> in a value is

@@ -140,6 +140,13 @@ internal sealed class TokenReloader : IHostedService, IDisposable
                 continue;
             }
 
+            // An oidc rule is a pair of authentication schemes the http endpoints registered at start.
+            if (OidcRules(fresh.Policy) != OidcRules(running.Policy))
+            {
+                errors.Add($"Relay:CloudEndpoints:{i.ToString(System.Globalization.CultureInfo.InvariantCulture)}:Policy: oidc rules (and their places in OnHttpRequest) change with a restart.");
+                continue;
+            }
+
             changes.Add((running, Policy.TrafficPolicy.Compile(fresh.Policy, running, $"Relay:CloudEndpoints:{i.ToString(System.Globalization.CultureInfo.InvariantCulture)}", errors), fingerprint));
         }
 
@@ -175,6 +182,10 @@ internal sealed class TokenReloader : IHostedService, IDisposable
     }
 
     private string? _lastPoliciesRejected;
+
+    private static string OidcRules(TrafficPolicyOptions policy) => System.Text.Json.JsonSerializer.Serialize(
+        policy.OnHttpRequest.Select((rule, index) => (rule, index)).Where(x => string.Equals(x.rule.Type.Trim(), "oidc", StringComparison.OrdinalIgnoreCase))
+            .Select(x => new { x.index, x.rule.Authority, x.rule.ClientId, x.rule.ClientSecret, x.rule.Scopes, x.rule.SessionLifetime }));
 
     /// <summary>Reports a rejected edit, once per distinct problem (a saved file often raises several change events).</summary>
     private void Reject(string problems)

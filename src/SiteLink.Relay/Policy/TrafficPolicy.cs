@@ -13,6 +13,9 @@ namespace SiteLink.Relay.Policy;
 /// <summary>Why a policy rule stopped a connection or request, and what an HTTP client is answered.</summary>
 internal sealed record PolicyDenial(string Rule, string Reason, string Message, int Status, string? Challenge = null, string? Body = null)
 {
+    /// <summary>The rule answered the client itself (an OpenID Connect login redirect): nothing more to write or count.</summary>
+    public bool Handled { get; init; }
+
     /// <summary>What kind of denial this is, for sampling the log: from a fixed set (never a client's own text).</summary>
     public string Kind { get; init; } = Reason;
 }
@@ -64,7 +67,12 @@ internal sealed class TrafficPolicy : IDisposable
     public static string Fingerprint(TrafficPolicyOptions policy) => System.Text.Json.JsonSerializer.Serialize(policy);
 
     private static readonly string[] ConnectTypes = ["restrict-ips", "rate-limit"];
-    private static readonly string[] RequestTypes = ["restrict-ips", "rate-limit", "basic-auth", "jwt", "add-headers", "remove-headers", "deny"];
+    private static readonly string[] RequestTypes = ["restrict-ips", "rate-limit", "basic-auth", "jwt", "oidc", "add-headers", "remove-headers", "deny"];
+
+    /// <summary>The authentication schemes (and the callback path) of an endpoint's oidc rule at <paramref name="index"/> of OnHttpRequest.</summary>
+    public static (string Cookie, string Oidc, string CallbackPath) OidcSchemes(string endpoint, int index) =>
+        ($"sitelink-cookie.{endpoint}.{index.ToString(CultureInfo.InvariantCulture)}", $"sitelink-oidc.{endpoint}.{index.ToString(CultureInfo.InvariantCulture)}",
+         $"/.sitelink/oidc/{endpoint}.{index.ToString(CultureInfo.InvariantCulture)}/callback");
     private static readonly string[] ResponseTypes = ["add-headers", "remove-headers"];
 
     private static Rule[] CompilePhase(CloudEndpointOptions endpoint, List<PolicyRuleOptions> rules, string phase, string where, string[] types, List<string> errors)
@@ -94,6 +102,7 @@ internal sealed class TrafficPolicy : IDisposable
                 "rate-limit" => RateLimit.Create(name, options, phase, at, errors),
                 "basic-auth" => BasicAuth.Create(name, options, endpoint.Name, at, errors),
                 "jwt" => JwtRule.Create(name, options, endpoint.Name, at, errors),
+                "oidc" => OidcLogin.Create(name, options, OidcSchemes(endpoint.Name, i), at, errors),
                 "add-headers" => AddHeaders.Create(name, options, at, errors),
                 "remove-headers" => RemoveHeaders.Create(name, options, at, errors),
                 _ => Deny.Create(name, options, at, errors),
@@ -482,6 +491,64 @@ internal sealed class TrafficPolicy : IDisposable
         }
 
         public void Dispose() => validator.Dispose();
+    }
+
+    /// <summary>
+    /// OpenID Connect login for browsers: ASP.NET Core's OpenID Connect handler (authorization code with PKCE) and a
+    /// cookie per endpoint and rule, registered when the http endpoints start; a request without the cookie is sent to
+    /// the provider, one with it is let through when its email is allowed.
+    /// </summary>
+    private sealed class OidcLogin(string name, string cookie, string oidc, string[] emails, string[] domains) : Rule(name)
+    {
+        public static OidcLogin? Create(string name, PolicyRuleOptions options, (string Cookie, string Oidc, string CallbackPath) schemes, string at, List<string> errors)
+        {
+            var before = errors.Count;
+            if (!Uri.TryCreate(options.Authority, UriKind.Absolute, out var authority)
+                || !(authority.Scheme == Uri.UriSchemeHttps || (authority.Scheme == Uri.UriSchemeHttp && authority.IsLoopback)))
+            {
+                errors.Add($"{at}:Authority must be the provider's absolute https URL (http only to loopback).");
+            }
+
+            if (string.IsNullOrWhiteSpace(options.ClientId) || string.IsNullOrEmpty(options.ClientSecret))
+            {
+                errors.Add($"{at}: oidc needs ClientId and ClientSecret.");
+            }
+
+            if (options.SessionLifetime < TimeSpan.FromMinutes(1) || options.SessionLifetime > TimeSpan.FromDays(30))
+            {
+                errors.Add($"{at}:SessionLifetime must be from 1 minute to 30 days.");
+            }
+
+            return errors.Count == before
+                ? new OidcLogin(name, schemes.Cookie, schemes.Oidc, [.. options.AllowedEmails.Select(e => e.Trim())], [.. options.AllowedDomains.Select(d => d.Trim().TrimStart('@'))])
+                : null;
+        }
+
+        public override PolicyDenial? Apply(PolicyContext context) => throw new NotSupportedException("asynchronous only");
+
+        public override async ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context)
+        {
+            var http = context.Http!;
+            var session = await Microsoft.AspNetCore.Authentication.AuthenticationHttpContextExtensions.AuthenticateAsync(http, cookie).ConfigureAwait(false);
+            if (!session.Succeeded)
+            {
+                await Microsoft.AspNetCore.Authentication.AuthenticationHttpContextExtensions.ChallengeAsync(http, oidc,
+                    new Microsoft.AspNetCore.Authentication.AuthenticationProperties { RedirectUri = http.Request.PathBase + http.Request.Path + http.Request.QueryString }).ConfigureAwait(false);
+                return new PolicyDenial(Name, "login", "sent to log in", StatusCodes.Status302Found) { Handled = true, Kind = "login" };
+            }
+
+            var email = session.Principal.FindFirst("email")?.Value;
+            var allowed = (emails.Length == 0 && domains.Length == 0)
+                || (email is not null && (emails.Contains(email, StringComparer.OrdinalIgnoreCase)
+                    || domains.Any(d => email.EndsWith("@" + d, StringComparison.OrdinalIgnoreCase))));
+            if (!allowed)
+            {
+                return new PolicyDenial(Name, "forbidden", $"'{Clean(email)}' is not allowed here", StatusCodes.Status403Forbidden) { Kind = "not allowed" };
+            }
+
+            context.User = Visible(email ?? session.Principal.FindFirst("sub")?.Value ?? "");
+            return null;
+        }
     }
 
     private sealed class AddHeaders(string name, KeyValuePair<string, string>[] headers) : Rule(name)
