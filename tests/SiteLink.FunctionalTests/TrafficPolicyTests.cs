@@ -31,23 +31,6 @@ public sealed class TrafficPolicyTests
         return socket;
     }
 
-    /// <summary>Connects from <paramref name="from"/> and waits for the relay to close the connection: true when it did (even so quickly that the connect itself saw the reset).</summary>
-    private static async Task<bool> ClosedWhenConnectingFromAsync(IPAddress from, IPEndPoint to)
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(from, 0));
-        try
-        {
-            await socket.ConnectAsync(to).DefaultTimeout();
-        }
-        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionRefused)
-        {
-            return true;
-        }
-
-        return await socket.WaitForCloseAsync().DefaultTimeout();
-    }
-
     /// <summary>
     /// Whether a connection from <paramref name="from"/> to an echo endpoint is denied now: reset or closed (true), or
     /// its byte echoed back (false). Unlike waiting for a close, it answers either way.
@@ -112,7 +95,7 @@ public sealed class TrafficPolicyTests
             await AssertEchoesAsync(allowed);
         }
 
-        var closed = await ClosedWhenConnectingFromAsync(Denied, relay.CloudEndpoint("echo"));
+        var closed = await SocketTestExtensions.ConnectAndWaitForCloseAsync(from: Denied, to: relay.CloudEndpoint("echo"));
 
         Assert.Multiple(() =>
         {
@@ -141,7 +124,7 @@ public sealed class TrafficPolicyTests
             await AssertEchoesAsync(socket, 64 * 1024);
         }
 
-        var refused = await ClosedWhenConnectingFromAsync(Allowed, relay.CloudEndpoint("echo"));
+        var refused = await SocketTestExtensions.ConnectAndWaitForCloseAsync(from: Allowed, to: relay.CloudEndpoint("echo"));
         using var other = await ConnectFromAsync(Denied, relay.CloudEndpoint("echo"));
         await AssertEchoesAsync(other, 64 * 1024);
 

@@ -170,8 +170,7 @@ internal sealed class HttpCloudEndpoints : IAsyncDisposable
     private bool AddLogins(WebApplicationBuilder builder)
     {
         var rules = _listeners.SelectMany(l => l.Endpoints)
-            .SelectMany(e => e.Policy.OnHttpRequest.Select((rule, index) => (Endpoint: e, Rule: rule, Index: index)))
-            .Where(x => string.Equals(x.Rule.Type.Trim(), "oidc", StringComparison.OrdinalIgnoreCase))
+            .SelectMany(e => Policy.TrafficPolicy.OidcRules(e.Policy).Select(x => (Endpoint: e, x.Rule, x.Index)))
             .ToArray();
         if (rules.Length == 0)
         {

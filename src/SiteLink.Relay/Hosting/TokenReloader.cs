@@ -184,8 +184,7 @@ internal sealed class TokenReloader : IHostedService, IDisposable
     private string? _lastPoliciesRejected;
 
     private static string OidcRules(TrafficPolicyOptions policy) => System.Text.Json.JsonSerializer.Serialize(
-        policy.OnHttpRequest.Select((rule, index) => (rule, index)).Where(x => string.Equals(x.rule.Type.Trim(), "oidc", StringComparison.OrdinalIgnoreCase))
-            .Select(x => new { x.index, x.rule.Authority, x.rule.ClientId, x.rule.ClientSecret, x.rule.Scopes, x.rule.SessionLifetime }));
+        Policy.TrafficPolicy.OidcRules(policy).Select(x => new { x.Index, x.Rule.Authority, x.Rule.ClientId, x.Rule.ClientSecret, x.Rule.Scopes, x.Rule.SessionLifetime }));
 
     /// <summary>Reports a rejected edit, once per distinct problem (a saved file often raises several change events).</summary>
     private void Reject(string problems)

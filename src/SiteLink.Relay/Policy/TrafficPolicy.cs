@@ -27,11 +27,11 @@ internal sealed record PolicyDenial(string Rule, string Reason, string Message, 
 /// </summary>
 internal sealed class TrafficPolicy : IDisposable
 {
-    private readonly Rule[] _onConnect;
+    private readonly SyncRule[] _onConnect;
     private readonly Rule[] _onRequest;
-    private readonly Rule[] _onResponse;
+    private readonly SyncRule[] _onResponse;
 
-    private TrafficPolicy(Rule[] onConnect, Rule[] onRequest, Rule[] onResponse)
+    private TrafficPolicy(SyncRule[] onConnect, Rule[] onRequest, SyncRule[] onResponse)
     {
         _onConnect = onConnect;
         _onRequest = onRequest;
@@ -60,7 +60,8 @@ internal sealed class TrafficPolicy : IDisposable
             errors.Add($"{where}:Policy: OnHttpRequest and OnHttpResponse apply to http and https endpoints; '{endpoint.Name}' is {endpoint.Protocol} (use OnConnect).");
         }
 
-        return errors.Count == before ? new TrafficPolicy(onConnect, onRequest, onResponse) : null;
+        // The connect and response phases take only rules that answer at once (their type lists say which).
+        return errors.Count == before ? new TrafficPolicy([.. onConnect.Cast<SyncRule>()], onRequest, [.. onResponse.Cast<SyncRule>()]) : null;
     }
 
     /// <summary>What a policy says, as text: equal for equal policies, so a reload applies only what changed.</summary>
@@ -68,6 +69,10 @@ internal sealed class TrafficPolicy : IDisposable
 
     private static readonly string[] ConnectTypes = ["restrict-ips", "rate-limit"];
     private static readonly string[] RequestTypes = ["restrict-ips", "rate-limit", "basic-auth", "jwt", "oidc", "add-headers", "remove-headers", "deny"];
+
+    /// <summary>A policy's oidc rules with their places in OnHttpRequest (which name their authentication schemes).</summary>
+    public static IEnumerable<(PolicyRuleOptions Rule, int Index)> OidcRules(TrafficPolicyOptions policy) =>
+        policy.OnHttpRequest.Select((rule, index) => (rule, index)).Where(x => string.Equals(x.rule.Type.Trim(), "oidc", StringComparison.OrdinalIgnoreCase));
 
     /// <summary>The authentication schemes (and the callback path) of an endpoint's oidc rule at <paramref name="index"/> of OnHttpRequest.</summary>
     public static (string Cookie, string Oidc, string CallbackPath) OidcSchemes(string endpoint, int index) =>
@@ -193,13 +198,18 @@ internal sealed class TrafficPolicy : IDisposable
     {
         public string Name { get; } = name;
 
-        public abstract PolicyDenial? Apply(PolicyContext context);
-
-        /// <summary>For rules that wait on something (a key set to fetch); the others answer at once.</summary>
-        public virtual ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context) => ValueTask.FromResult(Apply(context));
+        public abstract ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context);
     }
 
-    private sealed class RestrictIps(string name, IPNetwork[] allow, IPNetwork[] deny) : Rule(name)
+    /// <summary>A rule that answers at once (the only kind the connect and response phases take).</summary>
+    private abstract class SyncRule(string name) : Rule(name)
+    {
+        public abstract PolicyDenial? Apply(PolicyContext context);
+
+        public sealed override ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context) => ValueTask.FromResult(Apply(context));
+    }
+
+    private sealed class RestrictIps(string name, IPNetwork[] allow, IPNetwork[] deny) : SyncRule(name)
     {
         public static RestrictIps? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
         {
@@ -270,7 +280,7 @@ internal sealed class TrafficPolicy : IDisposable
         }
     }
 
-    private sealed class RateLimit(string name, PartitionedRateLimiter<PolicyContext> limiter, double perSecond) : Rule(name), IDisposable
+    private sealed class RateLimit(string name, PartitionedRateLimiter<PolicyContext> limiter, double perSecond) : SyncRule(name), IDisposable
     {
         public static RateLimit? Create(string name, PolicyRuleOptions options, string phase, string at, List<string> errors)
         {
@@ -402,8 +412,6 @@ internal sealed class TrafficPolicy : IDisposable
                 : null;
         }
 
-        public override PolicyDenial? Apply(PolicyContext context) => throw new NotSupportedException("asynchronous only");
-
         public override async ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context)
         {
             var header = context.Http!.Request.Headers.Authorization.ToString();
@@ -476,8 +484,6 @@ internal sealed class TrafficPolicy : IDisposable
         public static JwtRule? Create(string name, PolicyRuleOptions options, string endpoint, string at, List<string> errors) =>
             JwtValidator.Create(options, endpoint, at, errors) is { } validator ? new JwtRule(name, validator) : null;
 
-        public override PolicyDenial? Apply(PolicyContext context) => throw new NotSupportedException("asynchronous only");
-
         public override async ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context)
         {
             var (user, problem, status, challenge) = await validator.ValidateAsync(context.Http!.Request.Headers.Authorization.ToString()).ConfigureAwait(false);
@@ -524,8 +530,6 @@ internal sealed class TrafficPolicy : IDisposable
                 : null;
         }
 
-        public override PolicyDenial? Apply(PolicyContext context) => throw new NotSupportedException("asynchronous only");
-
         public override async ValueTask<PolicyDenial?> ApplyAsync(PolicyContext context)
         {
             var http = context.Http!;
@@ -551,7 +555,7 @@ internal sealed class TrafficPolicy : IDisposable
         }
     }
 
-    private sealed class AddHeaders(string name, KeyValuePair<string, string>[] headers) : Rule(name)
+    private sealed class AddHeaders(string name, KeyValuePair<string, string>[] headers) : SyncRule(name)
     {
         public static AddHeaders? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
         {
@@ -598,7 +602,7 @@ internal sealed class TrafficPolicy : IDisposable
         }
     }
 
-    private sealed class RemoveHeaders(string name, string[] names) : Rule(name)
+    private sealed class RemoveHeaders(string name, string[] names) : SyncRule(name)
     {
         public static RemoveHeaders? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
         {
@@ -623,7 +627,7 @@ internal sealed class TrafficPolicy : IDisposable
         }
     }
 
-    private sealed class Deny(string name, int status, string? body) : Rule(name)
+    private sealed class Deny(string name, int status, string? body) : SyncRule(name)
     {
         public static Deny? Create(string name, PolicyRuleOptions options, string at, List<string> errors)
         {

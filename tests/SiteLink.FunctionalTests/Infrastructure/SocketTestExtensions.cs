@@ -68,6 +68,31 @@ internal static class SocketTestExtensions
         return (SHA256.HashData(payload), received, length);
     }
 
+    /// <summary>
+    /// Connects to <paramref name="to"/> (from <paramref name="from"/> when given, any of 127.0.0.0/8 on loopback) and
+    /// waits for the server to close the connection: true when it was closed (FIN or reset, even one so quick that the
+    /// connect itself reports it), false when data arrived instead.
+    /// </summary>
+    public static async Task<bool> ConnectAndWaitForCloseAsync(System.Net.IPEndPoint to, System.Net.IPAddress? from = null)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        if (from is not null)
+        {
+            socket.Bind(new System.Net.IPEndPoint(from, 0));
+        }
+
+        try
+        {
+            await socket.ConnectAsync(to).DefaultTimeout();
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionRefused)
+        {
+            return true;
+        }
+
+        return await socket.WaitForCloseAsync().DefaultTimeout();
+    }
+
     /// <summary>Waits until the peer closes: returns true on FIN or reset, false if data arrived instead.</summary>
     public static async Task<bool> WaitForCloseAsync(this Socket socket)
     {

@@ -86,20 +86,7 @@ internal sealed class TestRelay : IAsyncDisposable
     /// Connects a public client and waits for the relay to close it: true when it was closed (FIN or reset, even
     /// one so quick that the connect itself reports it), false when data arrived instead.
     /// </summary>
-    public async Task<bool> ConnectAndWaitForCloseAsync(string cloudEndpoint)
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        try
-        {
-            await socket.ConnectAsync(CloudEndpoint(cloudEndpoint)).DefaultTimeout();
-        }
-        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionRefused)
-        {
-            return true;
-        }
-
-        return await socket.WaitForCloseAsync().DefaultTimeout();
-    }
+    public Task<bool> ConnectAndWaitForCloseAsync(string cloudEndpoint) => SocketTestExtensions.ConnectAndWaitForCloseAsync(CloudEndpoint(cloudEndpoint));
 
     public async ValueTask DisposeAsync()
     {
