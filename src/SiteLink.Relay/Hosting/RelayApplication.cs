@@ -52,6 +52,7 @@ public static class RelayApplication
         builder.Services.AddSingleton(new RelayStartupFacts(certificate, weakTokens));
         builder.Services.AddHostedService<RelayStartupReport>();
         builder.Services.TryAddSingleton(TimeProvider.System);
+        builder.Services.TryAddSingleton<Events.IRelayEventSink, Events.NullRelayEventSink>();
         // Hosting's per-request diagnostics mean an Activity and a log scope for every data stream (one per tunnelled
         // connection, for its whole life) to log a "request started/finished" pair no relay operator reads; the relay
         // logs connections itself. Listeners of the Microsoft.AspNetCore activity source still get their activities.
