@@ -82,7 +82,12 @@ internal sealed class TunnelService
             limits.MaxControlQueueMessages,
             limits.MaxControlQueueBytes,
             _counters,
-            _timeProvider);
+            _timeProvider)
+        {
+            ConnectedAt = _timeProvider.GetUtcNow(),
+            Metadata = CleanMetadata(hello.Metadata),
+            RoundTrip = TcpRoundTrip.Of(http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionSocketFeature>()?.Socket),
+        };
         if (_registry.IsDraining)
         {
             throw new RpcException(new Status(StatusCode.Unavailable, "the relay is shutting down; try again or another relay"));
@@ -209,6 +214,24 @@ internal sealed class TunnelService
         var offers = _registry.Remove(session);
         _router.OnSessionEnded(offers);
     }
+
+    /// <summary>
+    /// The agent's metadata as the relay keeps it: at most 16 entries, keys of at most 64 and values of at most 256
+    /// characters, control characters replaced; the rest is not kept (it is informational, for operators).
+    /// </summary>
+    private static Dictionary<string, string> CleanMetadata(Google.Protobuf.Collections.MapField<string, string> metadata)
+    {
+        var kept = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in metadata.Take(MaxHelloMetadata))
+        {
+            // Two keys that read alike once cleaned: the first is kept.
+            kept.TryAdd(SafeText.Clean(key, SafeText.MaxIdLength), SafeText.Clean(value));
+        }
+
+        return kept;
+    }
+
+    private const int MaxHelloMetadata = 16;
 
     /// <summary>The agent's declared heartbeat interval + tolerance, else the relay's default.</summary>
     private TimeSpan SilenceTimeout(Hello hello)

@@ -13,7 +13,7 @@ public static class RelayConfiguration
     /// whoever starts the relay, from wherever), or against the working directory when it came from the environment or
     /// the command line.
     /// </summary>
-    internal static readonly string[] PathKeys = ["Relay:Tls:CertificatePath", "Relay:Tls:KeyPath", "Relay:Tls:DevelopmentCertificatePath"];
+    internal static readonly string[] PathKeys = ["Relay:Tls:CertificatePath", "Relay:Tls:KeyPath", "Relay:Tls:DevelopmentCertificatePath", "Relay:Store:Path"];
 
     /// <summary>
     /// Binds the <c>Relay</c> section of <paramref name="configuration"/> and makes its file paths absolute. Does not
@@ -39,6 +39,7 @@ public static class RelayConfiguration
         options.Tls.CertificatePath = ResolvePath(configuration, PathKeys[0], options.Tls.CertificatePath);
         options.Tls.KeyPath = ResolvePath(configuration, PathKeys[1], options.Tls.KeyPath);
         options.Tls.DevelopmentCertificatePath = ResolvePath(configuration, PathKeys[2], options.Tls.DevelopmentCertificatePath);
+        options.Store.Path = ResolvePath(configuration, PathKeys[3], options.Store.Path);
         return options;
     }
 

@@ -30,11 +30,20 @@ public sealed class RelayOptions
     /// <summary>Limits enforced per token and per session.</summary>
     public RelayLimits Limits { get; set; } = new();
 
+    /// <summary>The admin API (off unless <see cref="AdminOptions.Listen"/> is set).</summary>
+    public AdminOptions Admin { get; set; } = new();
+
+    /// <summary>Where the admin API's tenants, tokens, endpoints and subscriptions are kept.</summary>
+    public StoreOptions Store { get; set; } = new();
+
     /// <summary>
     /// When the relay stops, how long tunnelled connections may take to finish after agents were asked to drain
     /// (and cloud endpoints stopped accepting). Default: 30 seconds.
     /// </summary>
     public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Whether the relay has a control plane (the admin API, or a store): then it may start with no configured token.</summary>
+    internal bool HasControlPlane => Admin.Listen is not null || Store.IsConfigured;
 
     /// <summary>
     /// A copy to keep for the relay's lifetime: tokens by their SHA-256 only, no certificate password. The secrets
@@ -58,7 +67,14 @@ public sealed class RelayOptions
             },
             Limits = Limits,
             DrainTimeout = DrainTimeout,
+            Store = Store,
+            Admin = new AdminOptions { Listen = Admin.Listen, DisableTls = Admin.DisableTls, Jwt = Admin.Jwt },
         };
+        foreach (var key in Admin.Keys)
+        {
+            copy.Admin.Keys.Add(new AdminKeyOptions { Name = key.Name, Scope = key.Scope, Sha256 = key.Key is { Length: > 0 } secret ? Security.AuthTokenStore.HashToHex(secret) : key.Sha256 });
+        }
+
         foreach (var token in Tokens)
         {
             var hashed = new AuthTokenOptions { Name = token.Name, Sha256 = Security.AuthTokenStore.SecretHashOf(token), Tenant = token.Tenant };

@@ -29,8 +29,9 @@ public static class RelayOptionsValidator
         }
 
         ValidateTls(options.Tls, onLoopback, options.AgentListen, errors);
-        ValidateTokens(options.Tokens, onLoopback, errors);
+        ValidateTokens(options.Tokens, onLoopback, errors, allowEmpty: options.HasControlPlane);
         ValidateCloudEndpoints(options, errors);
+        ValidateControlPlane(options, errors);
         ValidateLimits(options.Limits, errors);
         if (options.DrainTimeout < TimeSpan.Zero)
         {
@@ -117,9 +118,9 @@ public static class RelayOptionsValidator
     }
 
     /// <summary>Checks the token list alone (also used when it is reloaded while the relay runs).</summary>
-    internal static void ValidateTokens(IList<AuthTokenOptions> tokens, bool onLoopback, List<string> errors)
+    internal static void ValidateTokens(IList<AuthTokenOptions> tokens, bool onLoopback, List<string> errors, bool allowEmpty = false)
     {
-        if (tokens.Count == 0)
+        if (tokens.Count == 0 && !allowEmpty)
         {
             errors.Add("Relay:Tokens is empty: no agent could connect. Add at least one token.");
         }
@@ -183,6 +184,80 @@ public static class RelayOptionsValidator
                     errors.Add($"{where}:Allow pattern '{pattern}' of {label} is invalid (letters, digits, '-', '_', '.', '*', '?').");
                 }
             }
+        }
+    }
+
+    /// <summary>The admin API's listener, keys and JWT settings, and the store's.</summary>
+    private static void ValidateControlPlane(RelayOptions options, List<string> errors)
+    {
+        var admin = options.Admin;
+        if (admin.Listen is { } listen)
+        {
+            if (!TryParseEndPoint(listen, out var endPoint))
+            {
+                errors.Add($"Relay:Admin:Listen '{SafeText.Clean(listen, 64)}' is not an ip:port address.");
+            }
+            else if (admin.DisableTls && !IPAddress.IsLoopback(endPoint.Address))
+            {
+                errors.Add("Relay:Admin:DisableTls is allowed on loopback only: admin keys must not cross a network in the clear.");
+            }
+            else if (admin.DisableTls is false && options.Tls.Disabled)
+            {
+                errors.Add("Relay:Admin serves HTTPS with the agent port's certificate, and Relay:Tls:Disabled leaves none: set Relay:Admin:DisableTls (loopback only) or give the agent port a certificate.");
+            }
+        }
+
+        var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        for (var i = 0; i < admin.Keys.Count; i++)
+        {
+            var key = admin.Keys[i];
+            var where = $"Relay:Admin:Keys:{i.ToString(CultureInfo.InvariantCulture)}";
+            if (!ControlPlane.ResourceNames.IsValid(key.Name))
+            {
+                errors.Add($"{where}:Name must be 1 to 64 lower-case letters, digits, '-', '_' or '.'.");
+            }
+            else if (!names.Add(key.Name))
+            {
+                errors.Add($"{where}:Name '{key.Name}' is used by another key.");
+            }
+
+            if (string.IsNullOrEmpty(key.Key) == string.IsNullOrEmpty(key.Sha256))
+            {
+                errors.Add($"{where}: needs exactly one of Key or Sha256.");
+            }
+            else if (key.Key is { Length: < 32 })
+            {
+                errors.Add($"{where}:Key is too short (at least 32 characters; e.g. 'openssl rand -base64 32').");
+            }
+            else if (key.Sha256 is { } sha && AuthTokenStore.TryParseSha256(sha) is null)
+            {
+                errors.Add($"{where}:Sha256 must be 64 hexadecimal digits.");
+            }
+
+            if (key.Scope is not ("read" or "full"))
+            {
+                errors.Add($"{where}:Scope must be 'read' or 'full'.");
+            }
+        }
+
+        if (admin.Listen is not null && admin.Keys.Count == 0 && admin.Jwt is null)
+        {
+            errors.Add("Relay:Admin:Listen is set but nothing can call the admin API: add Relay:Admin:Keys (or Relay:Admin:Jwt).");
+        }
+
+        var store = options.Store;
+        if (store.Provider is not ("sqlite" or "postgres"))
+        {
+            errors.Add($"Relay:Store:Provider '{SafeText.Clean(store.Provider, 32)}' must be 'sqlite' or 'postgres'.");
+        }
+        else if (store.Provider == "postgres" && string.IsNullOrWhiteSpace(store.ConnectionString))
+        {
+            errors.Add("Relay:Store:ConnectionString is required with the postgres provider.");
+        }
+
+        if (store.PollInterval < TimeSpan.FromMilliseconds(50) || store.PollInterval > TimeSpan.FromMinutes(1))
+        {
+            errors.Add("Relay:Store:PollInterval must be from 50 ms to 1 minute.");
         }
     }
 

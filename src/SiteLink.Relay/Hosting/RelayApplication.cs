@@ -58,6 +58,7 @@ public static class RelayApplication
         // logs connections itself. Listeners of the Microsoft.AspNetCore activity source still get their activities.
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Services.AddSingleton(tokens);
+        builder.Services.AddSingleton(sp => new ControlPlane.TokenSources(tokens, sp.GetRequiredService<SessionRegistry>(), [.. options.Tokens]));
         builder.Services.AddHostedService<TokenReloader>();
         builder.Services.AddSingleton<RelayCounters>();
         builder.Services.AddSingleton<AgentConnections>();
@@ -67,6 +68,11 @@ public static class RelayApplication
         builder.Services.AddSingleton<ConnectionRouter>();
         builder.Services.AddSingleton<CloudEndpointHost>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CloudEndpointHost>());
+        // After the cloud endpoints (it starts the store's), then the admin API on what it applied.
+        builder.Services.AddSingleton<ControlPlane.ControlPlane>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ControlPlane.ControlPlane>());
+        builder.Services.AddSingleton<Admin.AdminApi>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Admin.AdminApi>());
         // Drains before anything stops: cloud endpoints first, then agents, then (the host) Kestrel.
         builder.Services.AddHostedService<RelayShutdown>();
         builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IServiceMethodProvider<TunnelService>, TunnelServiceMethods>());

@@ -88,6 +88,11 @@ internal static class RelayProgram
         {
             builder = CreateBuilder(args);
             options = RelayConfiguration.Load(builder.Configuration);
+            // The standalone relay keeps the admin API's store in a file next to its binary unless told otherwise.
+            if (options.Admin.Listen is not null && options.Store.Provider == "sqlite" && options.Store.Path is null)
+            {
+                options.Store.Path = Path.Combine(AppContext.BaseDirectory, "sitelink-relay.db");
+            }
             certificate = RelayApplication.AddRelay(builder, options);
             // The standalone relay only (not RelayApplication, which embedding hosts use): give memory back once a
             // burst of connections is over.
@@ -202,6 +207,11 @@ internal static class RelayProgram
         if (certificate is not null)
         {
             Console.WriteLine($"TLS certificate SHA-256 (pin it in agents): {RelayCertificate.Sha256Of(certificate)}");
+        }
+
+        if (app.Services.GetRequiredService<Admin.AdminApi>().Url is { } admin)
+        {
+            Console.WriteLine($"Admin API on {admin} (dashboard: {new Uri(admin, "dashboard")}, OpenAPI: {new Uri(admin, "openapi/v1.json")})");
         }
 
         var endpoints = app.Services.GetRequiredService<RelayOptions>().CloudEndpoints.ToDictionary(e => e.Name, StringComparer.OrdinalIgnoreCase);

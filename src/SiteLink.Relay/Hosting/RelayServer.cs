@@ -31,6 +31,9 @@ public sealed class RelayServer : IAsyncDisposable
     /// <summary>Where agents connect (<c>https://127.0.0.1:port</c>, or <c>http://</c> when TLS is disabled).</summary>
     public Uri AgentUrl { get; }
 
+    /// <summary>The admin API's base URL (<c>https://127.0.0.1:port/</c>); null when <c>Relay:Admin:Listen</c> is not set.</summary>
+    public Uri? AdminUrl => _app.Services.GetRequiredService<Admin.AdminApi>().Url;
+
     /// <summary>The SHA-256 of the agent port's certificate, for agents to pin; null when TLS is disabled.</summary>
     public string? CertificateSha256 { get; }
 

@@ -21,20 +21,18 @@ internal sealed class TokenReloader : IHostedService, IDisposable
 {
     private readonly IConfiguration _configuration;
     private readonly RelayOptions _options;
-    private readonly AuthTokenStore _tokens;
-    private readonly SessionRegistry _registry;
+    private readonly ControlPlane.TokenSources _tokens;
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
     private readonly ITimer _settle;
     private IDisposable? _subscription;
     private string? _lastRejected;
 
-    public TokenReloader(IConfiguration configuration, RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, TimeProvider timeProvider, ILogger<TokenReloader> logger)
+    public TokenReloader(IConfiguration configuration, RelayOptions options, ControlPlane.TokenSources tokens, TimeProvider timeProvider, ILogger<TokenReloader> logger)
     {
         _configuration = configuration;
         _options = options;
         _tokens = tokens;
-        _registry = registry;
         _logger = logger;
         _settle = timeProvider.CreateTimer(static state => ((TokenReloader)state!).ReloadSafely(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
@@ -82,14 +80,14 @@ internal sealed class TokenReloader : IHostedService, IDisposable
         {
             var loaded = RelayConfiguration.Load(_configuration);
             ReloadPolicies(loaded);
-            if (_tokens.Holds(loaded.Tokens))
+            if (_tokens.HoldsConfigured([.. loaded.Tokens]))
             {
                 return;
             }
 
             var errors = new List<string>();
             var onLoopback = RelayOptionsValidator.TryParseEndPoint(_options.AgentListen, out var listen) && IPAddress.IsLoopback(listen.Address);
-            RelayOptionsValidator.ValidateTokens(loaded.Tokens, onLoopback, errors);
+            RelayOptionsValidator.ValidateTokens(loaded.Tokens, onLoopback, errors, allowEmpty: _options.HasControlPlane);
             if (errors.Count > 0)
             {
                 Reject(string.Join(" ", errors));
@@ -98,14 +96,7 @@ internal sealed class TokenReloader : IHostedService, IDisposable
 
             _lastRejected = null;
 
-            var changed = _tokens.Replace(loaded.Tokens);
-            var ended = 0;
-            foreach (var session in _registry.Sessions.Where(s => changed.Contains(s.Token.Name)).ToArray())
-            {
-                session.End(SessionEnd.Revoked);
-                ended++;
-            }
-
+            var ended = _tokens.SetConfigured([.. loaded.Tokens]).Count;
             RelayLog.TokensReloaded(_logger, loaded.Tokens.Count, ended);
             foreach (var (name, why) in RelayOptionsValidator.WeakTokens(loaded.Tokens))
             {

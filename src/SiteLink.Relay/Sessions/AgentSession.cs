@@ -72,6 +72,15 @@ internal sealed class AgentSession
 
     public string SdkVersion { get; }
 
+    /// <summary>When the session started.</summary>
+    public DateTimeOffset ConnectedAt { get; init; }
+
+    /// <summary>What the agent declared about itself in Hello (capped and cleaned).</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>The kernel's smoothed round-trip time of the agent's connection, where the platform tells it.</summary>
+    public Func<TimeSpan?> RoundTrip { get; init; } = static () => null;
+
     /// <summary>The HTTP/2 connection the control stream came on; the session's data streams must come on it too.</summary>
     public string ConnectionId { get; }
 
@@ -269,6 +278,9 @@ internal sealed record SessionEnd(string Reason, Status Status, string Kind, boo
 
     public static readonly SessionEnd Revoked = new(
         "its authtoken was revoked or changed", new Status(StatusCode.Unauthenticated, "the authtoken was revoked"), "revoked");
+
+    public static readonly SessionEnd Kicked = new(
+        "ended through the admin API", new Status(StatusCode.Unavailable, "an administrator ended this session; the agent may connect again"), "kicked");
 
     public static readonly SessionEnd Draining = new(
         "the relay is stopping", new Status(StatusCode.Unavailable, "the relay is shutting down"), "draining");

@@ -317,6 +317,15 @@ internal sealed class SessionRegistry
         return null;
     }
 
+    /// <summary>What a session binds now (a copy, for operators).</summary>
+    public IReadOnlyList<BoundEndpoint> BindsOf(AgentSession session)
+    {
+        lock (_gate)
+        {
+            return [.. session.Binds.Values];
+        }
+    }
+
     /// <summary>The sessions serving a tenant's endpoint (several for a pool), in the order they bound.</summary>
     public IReadOnlyList<AgentSession> Members(string tenant, string endpoint)
     {
