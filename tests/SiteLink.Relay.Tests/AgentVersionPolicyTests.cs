@@ -268,7 +268,7 @@ public sealed class AgentVersionPolicyTests
 
         Assert.Multiple(() =>
         {
-            Assert.That(error, Does.Not.Contain("\n"));
+            Assert.That(error.Contains('\n', StringComparison.Ordinal), Is.False, "the value cannot break the message's line");
             Assert.That(error.Length, Is.LessThan(400));
         });
     }
