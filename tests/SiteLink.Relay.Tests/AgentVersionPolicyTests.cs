@@ -235,7 +235,7 @@ public sealed class AgentVersionPolicyTests
     [TestCase(null)]
     public void Validator_AcceptsAVersionOrNoMinimum(string? minimum)
     {
-        var options = ValidOptions();
+        var options = RelayOptionsValidatorTests.Valid();
         options.MinimumAgentVersion = minimum;
 
         Assert.That(RelayOptionsValidator.Validate(options), Is.Empty);
@@ -248,7 +248,7 @@ public sealed class AgentVersionPolicyTests
     [TestCase("2.1.0-rc.01")]
     public void Validator_RefusesAMinimumThatIsNotAVersion_WithAClearError(string minimum)
     {
-        var options = ValidOptions();
+        var options = RelayOptionsValidatorTests.Valid();
         options.MinimumAgentVersion = minimum;
 
         var errors = RelayOptionsValidator.Validate(options);
@@ -261,7 +261,7 @@ public sealed class AgentVersionPolicyTests
     [Test]
     public void Validator_CapsAndCleansTheQuotedValue()
     {
-        var options = ValidOptions();
+        var options = RelayOptionsValidatorTests.Valid();
         options.MinimumAgentVersion = "2.1.0\n" + new string('x', 500);
 
         var error = RelayOptionsValidator.Validate(options).Single();
@@ -286,14 +286,5 @@ public sealed class AgentVersionPolicyTests
             Assert.That(options.WithoutSecrets().MinimumAgentVersion, Is.EqualTo("2.1.0"), "the relay runs on the copy without secrets");
             Assert.That(new RelayOptions().MinimumAgentVersion, Is.Null, "no minimum by default");
         });
-    }
-
-    private static RelayOptions ValidOptions()
-    {
-        var options = new RelayOptions { AgentListen = "127.0.0.1:0" };
-        var token = new AuthTokenOptions { Name = "acme", Token = "0123456789abcdef0123", Tenant = "acme" };
-        token.Allow.Add("*");
-        options.Tokens.Add(token);
-        return options;
     }
 }
