@@ -192,15 +192,16 @@ public sealed class AgentVersionPolicyTests
         });
     }
 
-    private static readonly object[] HostileVersions =
+    // Named, so a 2 MB argument does not become a 2 MB test name.
+    private static readonly TestCaseData[] HostileVersions =
     [
-        new object[] { new string('9', 2_000_000) },
-        new object[] { "1.0.0" + new string('x', 100_000) },
-        new object[] { "0.9.0\r\nsitelink-refusal: none" },
-        new object[] { "\u001b[31m0.9.0\u001b[0m" },
-        new object[] { "0.9.0\u202e\u0000\u2028" },
-        new object[] { "\ud83d\ude00 0.9.0 \u00e9\u4e2d" },
-        new object[] { new string('\ud800', 500) },
+        new TestCaseData(new string('9', 2_000_000)).SetArgDisplayNames("2,000,000 digits"),
+        new TestCaseData("1.0.0" + new string('x', 100_000)).SetArgDisplayNames("a version and 100,000 more characters"),
+        new TestCaseData("0.9.0\r\nsitelink-refusal: none").SetArgDisplayNames("CR LF and a forged trailer"),
+        new TestCaseData("\u001b[31m0.9.0\u001b[0m").SetArgDisplayNames("terminal escapes"),
+        new TestCaseData("0.9.0\u202e\u0000\u2028").SetArgDisplayNames("bidi override, NUL, line separator"),
+        new TestCaseData("\ud83d\ude00 0.9.0 \u00e9\u4e2d").SetArgDisplayNames("non-ASCII letters and an emoji"),
+        new TestCaseData(new string('\ud800', 500)).SetArgDisplayNames("500 lone surrogates"),
     ];
 
     [TestCaseSource(nameof(HostileVersions))]
