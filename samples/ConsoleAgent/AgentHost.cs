@@ -36,7 +36,8 @@ internal static class AgentHost
 
         Exit codes (for service managers; docs/operations.md):
           0 stopped by a signal    2 configuration    3 authtoken rejected    4 relay certificate not trusted
-          5 protocol version not supported by the relay    6 session or endpoint refused by the relay    1 anything else
+          5 version refused by the relay (protocol, or an SDK older than its minimum: upgrade; do not restart unchanged)
+          6 session or endpoint refused by the relay    1 anything else
         """;
 
     /// <summary>The agent's own switches; anything else starting with -- must be a configuration key (Section:Key).</summary>

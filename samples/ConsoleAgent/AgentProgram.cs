@@ -18,6 +18,7 @@ internal static partial class AgentProgram
     public const int ExitConfiguration = 2;
     public const int ExitAuthentication = 3;
     public const int ExitTrust = 4;
+    /// <summary>The relay refuses this agent's version (its protocol, or an SDK older than the relay's minimum): only an upgrade helps, so a service manager should not restart it unchanged.</summary>
     public const int ExitVersion = 5;
     public const int ExitRefused = 6;
 

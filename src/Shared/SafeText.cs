@@ -55,6 +55,29 @@ internal static class SafeText
         return builder.ToString();
     }
 
+    /// <summary>
+    /// <paramref name="value"/> fit for an HTTP header or gRPC metadata value: every character outside printable ASCII
+    /// (space to '~') replaced by '?', cut to at most <paramref name="max"/> characters (then ending in "...").
+    /// Null becomes empty.
+    /// </summary>
+    public static string Ascii(string? value, int max = MaxIdLength)
+    {
+        if (string.IsNullOrEmpty(value))
+        {
+            return "";
+        }
+
+        var cut = value.Length > max;
+        var span = value.AsSpan(0, cut ? max : value.Length);
+        var builder = new StringBuilder(span.Length + 3);
+        foreach (var c in span)
+        {
+            builder.Append(c is >= ' ' and <= '~' ? c : '?');
+        }
+
+        return cut ? builder.Append("...").ToString() : builder.ToString();
+    }
+
     /// <summary>Whether <paramref name="span"/> has no control or formatting character (so it can be stored and echoed as is).</summary>
     public static bool IsClean(ReadOnlySpan<char> span)
     {

@@ -23,4 +23,23 @@ internal static class WireNames
 
     /// <summary>On a Stream call: "1" when the stream is parked, waiting for the relay to pair it.</summary>
     public const string ParkedHeader = "sitelink-parked";
+
+    /// <summary>
+    /// A trailer of a control stream the relay refused for good: what the refusal is about. Its one value so far is
+    /// <see cref="AgentVersionRefusal"/>.
+    /// </summary>
+    public const string RefusalTrailer = "sitelink-refusal";
+
+    /// <summary>
+    /// <see cref="RefusalTrailer"/>'s value when the agent's SDK is older than the relay's minimum (with
+    /// FAILED_PRECONDITION, <see cref="MinimumVersionTrailer"/> and <see cref="AgentVersionTrailer"/>): an agent must not
+    /// retry, only an update helps.
+    /// </summary>
+    public const string AgentVersionRefusal = "agent-version";
+
+    /// <summary>With <see cref="AgentVersionRefusal"/>: the oldest SDK version the relay accepts.</summary>
+    public const string MinimumVersionTrailer = "sitelink-minimum-version";
+
+    /// <summary>With <see cref="AgentVersionRefusal"/>: the SDK version the agent reported, as the relay read it (capped, printable ASCII).</summary>
+    public const string AgentVersionTrailer = "sitelink-agent-version";
 }

@@ -152,7 +152,8 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
     /// <exception cref="TunnelAuthenticationException">The relay rejected the authtoken.</exception>
-    /// <exception cref="TunnelPermissionException">The relay refused the session (limit, version).</exception>
+    /// <exception cref="TunnelPermissionException">The relay refused the session (a limit, a protocol version it does not speak).</exception>
+    /// <exception cref="TunnelVersionException">The relay requires a newer SDK (its <c>MinimumAgentVersion</c>); it names both versions.</exception>
     /// <exception cref="TunnelConnectionException">The relay could not be reached, or its certificate was not trusted.</exception>
     public static async Task<TunnelSession> ConnectAsync(TunnelSessionOptions options, CancellationToken cancellationToken = default)
     {

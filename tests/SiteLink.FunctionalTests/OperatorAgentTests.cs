@@ -109,6 +109,28 @@ public sealed class OperatorAgentTests
     }
 
     [Test]
+    [Category("VersionPolicy")]
+    public async Task AnAgentOlderThanTheRelaysMinimum_SaysSoAndExitsWithCode5()
+    {
+        await using var relay = await TestRelay.StartAsync(["web"], o => o.MinimumAgentVersion = "999.0.0");
+        await using var agent = ProcessRunner.Dotnet(ProcessRunner.AgentDll,
+            ["--relay", relay.Server.AgentUrl.ToString(), "--pin", relay.Server.CertificateSha256!, "--endpoint", "web=127.0.0.1:9"], _folder,
+            new Dictionary<string, string> { ["SITELINK_AUTHTOKEN"] = TestRelay.AcmeToken });
+
+        var exitCode = await agent.WaitForExitAsync(ExitTimeout);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(5), agent.AllOutput);
+            Assert.That(agent.AllOutput, Does.Match(@"The relay requires SiteLink SDK 999\.0\.0 or later; this agent runs \d+\.\d+\.\d+\S*\. Update the agent\."));
+            Assert.That(agent.AllOutput, Does.Match(@"(?m)^(fail|crit): "), "logged at Error or Critical");
+            Assert.That(agent.AllOutput, Does.Contain("What to do:"));
+            Assert.That(agent.AllOutput, Does.Not.Match(@"(?m)^\s+at "), "no stack trace");
+            Assert.That(relay.Server.Counters.AgentsVersionRefused, Is.EqualTo(1), "refused once, never retried");
+        });
+    }
+
+    [Test]
     public async Task AHealthyAgent_CarriesBytes_AndExits0OnSigterm()
     {
         await using var relay = await TestRelay.StartAsync(["echo"]);

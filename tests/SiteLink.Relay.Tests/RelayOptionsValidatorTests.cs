@@ -5,7 +5,8 @@ namespace SiteLink.Relay.Tests;
 [TestFixture]
 public sealed class RelayOptionsValidatorTests
 {
-    private static RelayOptions Valid()
+    /// <summary>Options that pass validation: one token (tenant acme, any name), one tcp cloud endpoint.</summary>
+    internal static RelayOptions Valid()
     {
         var options = new RelayOptions { AgentListen = "127.0.0.1:0" };
         var token = new AuthTokenOptions { Name = "acme", Token = "0123456789abcdef0123", Tenant = "acme" };

@@ -43,6 +43,7 @@ internal sealed class ErrorMappingTests
 
     [Test]
     [Category("Operator")]
+    [Category("VersionPolicy")]
     public void EveryExceptionType_HasAKind_AndAnExplicitKindWins()
     {
         Assert.Multiple(() =>
@@ -53,6 +54,7 @@ internal sealed class ErrorMappingTests
             Assert.That(new TunnelConnectionException("x").TunnelError, Is.EqualTo(TunnelError.ConnectionFailed));
             Assert.That(new TunnelProtocolException("x").TunnelError, Is.EqualTo(TunnelError.ProtocolError));
             Assert.That(new TunnelConnectionException("x", null, false, TunnelError.CertificateRejected).TunnelError, Is.EqualTo(TunnelError.CertificateRejected));
+            Assert.That(new TunnelVersionException("1.0.0", "2.1.0").TunnelError, Is.EqualTo(TunnelError.VersionNotSupported));
         });
     }
 
@@ -67,6 +69,103 @@ internal sealed class ErrorMappingTests
             Assert.That(mapped.IsTransient, Is.False);
             Assert.That(mapped.Message, Does.Contain("PinnedCertificateSha256"));
             Assert.That(mapped.TunnelError, Is.EqualTo(TunnelError.CertificateRejected));
+        });
+    }
+
+    private static RpcException VersionRefusal(string? minimum, string refusal = "agent-version", StatusCode code = StatusCode.FailedPrecondition)
+    {
+        var trailers = new Metadata { { "sitelink-refusal", refusal }, { "sitelink-agent-version", "1.0.0" } };
+        if (minimum is not null)
+        {
+            trailers.Add("sitelink-minimum-version", minimum);
+        }
+
+        return new RpcException(new Status(code, "this relay requires SiteLink SDK 2.1.0 or later; the agent runs 1.0.0"), trailers);
+    }
+
+    [Test]
+    [Category("VersionPolicy")]
+    public void FromRpc_AgentVersionRefusal_IsAPermanentVersionExceptionNamingBothVersions()
+    {
+        var mapped = ErrorMapping.FromRpc(VersionRefusal("2.1.0"), Relay, null);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(mapped, Is.TypeOf<TunnelVersionException>());
+            var version = (TunnelVersionException)mapped;
+            Assert.That(version.MinimumVersion, Is.EqualTo("2.1.0"));
+            Assert.That(version.AgentVersion, Is.EqualTo(ProtocolConstants.SdkVersion), "this SDK's own version");
+            Assert.That(version.Message, Is.EqualTo($"The relay requires SiteLink SDK 2.1.0 or later; this agent runs {ProtocolConstants.SdkVersion}. Update the agent."));
+            Assert.That(version.IsTransient, Is.False);
+            Assert.That(version.TunnelError, Is.EqualTo(TunnelError.VersionNotSupported));
+            Assert.That(version.InnerException, Is.TypeOf<RpcException>());
+        });
+    }
+
+    [Test]
+    [Category("VersionPolicy")]
+    public void FromRpc_AHostileMinimumFromTheRelay_IsCappedAndCleaned()
+    {
+        var mapped = (TunnelVersionException)ErrorMapping.FromRpc(VersionRefusal("9.9.9\u001b[2J" + new string('x', 5000)), Relay, null);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(mapped.MinimumVersion.Length, Is.LessThanOrEqualTo(65));
+            Assert.That(mapped.Message.Contains('\u001b', StringComparison.Ordinal), Is.False, "no terminal escape from the relay");
+            Assert.That(mapped.MinimumVersion, Does.StartWith("9.9.9?[2Jxxx"));
+        });
+    }
+
+    [Test]
+    [Category("VersionPolicy")]
+    public void FromRpc_AgentVersionRefusalWithoutAMinimum_StillSaysToUpdate()
+    {
+        var mapped = (TunnelVersionException)ErrorMapping.FromRpc(VersionRefusal(null), Relay, null);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(mapped.MinimumVersion, Is.Empty);
+            Assert.That(mapped.Message, Does.Contain("requires a newer SiteLink SDK"));
+            Assert.That(mapped.Message, Does.EndWith("Update the agent."));
+        });
+    }
+
+    [TestCase("protocol-version", StatusCode.FailedPrecondition)]
+    [TestCase("agent-version", StatusCode.PermissionDenied)]
+    [TestCase("agent-version", StatusCode.Unavailable)]
+    [Category("VersionPolicy")]
+    public void FromRpc_OnlyFailedPreconditionWithTheAgentVersionTrailer_IsAVersionRefusal(string refusal, StatusCode code)
+    {
+        var mapped = ErrorMapping.FromRpc(VersionRefusal("2.1.0", refusal, code), Relay, null);
+
+        Assert.That(mapped, Is.Not.TypeOf<TunnelVersionException>());
+    }
+
+    [Test]
+    [Category("VersionPolicy")]
+    public void FromRpc_AProtocolVersionRefusal_StaysAPermissionErrorOfKindVersionNotSupported()
+    {
+        var mapped = ErrorMapping.FromRpc(new RpcException(new Status(StatusCode.FailedPrecondition, "protocol version 1 is not supported; this relay speaks version 2")), Relay, null);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(mapped, Is.TypeOf<TunnelPermissionException>());
+            Assert.That(mapped.TunnelError, Is.EqualTo(TunnelError.VersionNotSupported));
+            Assert.That(mapped.Message, Does.Contain("this relay speaks version 2"));
+        });
+    }
+
+    [Test]
+    [Category("VersionPolicy")]
+    public void VersionException_WithNullArguments_HasEmptyVersionsRatherThanThrowing()
+    {
+        var ex = new TunnelVersionException(null!, null!);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(ex.AgentVersion, Is.Empty);
+            Assert.That(ex.MinimumVersion, Is.Empty);
+            Assert.That(ex.IsTransient, Is.False);
         });
     }
 

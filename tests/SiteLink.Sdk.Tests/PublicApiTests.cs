@@ -130,6 +130,7 @@ public sealed class PublicApiTests
             "SiteLink.TunnelSessionState",
             "SiteLink.TunnelStateChangedEventArgs",
             "SiteLink.TunnelStream",
+            "SiteLink.TunnelVersionException",
             "SiteLink.UpstreamTlsOptions",
         }));
     }

@@ -100,13 +100,15 @@ public sealed class ReconnectPipelineTests
     }
 
     [Test]
-    public void NeverRetriesAuthenticationPermissionOrCertificateErrors()
+    [Category("VersionPolicy")]
+    public void NeverRetriesAuthenticationPermissionVersionOrCertificateErrors()
     {
         var options = new TunnelReconnectOptions { UseJitter = false };
         Exception[] permanent =
         [
             new TunnelAuthenticationException("bad token"),
             new TunnelPermissionException("version"),
+            new TunnelVersionException("1.0.0", "2.1.0"),
             new TunnelConnectionException("pin mismatch", null, isTransient: false),
         ];
 

@@ -10,6 +10,7 @@ using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Events;
 using SiteLink.Relay.Security;
 using SiteLink.Relay.Sessions;
 
@@ -31,10 +32,14 @@ internal sealed class TunnelService
     private readonly ILogger _logger;
     private readonly AuthFailureLog _authFailures;
     private readonly PeerEventLog _sampled;
+    private readonly AgentVersionPolicy _versions;
+    private readonly IRelayEventSink _events;
 
-    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, AgentConnections connections, RelayCounters counters, TimeProvider timeProvider, AuthFailureLog authFailures, PeerEventLog sampled, ILogger<TunnelService> logger)
+    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, AgentConnections connections, RelayCounters counters, TimeProvider timeProvider, AuthFailureLog authFailures, PeerEventLog sampled, ILogger<TunnelService> logger, AgentVersionPolicy versions, IRelayEventSink events)
     {
         _sampled = sampled;
+        _versions = versions;
+        _events = events;
         _options = options;
         _tokens = tokens;
         _registry = registry;
@@ -69,6 +74,11 @@ internal sealed class TunnelService
         finally
         {
             _registry.EndHandshake(token.Name, address);
+        }
+
+        if (_versions.Check(hello.SdkVersion) is { } tooOld)
+        {
+            throw RefuseAgentVersion(tooOld, token, hello, http, context);
         }
 
         var limits = _options.Limits;
@@ -302,6 +312,31 @@ internal sealed class TunnelService
         }
 
         return new RpcException(new Status(code, detail));
+    }
+
+    /// <summary>
+    /// An agent older than <see cref="RelayOptions.MinimumAgentVersion"/>, refused before its session starts: counted,
+    /// logged once a second (with how many were held back), published as <see cref="RelayEventTypes.AgentVersionRefused"/>,
+    /// and answered with the status and trailers the SDK recognises as permanent.
+    /// </summary>
+    private RpcException RefuseAgentVersion(AgentVersionRefusal refusal, TokenIdentity token, Hello hello, HttpContext http, ServerCallContext context)
+    {
+        _counters.OnAgentVersionRefused();
+        var clientId = SafeText.Clean(hello.ClientId, SafeText.MaxIdLength);
+        if (_sampled.AgentVersions.ShouldLog(out var suppressed))
+        {
+            RelayLog.AgentVersionRefused(_logger, clientId, token.Name, token.Tenant, context.Peer, refusal.AgentVersion, refusal.MinimumVersion, suppressed);
+        }
+
+        _events.Publish(new RelayEvent(RelayEventTypes.AgentVersionRefused, token.Tenant, token.Name, _timeProvider.GetUtcNow(), new Dictionary<string, object?>
+        {
+            ["agentVersion"] = refusal.AgentVersion,
+            ["minimumVersion"] = refusal.MinimumVersion,
+            ["clientId"] = clientId,
+            ["token"] = token.Name,
+            ["remoteAddress"] = new IPEndPoint(http.Connection.RemoteIpAddress ?? IPAddress.None, http.Connection.RemotePort).ToString(),
+        }));
+        return refusal.ToRpcException();
     }
 
     /// <summary>A live session broke the protocol: counted, and logged once a second.</summary>

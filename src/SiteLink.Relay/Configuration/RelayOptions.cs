@@ -46,6 +46,15 @@ public sealed class RelayOptions
     internal bool HasControlPlane => Admin.Listen is not null || Store.IsConfigured;
 
     /// <summary>
+    /// The oldest SiteLink SDK version an agent may run, as a semantic version (<c>2.1.0</c>, <c>2.1.0-rc.1</c>;
+    /// <c>+build</c> metadata is ignored). An agent whose Hello reports an older version — or none, or one that is not a
+    /// version — is refused before its session starts, with FAILED_PRECONDITION and trailers naming both versions
+    /// (docs/protocol.md), which the SDK treats as permanent (<c>TunnelVersionException</c>). Default: null (or
+    /// empty), meaning no minimum. Prereleases come before their release: <c>2.1.0-rc.1</c> is older than <c>2.1.0</c>.
+    /// </summary>
+    public string? MinimumAgentVersion { get; set; }
+
+    /// <summary>
     /// A copy to keep for the relay's lifetime: tokens by their SHA-256 only, no certificate password. The secrets
     /// themselves are needed once, at start, and are not kept in memory after it.
     /// </summary>
@@ -69,6 +78,7 @@ public sealed class RelayOptions
             DrainTimeout = DrainTimeout,
             Store = Store,
             Admin = new AdminOptions { Listen = Admin.Listen, DisableTls = Admin.DisableTls, Jwt = Admin.Jwt },
+            MinimumAgentVersion = MinimumAgentVersion,
         };
         foreach (var key in Admin.Keys)
         {

@@ -38,6 +38,11 @@ public static class RelayOptionsValidator
             errors.Add("Relay:DrainTimeout must not be negative.");
         }
 
+        if (!string.IsNullOrEmpty(options.MinimumAgentVersion) && !Agents.SemanticVersion.TryParse(options.MinimumAgentVersion, out _))
+        {
+            errors.Add($"Relay:MinimumAgentVersion '{SafeText.Clean(options.MinimumAgentVersion, SafeText.MaxIdLength)}' is not a semantic version: write major.minor.patch with an optional -prerelease, e.g. 2.1.0 or 2.1.0-rc.1 (+build metadata is ignored), or leave it empty for no minimum.");
+        }
+
         return errors;
     }
 

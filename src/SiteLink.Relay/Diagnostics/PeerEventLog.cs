@@ -5,7 +5,7 @@ namespace SiteLink.Relay.Diagnostics;
 
 /// <summary>
 /// One sampler per kind of warning a peer can cause at will (refused handshakes and sessions, unknown streams, protocol
-/// errors, refused binds): the first of each kind per second is logged, with how many were held back since. A flood of
+/// errors, refused binds, agents refused for their version): the first of each kind per second is logged, with how many were held back since. A flood of
 /// bad calls costs a line a second, not a line a call. With a logger, a burst that stops is summarised at the end of its
 /// second (event 39).
 /// </summary>
@@ -21,6 +21,7 @@ internal sealed class PeerEventLog : IDisposable
         ProtocolErrors = Sampler("protocol error(s)");
         Binds = Sampler("refused bind(s)");
         PolicyDenials = Sampler("policy denial(s)");
+        AgentVersions = Sampler("agent(s) refused for their SDK version");
     }
 
     /// <summary>Control streams refused before their session started (no or bad Hello, timeouts).</summary>
@@ -41,6 +42,9 @@ internal sealed class PeerEventLog : IDisposable
     /// <summary>Connections and requests denied by a cloud endpoint's traffic policy.</summary>
     public LogSampler PolicyDenials { get; }
 
+    /// <summary>Agents refused at Hello for an SDK older than the relay's minimum.</summary>
+    public LogSampler AgentVersions { get; }
+
     public void Dispose()
     {
         Handshakes.Dispose();
@@ -49,5 +53,6 @@ internal sealed class PeerEventLog : IDisposable
         ProtocolErrors.Dispose();
         Binds.Dispose();
         PolicyDenials.Dispose();
+        AgentVersions.Dispose();
     }
 }

@@ -72,6 +72,8 @@ public sealed class RelayCounters
     private readonly Counter<long> _idleClosures;
     private readonly Counter<long> _httpErrors;
     private readonly Counter<long> _policyDenials;
+    private readonly Counter<long> _versionRefusals;
+    private long _agentsVersionRefused;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _policyDenialTotals = new(StringComparer.Ordinal);
 
     /// <summary>Creates the counters and their instruments on a meter from <paramref name="meterFactory"/> (or a process-wide meter).</summary>
@@ -92,6 +94,7 @@ public sealed class RelayCounters
         _httpErrors = meter.CreateCounter<long>("sitelink.relay.http.errors", "{request}", "Requests to http(s) cloud endpoints answered by the relay itself, by sitelink.reason (unknown_host, misdirected, no_agent, agent_refused, agent_timeout, overloaded, upstream_timeout, upstream_error, client_closed).");
         _policyDenials = meter.CreateCounter<long>("sitelink.relay.policy.denials", "{request}", "Connections and requests a cloud endpoint's traffic policy denied, by sitelink.endpoint, sitelink.rule and sitelink.reason (ip_denied, rate_limited, unauthorized, denied).");
         _idleClosures = meter.CreateCounter<long>("sitelink.relay.connection.idle_timeouts", "{connection}", "Tunnelled connections closed after carrying nothing for the cloud endpoint's IdleTimeout.");
+        _versionRefusals = meter.CreateCounter<long>("sitelink.relay.agents.version_refused", "{session}", "Agents refused at Hello because their SDK is older than Relay:MinimumAgentVersion (or they reported no version).");
     }
 
     /// <summary>Agent-port calls refused for a missing, unknown or revoked authtoken.</summary>
@@ -99,6 +102,9 @@ public sealed class RelayCounters
 
     /// <summary>Malformed or out-of-place control messages and calls received from agents.</summary>
     public long ProtocolErrors => Interlocked.Read(ref _protocolErrors);
+
+    /// <summary>Agents refused at Hello because their SDK is older than <c>Relay:MinimumAgentVersion</c> (or reported none).</summary>
+    public long AgentsVersionRefused => Interlocked.Read(ref _agentsVersionRefused);
 
     /// <summary>Tunnelled connections closed because nothing moved for the cloud endpoint's IdleTimeout.</summary>
     public long IdleTimeouts => Interlocked.Read(ref _idleTimeouts);
@@ -254,6 +260,12 @@ public sealed class RelayCounters
     }
 
     internal void OnProtocolError() => Interlocked.Increment(ref _protocolErrors);
+
+    internal void OnAgentVersionRefused()
+    {
+        Interlocked.Increment(ref _agentsVersionRefused);
+        _versionRefusals.Add(1);
+    }
 
     internal void OnParkedStreamExpired() => Interlocked.Increment(ref _parkedExpired);
 

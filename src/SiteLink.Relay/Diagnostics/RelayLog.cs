@@ -74,6 +74,9 @@ internal static partial class RelayLog
     [LoggerMessage(23, LogLevel.Warning, "Refused control stream from {Peer}: {Reason}. ({Suppressed} more since the last such message.)")]
     public static partial void HandshakeRefused(ILogger logger, string peer, string reason, long suppressed);
 
+    [LoggerMessage(43, LogLevel.Warning, "Refused agent '{ClientId}' of token '{TokenName}' (tenant {Tenant}) from {Peer}: it runs SDK '{AgentVersion}', older than Relay:MinimumAgentVersion {MinimumVersion} (or not a version); it must be updated. ({Suppressed} more since the last such message.)")]
+    public static partial void AgentVersionRefused(ILogger logger, string clientId, string tokenName, string tenant, string peer, string agentVersion, string minimumVersion, long suppressed);
+
     [LoggerMessage(30, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}': refused connection from {Client}: {Reason}. ({Suppressed} more refused since the last such message.)")]
     public static partial void ConnectionRefused(ILogger logger, string cloudEndpoint, string client, string reason, long suppressed);
 

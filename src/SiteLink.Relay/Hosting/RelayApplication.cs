@@ -64,6 +64,7 @@ public static class RelayApplication
         builder.Services.AddSingleton<AgentConnections>();
         builder.Services.AddSingleton<AuthFailureLog>();
         builder.Services.AddSingleton<PeerEventLog>();
+        builder.Services.AddSingleton<AgentVersionPolicy>();
         builder.Services.AddSingleton<SessionRegistry>();
         builder.Services.AddSingleton<ConnectionRouter>();
         builder.Services.AddSingleton<CloudEndpointHost>();

@@ -10,7 +10,7 @@ internal static class FaultAdvice
         TunnelError.CertificateRejected =>
             "the relay's TLS certificate is not trusted. For a relay with a self-signed certificate, set SiteLink:PinnedCertificateSha256 (--pin) to the SHA-256 the relay prints at start; otherwise make sure this machine trusts the relay's certificate authority (a TLS-inspecting proxy replaces it with its own).",
         TunnelError.VersionNotSupported =>
-            "the relay does not speak this agent's protocol version: upgrade the agent (or ask the relay's operator which versions it supports).",
+            "the relay does not accept this agent's version (its protocol, or an SDK older than the relay's minimum, as named above): upgrade the agent (or ask the relay's operator which versions it supports); restarting it unchanged fails the same way.",
         TunnelError.PermissionDenied =>
             "the relay refused this agent (a permission or a limit, named above); ask the relay's operator, then restart the agent.",
         TunnelError.ProtocolError =>

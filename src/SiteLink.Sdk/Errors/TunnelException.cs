@@ -56,6 +56,35 @@ public sealed class TunnelPermissionException : TunnelException
 }
 
 /// <summary>
+/// The relay refuses this agent's SiteLink SDK version: it requires <see cref="MinimumVersion"/> or later (the relay's
+/// <c>MinimumAgentVersion</c>). Retrying does not help; updating the agent does. <see cref="TunnelException.TunnelError"/>
+/// is <see cref="TunnelError.VersionNotSupported"/>.
+/// </summary>
+public sealed class TunnelVersionException : TunnelException
+{
+    /// <summary>Creates the exception; its message names both versions.</summary>
+    /// <param name="agentVersion">The SDK version this agent runs.</param>
+    /// <param name="minimumVersion">The oldest SDK version the relay accepts; empty when it did not say.</param>
+    /// <param name="innerException">The error that carried the refusal.</param>
+    public TunnelVersionException(string agentVersion, string minimumVersion, Exception? innerException = null)
+        : base(MessageFor(agentVersion ?? "", minimumVersion ?? ""), innerException, TunnelError.VersionNotSupported)
+    {
+        AgentVersion = agentVersion ?? "";
+        MinimumVersion = minimumVersion ?? "";
+    }
+
+    /// <summary>The SDK version this agent runs.</summary>
+    public string AgentVersion { get; }
+
+    /// <summary>The oldest SDK version the relay accepts; empty when the relay did not say.</summary>
+    public string MinimumVersion { get; }
+
+    private static string MessageFor(string agentVersion, string minimumVersion) => minimumVersion.Length == 0
+        ? $"The relay requires a newer SiteLink SDK; this agent runs {agentVersion}. Update the agent."
+        : $"The relay requires SiteLink SDK {minimumVersion} or later; this agent runs {agentVersion}. Update the agent.";
+}
+
+/// <summary>
 /// The relay could not be reached or the connection to it failed: DNS, TCP, TLS (including an
 /// untrusted or mismatched certificate), HTTP/2, or the control stream ended.
 /// </summary>
@@ -107,7 +136,10 @@ public enum TunnelError
     /// <summary>The relay rejected the authtoken: missing, unknown or revoked.</summary>
     AuthenticationFailed,
 
-    /// <summary>The relay does not speak this SDK's protocol version.</summary>
+    /// <summary>
+    /// The relay does not accept this agent's version: it does not speak this SDK's protocol version, or it requires a
+    /// newer SDK (<see cref="TunnelVersionException"/>).
+    /// </summary>
     VersionNotSupported,
 
     /// <summary>The relay refused the session or a request: a permission or a limit.</summary>

@@ -14,6 +14,9 @@ internal static class ErrorMapping
         return ex.StatusCode switch
         {
             StatusCode.Unauthenticated => new TunnelAuthenticationException($"The relay at {relayUrl} rejected the authtoken: {detail}", ex),
+            // The relay requires a newer SDK (its MinimumAgentVersion): its trailers say so and name the minimum.
+            StatusCode.FailedPrecondition when ex.Trailers.GetValue(WireNames.RefusalTrailer) == WireNames.AgentVersionRefusal
+                => new TunnelVersionException(ProtocolConstants.SdkVersion, SafeText.Clean(ex.Trailers.GetValue(WireNames.MinimumVersionTrailer), SafeText.MaxIdLength), ex),
             // The relay answers a Hello of another protocol version with FailedPrecondition (docs/protocol.md).
             StatusCode.FailedPrecondition
                 => new TunnelPermissionException($"The relay at {relayUrl} refused the session: {detail}", ex, TunnelError.VersionNotSupported),

@@ -1,5 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Hosting;
 
@@ -27,8 +29,12 @@ internal sealed class TestRelay : IAsyncDisposable
 
     public TestLogSink Logs { get; }
 
-    /// <summary>Starts a relay whose cloud endpoints each forward to the acme endpoint of the same name (globex ones start with "globex-").</summary>
-    public static async Task<TestRelay> StartAsync(IEnumerable<string> cloudEndpoints, Action<RelayOptions>? configure = null, TimeProvider? timeProvider = null)
+    /// <summary>
+    /// Starts a relay whose cloud endpoints each forward to the acme endpoint of the same name (globex ones start with
+    /// "globex-"). <paramref name="services"/> adds to the relay's services before the relay's own (which are added only
+    /// when missing, e.g. an <c>IRelayEventSink</c> to record its events).
+    /// </summary>
+    public static async Task<TestRelay> StartAsync(IEnumerable<string> cloudEndpoints, Action<RelayOptions>? configure = null, TimeProvider? timeProvider = null, Action<IServiceCollection>? services = null)
     {
         var options = new RelayOptions { RelayId = "test-relay", Region = "loopback", AgentListen = "127.0.0.1:0" };
         options.Tokens.Add(Token("acme", AcmeToken, "acme", "*"));
@@ -42,7 +48,14 @@ internal sealed class TestRelay : IAsyncDisposable
 
         configure?.Invoke(options);
         var logs = new TestLogSink();
-        var server = await RelayServer.StartAsync(options, logs.AddTo, timeProvider ?? TimeProvider.System, CancellationToken.None).DefaultTimeout();
+        // RelayServer's logging hook runs before the relay adds its services: the one public way to add services first.
+        void Configure(ILoggingBuilder logging)
+        {
+            logs.AddTo(logging);
+            services?.Invoke(logging.Services);
+        }
+
+        var server = await RelayServer.StartAsync(options, Configure, timeProvider ?? TimeProvider.System, CancellationToken.None).DefaultTimeout();
         return new TestRelay(server, logs);
     }
 
