@@ -36,9 +36,16 @@ public sealed class RelayOptions
     /// </summary>
     public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>How events are delivered to webhooks: queue bounds, retries, timeouts.</summary>
+    public RelayEventOptions Events { get; set; } = new();
+
+    /// <summary>Webhooks the relay delivers events to from its start (more can be set while it runs).</summary>
+    public IList<WebhookOptions> Webhooks { get; } = [];
+
     /// <summary>
-    /// A copy to keep for the relay's lifetime: tokens by their SHA-256 only, no certificate password. The secrets
-    /// themselves are needed once, at start, and are not kept in memory after it.
+    /// A copy to keep for the relay's lifetime: tokens by their SHA-256 only, no certificate password, no webhook secret
+    /// (the event hub keeps those it signs with). The secrets themselves are needed once, at start, and are not kept in
+    /// memory after it.
     /// </summary>
     internal RelayOptions WithoutSecrets()
     {
@@ -58,7 +65,13 @@ public sealed class RelayOptions
             },
             Limits = Limits,
             DrainTimeout = DrainTimeout,
+            Events = Events,
         };
+        foreach (var webhook in Webhooks)
+        {
+            copy.Webhooks.Add(webhook.WithoutSecret());
+        }
+
         foreach (var token in Tokens)
         {
             var hashed = new AuthTokenOptions { Name = token.Name, Sha256 = Security.AuthTokenStore.SecretHashOf(token), Tenant = token.Tenant };
