@@ -345,6 +345,78 @@ internal sealed class EventHubTests
     }
 
     [Test]
+    public void RefusalEvents_AFloodIsOneEventASecondPerKind_CarryingTheCount()
+    {
+        var time = new FakeTimeProvider();
+        var sink = new ListSink();
+        using var refusals = new RefusalEvents(sink, time);
+        var db = new CloudEndpointOptions { Name = "public-db", Tenant = "Acme", Endpoint = "db" };
+        for (var i = 0; i < 100; i++)
+        {
+            refusals.OnRefused(db, RefusalReason.NoAgent);
+        }
+
+        refusals.OnRefused(db, RefusalReason.StreamLimit);
+        Assert.That(sink.Events, Is.Empty, "nothing before the second is over");
+        time.Advance(RefusalEvents.Interval);
+        refusals.OnRefused(db, RefusalReason.NoAgent);
+        time.Advance(RefusalEvents.Interval);
+        time.Advance(RefusalEvents.Interval);
+        time.Advance(RefusalEvents.Interval);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(sink.Events.Select(e => (e.Tenant, e.Subject, e.Data["reason"], e.Data["count"])), Is.EquivalentTo(new (string, string, object?, object?)[]
+            {
+                ("acme", "public-db", "no_agent", 100L),
+                ("acme", "public-db", "stream_limit", 1L),
+                ("acme", "public-db", "no_agent", 1L),
+            }));
+            Assert.That(sink.Events.Select(e => e.Type), Is.All.EqualTo(RelayEventTypes.ConnectionRefused));
+        });
+    }
+
+    [Test]
+    public void SessionEvents_ReconnectedAfterADisconnect_RemembersABoundedNumberOfAgents()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UnixEpoch);
+        var sink = new ListSink();
+        var events = new SessionEvents(sink, new RelayOptions { RelayId = "r1" }, time);
+        var token = new TokenIdentity("acme", "acme", new EndpointAcl(["*"]));
+        var first = new AgentSession("s_1", token, "agent-a", "p", "1.0", timeProvider: time);
+        events.Connected(first, "10.0.0.1", []);
+        time.Advance(TimeSpan.FromSeconds(30));
+        events.Disconnected(first, "the connection was lost", "connection_lost", [new BoundEndpoint("db", "", new Dictionary<string, string>())]);
+        time.Advance(TimeSpan.FromSeconds(4));
+        events.Connected(new AgentSession("s_2", token, "agent-a", "p", "1.0", timeProvider: time), "10.0.0.1", []);
+
+        Assert.That(sink.Events.Select(e => e.Type), Is.EqualTo(new[] { "session.connected", "endpoint.unbound", "session.disconnected", "session.connected", "session.reconnected" }));
+        var disconnected = sink.Events[2].Data;
+        var reconnected = sink.Events[4].Data;
+        Assert.Multiple(() =>
+        {
+            Assert.That(disconnected["durationSeconds"], Is.EqualTo(30.0));
+            Assert.That(reconnected["previousSessionId"], Is.EqualTo("s_1"));
+            Assert.That(reconnected["downtimeSeconds"], Is.EqualTo(4.0));
+            Assert.That(events.Remembered, Is.Zero, "a reconnected agent is forgotten");
+        });
+
+        for (var i = 0; i < SessionEvents.MaxRemembered + 5; i++)
+        {
+            events.Disconnected(new AgentSession($"s_x{i}", token, $"agent-{i}", "p", "1.0", timeProvider: time), "gone", "agent_closed", []);
+        }
+
+        sink.Events.Clear();
+        events.Connected(new AgentSession("s_y", token, "agent-0", "p", "1.0", timeProvider: time), "10.0.0.1", []);
+        events.Connected(new AgentSession("s_z", token, "agent-9", "p", "1.0", timeProvider: time), "10.0.0.1", []);
+        Assert.Multiple(() =>
+        {
+            Assert.That(events.Remembered, Is.EqualTo(SessionEvents.MaxRemembered - 1));
+            Assert.That(sink.Events.Select(e => e.Type), Is.EqualTo(new[] { "session.connected", "session.connected", "session.reconnected" }), "the oldest (agent-0) was forgotten, agent-9 was not");
+        });
+    }
+
+    [Test]
     public void InMemoryDeadLetterStore_KeepsTheLastOnes()
     {
         var store = new InMemoryDeadLetterStore(3);
@@ -405,6 +477,19 @@ internal sealed class EventHubTests
 
     private static Task<HttpResponseMessage> Status(HttpStatusCode status, string body = "") =>
         Task.FromResult(new HttpResponseMessage(status) { Content = new StringContent(body) });
+
+    private sealed class ListSink : IRelayEventSink
+    {
+        public List<RelayEvent> Events { get; } = [];
+
+        public void Publish(RelayEvent relayEvent)
+        {
+            lock (Events)
+            {
+                Events.Add(relayEvent);
+            }
+        }
+    }
 
     /// <summary>An HTTP handler standing in for receivers: records every attempt and answers as told.</summary>
     private sealed class Receiver(Func<HttpRequestMessage, string, int, Task<HttpResponseMessage>> answer) : HttpMessageHandler

@@ -62,6 +62,7 @@ public static class RelayApplication
         builder.Services.AddSingleton(sp => new Events.EventHub(eventOptions, relayId, webhooks, sp.GetRequiredService<Events.IDeadLetterStore>(),
             sp.GetRequiredService<Events.EventCounters>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<Events.EventHub>>()));
         builder.Services.TryAddSingleton<Events.IRelayEventSink>(sp => sp.GetRequiredService<Events.EventHub>());
+        builder.Services.AddSingleton<Events.SessionEvents>();
         // Hosting's per-request diagnostics mean an Activity and a log scope for every data stream (one per tunnelled
         // connection, for its whole life) to log a "request started/finished" pair no relay operator reads; the relay
         // logs connections itself. Listeners of the Microsoft.AspNetCore activity source still get their activities.

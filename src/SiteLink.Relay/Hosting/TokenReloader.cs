@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Events;
 using SiteLink.Relay.Security;
 using SiteLink.Relay.Sessions;
 
@@ -24,13 +25,17 @@ internal sealed class TokenReloader : IHostedService, IDisposable
     private readonly AuthTokenStore _tokens;
     private readonly SessionRegistry _registry;
     private readonly ILogger _logger;
+    private readonly IRelayEventSink _events;
+    private readonly TimeProvider _timeProvider;
     private readonly Lock _gate = new();
     private readonly ITimer _settle;
     private IDisposable? _subscription;
     private string? _lastRejected;
 
-    public TokenReloader(IConfiguration configuration, RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, TimeProvider timeProvider, ILogger<TokenReloader> logger)
+    public TokenReloader(IConfiguration configuration, RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, TimeProvider timeProvider, ILogger<TokenReloader> logger, IRelayEventSink? events = null)
     {
+        _events = events ?? new NullRelayEventSink();
+        _timeProvider = timeProvider;
         _configuration = configuration;
         _options = options;
         _tokens = tokens;
@@ -98,7 +103,15 @@ internal sealed class TokenReloader : IHostedService, IDisposable
 
             _lastRejected = null;
 
+            var before = _tokens.Identities.ToDictionary(t => t.Name, StringComparer.OrdinalIgnoreCase);
             var changed = _tokens.Replace(loaded.Tokens);
+            var now = _timeProvider.GetUtcNow();
+            foreach (var name in changed)
+            {
+                var kept = loaded.Tokens.Any(t => string.Equals(t.Name, name, StringComparison.OrdinalIgnoreCase));
+                _events.PublishTokenRevoked(before[name].Tenant, before[name].Name, kept ? "changed in the configuration (secret, tenant or allowed names)" : "removed from the configuration", now);
+            }
+
             var ended = 0;
             foreach (var session in _registry.Sessions.Where(s => changed.Contains(s.Token.Name)).ToArray())
             {
