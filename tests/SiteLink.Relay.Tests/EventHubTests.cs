@@ -201,12 +201,7 @@ internal sealed class EventHubTests
     public async Task SetSubscriptions_KeepsUnchanged_HandsQueueToNewVersion_DeadLettersRemoved_StartsNew()
     {
         // The receiver holds every request until released: queues fill up behind the first event.
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var receiver = new Receiver(async (_, _, _) =>
-        {
-            await release.Task;
-            return new HttpResponseMessage(HttpStatusCode.OK);
-        });
+        var (receiver, release) = Held();
         var store = new InMemoryDeadLetterStore();
         var counters = new EventCounters();
         await using var hub = Hub(receiver, store: store, counters: counters);
@@ -267,12 +262,7 @@ internal sealed class EventHubTests
     [Test]
     public async Task QueueBound_AFullQueueDeadLettersTheOverflow_AndMemoryStaysBounded()
     {
-        var hang = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var receiver = new Receiver(async (_, _, _) =>
-        {
-            await hang.Task;
-            return new HttpResponseMessage(HttpStatusCode.OK);
-        });
+        var (receiver, hang) = Held();
         var store = new InMemoryDeadLetterStore();
         var counters = new EventCounters();
         await using var hub = Hub(receiver, Fast(queue: 5), store, counters, Subscription());
@@ -474,6 +464,17 @@ internal sealed class EventHubTests
     }
 
     private static int EventNumber(string body) => JsonDocument.Parse(body).RootElement.GetProperty("data").GetProperty("n").GetInt32();
+
+    /// <summary>A receiver that answers nothing until <c>Release</c> is set, then 200 to everything.</summary>
+    private static (Receiver Receiver, TaskCompletionSource Release) Held()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        return (new Receiver(async (_, _, _) =>
+        {
+            await release.Task;
+            return new HttpResponseMessage(HttpStatusCode.OK);
+        }), release);
+    }
 
     private static Task<HttpResponseMessage> Status(HttpStatusCode status, string body = "") =>
         Task.FromResult(new HttpResponseMessage(status) { Content = new StringContent(body) });

@@ -169,9 +169,14 @@ internal sealed class TunnelService
                 Handle(session, message);
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        catch (Exception ex) when ((ex is OperationCanceledException or IOException or InvalidOperationException or RpcException) && !session.IsLeaving)
         {
             (reason, code) = (ex is RpcException rpc ? $"{rpc.StatusCode}: {SafeText.Clean(rpc.Status.Detail)}" : "the connection was lost", "connection_lost");
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        {
+            // After its Goodbye the agent closes its connection, which may reach the relay as a reset rather than the
+            // end of the stream: it left all the same.
         }
 #pragma warning disable CA1031 // A bug handling one message must end this session cleanly (and say why), not fault the call silently.
         catch (Exception ex)

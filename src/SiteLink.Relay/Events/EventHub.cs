@@ -21,8 +21,11 @@ public sealed class EventHub : IRelayEventSink, IHostedService, IAsyncDisposable
     /// <summary>How many recent events <see cref="Recent"/> can return.</summary>
     public const int RecentCapacity = 1000;
 
-    /// <summary>Dead letters waiting for the store; more are counted (<c>store_behind</c>) and logged, not kept.</summary>
-    internal const int DeadLetterBacklog = 10_000;
+    /// <summary>
+    /// Dead letters waiting for the store (a slow persistent one); more are counted (<c>store_behind</c>) and logged, not
+    /// kept. Each holds its payload as text: at most 32 KiB, so the backlog is at most 32 MiB.
+    /// </summary>
+    internal const int DeadLetterBacklog = 1000;
 
     /// <summary>When the relay stops, how long queues may go without a delivery before the hub stops waiting for them.</summary>
     internal static readonly TimeSpan StopQuietPeriod = TimeSpan.FromSeconds(1);

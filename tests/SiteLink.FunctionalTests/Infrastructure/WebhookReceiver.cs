@@ -69,10 +69,7 @@ internal sealed class WebhookReceiver : IAsyncDisposable
         var app = builder.Build();
         var receiver = new WebhookReceiver(app);
         app.Run(receiver.HandleAsync);
-        await app.StartAsync().DefaultTimeout();
-        var address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
-            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.Single();
-        receiver.Port = new Uri(address).Port;
+        receiver.Port = (await app.StartAndGetAddressAsync()).Port;
         return receiver;
     }
 
