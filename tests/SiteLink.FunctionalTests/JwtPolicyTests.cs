@@ -49,10 +49,7 @@ public sealed class JwtPolicyTests
                 context.Response.ContentType = "application/json";
                 await context.Response.WriteAsync(server._document);
             });
-            await app.StartAsync().DefaultTimeout();
-            var address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
-                .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.Single();
-            server.Url = new Uri(new Uri(address), "/jwks");
+            server.Url = new Uri(await app.StartAndGetAddressAsync(), "/jwks");
             return server;
         }
 

@@ -82,10 +82,7 @@ public sealed class OidcPolicyTests
                 principal.SetScopes(Scopes.OpenId, Scopes.Email);
                 return Results.SignIn(principal, authenticationScheme: OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
             });
-            await app.StartAsync().DefaultTimeout();
-            var address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
-                .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.Single();
-            provider.Url = new Uri(address);
+            provider.Url = await app.StartAndGetAddressAsync();
             return provider;
         }
 

@@ -168,7 +168,7 @@ internal sealed class ConnectionRouterTests
         session.Outgoing.TryRead(out var first);
 
         router.OnRefusedByAgent(session, new StreamRefused { StreamId = first!.OpenStream.StreamId, Reason = StreamRefusal.UpstreamUnavailable });
-        router.OnSessionEnded(registry.Remove(session));
+        router.OnSessionEnded(registry.Remove(session).Offers);
 
         Assert.Multiple(async () =>
         {

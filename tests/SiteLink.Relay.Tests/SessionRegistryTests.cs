@@ -284,7 +284,7 @@ internal sealed class SessionRegistryTests
 
         Assert.Multiple(() =>
         {
-            Assert.That(unbound, Is.EqualTo("one"));
+            Assert.That(unbound?.Name, Is.EqualTo("one"));
             Assert.That(unknown, Is.Null);
             Assert.That(registry.TryRoute("acme", "one", out _), Is.False);
             Assert.That(registry.TryRoute("acme", "two", out _), Is.False, "a leaving session is offered nothing new");

@@ -33,12 +33,14 @@ internal sealed class TunnelService
     private readonly AuthFailureLog _authFailures;
     private readonly PeerEventLog _sampled;
     private readonly AgentVersionPolicy _versions;
-    private readonly IRelayEventSink _events;
+    private readonly SessionEvents _events;
+    private readonly IRelayEventSink _sink;
 
-    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, AgentConnections connections, RelayCounters counters, TimeProvider timeProvider, AuthFailureLog authFailures, PeerEventLog sampled, ILogger<TunnelService> logger, AgentVersionPolicy versions, IRelayEventSink events)
+    public TunnelService(RelayOptions options, AuthTokenStore tokens, SessionRegistry registry, ConnectionRouter router, AgentConnections connections, RelayCounters counters, TimeProvider timeProvider, AuthFailureLog authFailures, PeerEventLog sampled, SessionEvents events, ILogger<TunnelService> logger, AgentVersionPolicy versions, IRelayEventSink sink)
     {
         _sampled = sampled;
         _versions = versions;
+        _sink = sink;
         _events = events;
         _options = options;
         _tokens = tokens;
@@ -132,6 +134,7 @@ internal sealed class TunnelService
         }
 
         RelayLog.SessionStarted(_logger, session.Id, token.Name, token.Tenant, context.Peer, session.ClientId, session.SdkVersion);
+        _events.Connected(session, RemoteAddress(http), hello.Metadata);
         session.Send(new RelayMessage
         {
             Welcome = new Welcome
@@ -153,7 +156,7 @@ internal sealed class TunnelService
 
         using var ending = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
         var writer = WriteLoopAsync(session, responseStream, ending.Token);
-        var reason = "the agent closed the control stream";
+        var (reason, code) = ("the agent closed the control stream", "agent_closed");
         var silence = SilenceTimeout(hello);
         using var silenceTimer = _timeProvider.CreateTimer(
             _ =>
@@ -180,20 +183,25 @@ internal sealed class TunnelService
                 Handle(session, message);
             }
         }
+        catch (Exception ex) when ((ex is OperationCanceledException or IOException or InvalidOperationException or RpcException) && !session.IsLeaving)
+        {
+            (reason, code) = (ex is RpcException rpc ? $"{rpc.StatusCode}: {SafeText.Clean(rpc.Status.Detail)}" : "the connection was lost", "connection_lost");
+        }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
         {
-            reason = ex is RpcException rpc ? $"{rpc.StatusCode}: {SafeText.Clean(rpc.Status.Detail)}" : "the connection was lost";
+            // After its Goodbye the agent closes its connection, which may reach the relay as a reset rather than the
+            // end of the stream: it left all the same.
         }
 #pragma warning disable CA1031 // A bug handling one message must end this session cleanly (and say why), not fault the call silently.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
             RelayLog.ProtocolError(_logger, session.Id, $"internal error handling a message: {ex.GetType().Name}: {ex.Message}", 0);
-            reason = "internal error";
+            (reason, code) = ("internal error", "internal_error");
         }
         finally
         {
-            EndSession(session, null);
+            EndSession(session, null, reason, code);
             await writer.ConfigureAwait(false);
         }
 
@@ -217,12 +225,21 @@ internal sealed class TunnelService
         }
     }
 
-    /// <summary>Removes a session and its routes at once, closes what it was offered, and ends its calls.</summary>
-    private void EndSession(AgentSession session, SessionEnd? ending)
+    /// <summary>
+    /// Removes a session and its routes at once, closes what it was offered, and ends its calls. The first call for a
+    /// session publishes its <c>session.disconnected</c> (and an <c>endpoint.unbound</c> per endpoint it still bound),
+    /// with why the relay ended it, or else <paramref name="agentReason"/>.
+    /// </summary>
+    private void EndSession(AgentSession session, SessionEnd? ending, string agentReason = "the session ended", string agentCode = "ended")
     {
         session.End(ending);
-        var offers = _registry.Remove(session);
-        _router.OnSessionEnded(offers);
+        var removal = _registry.Remove(session);
+        _router.OnSessionEnded(removal.Offers);
+        if (removal.Removed)
+        {
+            var end = session.Ending;
+            _events.Disconnected(session, end?.Reason ?? agentReason, end?.Kind ?? agentCode, removal.Unbound);
+        }
     }
 
     /// <summary>
@@ -242,6 +259,11 @@ internal sealed class TunnelService
     }
 
     private const int MaxHelloMetadata = 16;
+
+    /// <summary>The agent's address as the relay saw it (IPv4 clients of a dual-stack socket as IPv4).</summary>
+    private static string RemoteAddress(HttpContext http) => http.Connection.RemoteIpAddress is { } address
+        ? (address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString()
+        : "unknown";
 
     /// <summary>The agent's declared heartbeat interval + tolerance, else the relay's default.</summary>
     private TimeSpan SilenceTimeout(Hello hello)
@@ -328,7 +350,7 @@ internal sealed class TunnelService
             RelayLog.AgentVersionRefused(_logger, clientId, token.Name, token.Tenant, context.Peer, refusal.AgentVersion, refusal.MinimumVersion, suppressed);
         }
 
-        _events.Publish(new RelayEvent(RelayEventTypes.AgentVersionRefused, token.Tenant, token.Name, _timeProvider.GetUtcNow(), new Dictionary<string, object?>
+        _sink.Publish(new RelayEvent(RelayEventTypes.AgentVersionRefused, token.Tenant, token.Name, _timeProvider.GetUtcNow(), new Dictionary<string, object?>
         {
             ["agentVersion"] = refusal.AgentVersion,
             ["minimumVersion"] = refusal.MinimumVersion,
@@ -369,6 +391,7 @@ internal sealed class TunnelService
                 {
                     // Within the bind rules' limits (checked before it was accepted), so safe to log as is.
                     RelayLog.Bound(_logger, session.Id, message.Bind.Name, session.Token.Tenant, message.Bind.Description.Length == 0 ? "" : $": {message.Bind.Description}");
+                    _events.Bound(session, new BoundEndpoint(message.Bind.Name.ToLowerInvariant(), message.Bind.Description, message.Bind.Metadata, message.Bind.Pooling));
                 }
                 else if (_sampled.Binds.ShouldLog(out var suppressed))
                 {
@@ -379,15 +402,16 @@ internal sealed class TunnelService
                 break;
             case AgentMessage.KindOneofCase.Unbind:
                 var bindId = message.Unbind.BindId;
-                var name = _registry.Unbind(session, bindId);
-                if (name is not null)
+                var unbound = _registry.Unbind(session, bindId);
+                if (unbound is not null)
                 {
-                    RelayLog.Unbound(_logger, session.Id, name);
+                    RelayLog.Unbound(_logger, session.Id, unbound.Name);
+                    _events.Unbound(session, unbound);
                 }
 
                 // Bind ids are at most 64 characters (Bind refuses longer ones), so a longer one is unknown: it is
                 // answered without being echoed.
-                session.Send(new RelayMessage { UnbindResult = new UnbindResult { BindId = bindId.Length <= SafeText.MaxIdLength ? bindId : "", Found = name is not null } });
+                session.Send(new RelayMessage { UnbindResult = new UnbindResult { BindId = bindId.Length <= SafeText.MaxIdLength ? bindId : "", Found = unbound is not null } });
                 break;
             case AgentMessage.KindOneofCase.Heartbeat:
                 session.Send(new RelayMessage { HeartbeatAck = new HeartbeatAck { Sequence = message.Heartbeat.Sequence } });
@@ -399,7 +423,11 @@ internal sealed class TunnelService
                 break;
             case AgentMessage.KindOneofCase.Goodbye:
                 session.MarkLeaving();
-                _registry.UnbindAll(session);
+                foreach (var left in _registry.UnbindAll(session))
+                {
+                    _events.Unbound(session, left);
+                }
+
                 break;
             default:
                 var detail = message.KindCase == AgentMessage.KindOneofCase.Hello ? "Hello sent twice" : "a message this relay does not understand";
@@ -516,7 +544,7 @@ internal sealed class TunnelService
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
         {
-            _counters.OnRefused(RefusalReason.AgentRefused);
+            _router.CountRefusal(pending.Client, RefusalReason.AgentRefused);
             pending.Client.Reset();
             return false;
         }

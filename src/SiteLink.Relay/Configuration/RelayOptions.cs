@@ -54,9 +54,16 @@ public sealed class RelayOptions
     /// </summary>
     public string? MinimumAgentVersion { get; set; }
 
+    /// <summary>How events are delivered to webhooks: queue bounds, retries, timeouts.</summary>
+    public RelayEventOptions Events { get; set; } = new();
+
+    /// <summary>Webhooks the relay delivers events to from its start (more can be set while it runs).</summary>
+    public IList<WebhookOptions> Webhooks { get; } = [];
+
     /// <summary>
-    /// A copy to keep for the relay's lifetime: tokens by their SHA-256 only, no certificate password. The secrets
-    /// themselves are needed once, at start, and are not kept in memory after it.
+    /// A copy to keep for the relay's lifetime: tokens by their SHA-256 only, no certificate password, no webhook secret
+    /// (the event hub keeps those it signs with). The secrets themselves are needed once, at start, and are not kept in
+    /// memory after it.
     /// </summary>
     internal RelayOptions WithoutSecrets()
     {
@@ -79,10 +86,16 @@ public sealed class RelayOptions
             Store = Store,
             Admin = new AdminOptions { Listen = Admin.Listen, DisableTls = Admin.DisableTls, Jwt = Admin.Jwt },
             MinimumAgentVersion = MinimumAgentVersion,
+            Events = Events,
         };
         foreach (var key in Admin.Keys)
         {
             copy.Admin.Keys.Add(new AdminKeyOptions { Name = key.Name, Scope = key.Scope, Sha256 = key.Key is { Length: > 0 } secret ? Security.AuthTokenStore.HashToHex(secret) : key.Sha256 });
+        }
+
+        foreach (var webhook in Webhooks)
+        {
+            copy.Webhooks.Add(webhook.WithoutSecret());
         }
 
         foreach (var token in Tokens)

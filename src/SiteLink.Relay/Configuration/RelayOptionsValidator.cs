@@ -33,6 +33,7 @@ public static class RelayOptionsValidator
         ValidateCloudEndpoints(options, errors);
         ValidateControlPlane(options, errors);
         ValidateLimits(options.Limits, errors);
+        ValidateEvents(options.Events, options.Webhooks, errors);
         if (options.DrainTimeout < TimeSpan.Zero)
         {
             errors.Add("Relay:DrainTimeout must not be negative.");
@@ -401,6 +402,56 @@ public static class RelayOptionsValidator
             if (endpoint.IdleTimeout <= TimeSpan.Zero && endpoint.IdleTimeout != Timeout.InfiniteTimeSpan)
             {
                 errors.Add($"{where}:IdleTimeout must be positive, or -00:00:00.001 (infinite) to turn it off.");
+            }
+        }
+    }
+
+    /// <summary>The delivery settings and the configured webhooks (never quoting a secret).</summary>
+    private static void ValidateEvents(RelayEventOptions events, IList<WebhookOptions> webhooks, List<string> errors)
+    {
+        if (events.MaxQueuedPerSubscription is < 1 or > 100_000)
+        {
+            errors.Add($"Relay:Events:MaxQueuedPerSubscription must be between 1 and 100000 (was {events.MaxQueuedPerSubscription.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (events.MaxAttempts is < 1 or > 100)
+        {
+            errors.Add($"Relay:Events:MaxAttempts must be between 1 and 100 (was {events.MaxAttempts.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (events.MaxSubscriptions is < 1 or > 10_000)
+        {
+            errors.Add($"Relay:Events:MaxSubscriptions must be between 1 and 10000 (was {events.MaxSubscriptions.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (events.RetryBaseDelay <= TimeSpan.Zero || events.RetryBaseDelay > events.RetryMaxDelay || events.RetryMaxDelay > TimeSpan.FromDays(1))
+        {
+            errors.Add("Relay:Events: RetryBaseDelay must be positive and at most RetryMaxDelay, which must be at most a day.");
+        }
+
+        if (events.AttemptTimeout <= TimeSpan.Zero || events.AttemptTimeout > TimeSpan.FromMinutes(5))
+        {
+            errors.Add("Relay:Events:AttemptTimeout must be positive and at most 5 minutes.");
+        }
+
+        if (webhooks.Count > events.MaxSubscriptions)
+        {
+            errors.Add($"Relay:Webhooks has {webhooks.Count.ToString(CultureInfo.InvariantCulture)} entries; Relay:Events:MaxSubscriptions allows {events.MaxSubscriptions.ToString(CultureInfo.InvariantCulture)}.");
+        }
+
+        var ids = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        for (var i = 0; i < webhooks.Count; i++)
+        {
+            var webhook = webhooks[i];
+            var where = $"Relay:Webhooks:{i.ToString(CultureInfo.InvariantCulture)}";
+            foreach (var problem in Events.WebhookRules.Problems(webhook.Id, webhook.Tenant, webhook.Url, webhook.Secret, webhook.Events))
+            {
+                errors.Add($"{where}:{problem}");
+            }
+
+            if (!string.IsNullOrEmpty(webhook.Id) && !ids.Add(webhook.Id))
+            {
+                errors.Add($"{where}:Id '{SafeText.Clean(webhook.Id, SafeText.MaxIdLength)}' is used by another webhook.");
             }
         }
     }

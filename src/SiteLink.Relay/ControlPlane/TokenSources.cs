@@ -9,7 +9,7 @@ namespace SiteLink.Relay.ControlPlane;
 /// plane's store (the admin API). This holds both, applies their union to the <see cref="AuthTokenStore"/> (a name in
 /// both: the configuration's wins) and ends the sessions of every token removed or changed, whichever side changed it.
 /// </summary>
-internal sealed class TokenSources(AuthTokenStore tokens, SessionRegistry registry, IReadOnlyList<AuthTokenOptions> configured)
+internal sealed class TokenSources(AuthTokenStore tokens, SessionRegistry registry, IReadOnlyList<AuthTokenOptions> configured, Events.IRelayEventSink events, TimeProvider time)
 {
     private readonly Lock _gate = new();
     private IReadOnlyList<AuthTokenOptions> _configured = configured;
@@ -24,13 +24,25 @@ internal sealed class TokenSources(AuthTokenStore tokens, SessionRegistry regist
         }
     }
 
-    /// <summary>Replaces the configuration's tokens; returns the names whose sessions were ended.</summary>
+    /// <summary>
+    /// Replaces the configuration's tokens; returns the names whose sessions were ended. Each configured token removed or
+    /// changed (secret, tenant, allowed names) is published as <c>token.revoked</c>.
+    /// </summary>
     public IReadOnlyList<string> SetConfigured(IReadOnlyList<AuthTokenOptions> configured)
     {
         lock (_gate)
         {
+            var before = _configured.Select(t => tokens.Find(t.Name)).OfType<TokenIdentity>().ToList();
             _configured = configured;
-            return Apply();
+            var ended = Apply(out var changed);
+            var now = time.GetUtcNow();
+            foreach (var identity in before.Where(i => changed.Contains(i.Name)))
+            {
+                var kept = configured.Any(t => string.Equals(t.Name, identity.Name, StringComparison.OrdinalIgnoreCase));
+                Events.RelayEvents.PublishTokenRevoked(events, identity.Tenant, identity.Name, kept ? "changed in the configuration (secret, tenant or allowed names)" : "removed from the configuration", now);
+            }
+
+            return ended;
         }
     }
 
@@ -40,7 +52,7 @@ internal sealed class TokenSources(AuthTokenStore tokens, SessionRegistry regist
         lock (_gate)
         {
             _stored = stored;
-            return Apply();
+            return Apply(out _);
         }
     }
 
@@ -53,13 +65,14 @@ internal sealed class TokenSources(AuthTokenStore tokens, SessionRegistry regist
         }
     }
 
-    private List<string> Apply()
+    private List<string> Apply(out IReadOnlySet<string> changed)
     {
         var configured = _configured;
         var names = new HashSet<string>(configured.Select(t => t.Name), StringComparer.OrdinalIgnoreCase);
-        var changed = tokens.Replace([.. configured, .. _stored.Where(t => !names.Contains(t.Name))]);
+        changed = tokens.Replace([.. configured, .. _stored.Where(t => !names.Contains(t.Name))]);
+        var replaced = changed;
         var ended = new List<string>();
-        foreach (var session in registry.Sessions.Where(s => changed.Contains(s.Token.Name)).ToArray())
+        foreach (var session in registry.Sessions.Where(s => replaced.Contains(s.Token.Name)).ToArray())
         {
             session.End(SessionEnd.Revoked);
             ended.Add(session.Token.Name);

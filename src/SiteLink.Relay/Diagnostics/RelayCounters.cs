@@ -220,7 +220,8 @@ public sealed class RelayCounters
 
     internal void OnBindRefused(string reason) => _bindRefusals.Add(1, new KeyValuePair<string, object?>("sitelink.reason", reason));
 
-    private static string ReasonName(RefusalReason reason) => reason switch
+    /// <summary>The metric's <c>sitelink.reason</c> of a refusal, e.g. <c>no_agent</c> (also the <c>reason</c> of <c>connection.refused</c> events).</summary>
+    internal static string ReasonName(RefusalReason reason) => reason switch
     {
         RefusalReason.NoAgent => "no_agent",
         RefusalReason.StreamLimit => "stream_limit",

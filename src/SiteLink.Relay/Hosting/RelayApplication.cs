@@ -47,19 +47,32 @@ public static class RelayApplication
         }
 
         builder.Services.AddSingleton(cloudCertificates);
+        // The webhooks' secrets stay with the event hub, which signs with them.
+        var webhooks = options.Webhooks.Select(Events.WebhookSubscription.From).ToArray();
         options = options.WithoutSecrets();
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(new RelayStartupFacts(certificate, weakTokens));
         builder.Services.AddHostedService<RelayStartupReport>();
         builder.Services.TryAddSingleton(TimeProvider.System);
-        builder.Services.TryAddSingleton<Events.IRelayEventSink, Events.NullRelayEventSink>();
+        builder.Services.AddSingleton<Events.EventCounters>();
+        // A persistent store registered before the relay is added takes the place of the in-memory one.
+        builder.Services.TryAddSingleton<Events.IDeadLetterStore>(_ => new Events.InMemoryDeadLetterStore());
+        var relayId = options.RelayId;
+        var eventOptions = options.Events;
+        builder.Services.AddSingleton(sp => new Events.EventHub(eventOptions, relayId, webhooks, sp.GetRequiredService<Events.IDeadLetterStore>(),
+            sp.GetRequiredService<Events.EventCounters>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<Events.EventHub>>()));
+        builder.Services.TryAddSingleton<Events.IRelayEventSink>(sp => sp.GetRequiredService<Events.EventHub>());
+        builder.Services.AddSingleton<Events.SessionEvents>();
         // Hosting's per-request diagnostics mean an Activity and a log scope for every data stream (one per tunnelled
         // connection, for its whole life) to log a "request started/finished" pair no relay operator reads; the relay
         // logs connections itself. Listeners of the Microsoft.AspNetCore activity source still get their activities.
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Services.AddSingleton(tokens);
-        builder.Services.AddSingleton(sp => new ControlPlane.TokenSources(tokens, sp.GetRequiredService<SessionRegistry>(), [.. options.Tokens]));
+        builder.Services.AddSingleton(sp => new ControlPlane.TokenSources(tokens, sp.GetRequiredService<SessionRegistry>(), [.. options.Tokens],
+            sp.GetRequiredService<Events.IRelayEventSink>(), sp.GetRequiredService<TimeProvider>()));
         builder.Services.AddHostedService<TokenReloader>();
+        // Stops after the drain (RelayShutdown runs before every hosted service stops), so the disconnects it causes are delivered.
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Events.EventHub>());
         builder.Services.AddSingleton<RelayCounters>();
         builder.Services.AddSingleton<AgentConnections>();
         builder.Services.AddSingleton<AuthFailureLog>();

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Logging;
 using SiteLink.Relay.CloudEndpoints;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Events;
 using SiteLink.Relay.Security;
 
 namespace SiteLink.Relay.Hosting;
@@ -72,10 +73,17 @@ public sealed class RelayServer : IAsyncDisposable
     public IReadOnlyList<string> FindEndpointMembers(string tenant, string endpoint) =>
         [.. _app.Services.GetRequiredService<Sessions.SessionRegistry>().Members(tenant, endpoint).Select(s => s.Id)];
 
-    /// <summary>Revokes a token by name: its new calls are refused and its sessions end.</summary>
+    /// <summary>Revokes a token by name: its new calls are refused, its sessions end, and <c>token.revoked</c> is published.</summary>
     public void RevokeToken(string name)
     {
-        _app.Services.GetRequiredService<AuthTokenStore>().Revoke(name);
+        var tokens = _app.Services.GetRequiredService<AuthTokenStore>();
+        tokens.Revoke(name);
+        if (tokens.Find(name) is { } token)
+        {
+            _app.Services.GetRequiredService<Events.IRelayEventSink>().PublishTokenRevoked(
+                token.Tenant, token.Name, "revoked by the operator", _app.Services.GetRequiredService<TimeProvider>().GetUtcNow());
+        }
+
         foreach (var session in _app.Services.GetRequiredService<Sessions.SessionRegistry>().Sessions)
         {
             if (string.Equals(session.Token.Name, name, StringComparison.OrdinalIgnoreCase))

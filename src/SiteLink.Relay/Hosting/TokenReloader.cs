@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Events;
 using SiteLink.Relay.Security;
 using SiteLink.Relay.Sessions;
 
@@ -96,6 +97,7 @@ internal sealed class TokenReloader : IHostedService, IDisposable
 
             _lastRejected = null;
 
+            // Sessions of tokens removed or changed end; each such token is evented as revoked.
             var ended = _tokens.SetConfigured([.. loaded.Tokens]).Count;
             RelayLog.TokensReloaded(_logger, loaded.Tokens.Count, ended);
             foreach (var (name, why) in RelayOptionsValidator.WeakTokens(loaded.Tokens))

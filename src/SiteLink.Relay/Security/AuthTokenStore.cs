@@ -118,6 +118,12 @@ public sealed class AuthTokenStore
         return identity;
     }
 
+    /// <summary>Every token held now (revoked ones included).</summary>
+    public IReadOnlyList<TokenIdentity> Identities => [.. _snapshot.ByName.Values.Select(held => held.Identity)];
+
+    /// <summary>Who a token is by its name (tenant, allowed names), revoked or not; null when no token has that name.</summary>
+    public TokenIdentity? Find(string name) => _snapshot.ByName.TryGetValue(name, out var held) ? held.Identity : null;
+
     /// <summary>Marks a token revoked by name; later calls with it are refused.</summary>
     public void Revoke(string name)
     {

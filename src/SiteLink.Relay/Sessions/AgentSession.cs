@@ -35,6 +35,7 @@ internal sealed class AgentSession
     public AgentSession(string id, TokenIdentity token, string clientId, string peer, string sdkVersion, string connectionId = "", int maxQueueMessages = DefaultQueueMessages, int maxQueueBytes = DefaultQueueBytes, RelayCounters? counters = null, TimeProvider? timeProvider = null)
     {
         UnknownStreams = new FailureBudget(UnknownStreamBudget, timeProvider ?? TimeProvider.System);
+        StartedAt = (timeProvider ?? TimeProvider.System).GetUtcNow();
         Id = id;
         Token = token;
         ClientId = clientId;
@@ -60,6 +61,9 @@ internal sealed class AgentSession
     public const int UnknownStreamBudget = 1000;
 
     public string Id { get; }
+
+    /// <summary>When the session was set up (its Hello arrived).</summary>
+    public DateTimeOffset StartedAt { get; }
 
     /// <summary>See <see cref="UnknownStreamBudget"/>.</summary>
     public FailureBudget UnknownStreams { get; }
@@ -290,7 +294,8 @@ internal sealed record SessionEnd(string Reason, Status Status, string Kind, boo
 }
 
 /// <summary>
-/// An endpoint a session bound, as the agent declared it: the name (lower case) and the description and metadata,
-/// within <see cref="Internal.EndpointDescriptionRules"/>'s limits (the bind was refused otherwise).
+/// An endpoint a session bound, as the agent declared it: the name (lower case), the description and metadata, within
+/// <see cref="Internal.EndpointDescriptionRules"/>'s limits (the bind was refused otherwise), whether it joined a pool,
+/// and its kind (<c>tcp</c>).
 /// </summary>
-internal sealed record BoundEndpoint(string Name, string Description, IReadOnlyDictionary<string, string> Metadata);
+internal sealed record BoundEndpoint(string Name, string Description, IReadOnlyDictionary<string, string> Metadata, bool Pooling = false, string Kind = "tcp");

@@ -5,6 +5,7 @@ using SiteLink.Internal;
 using SiteLink.Protocol.V1;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.Diagnostics;
+using SiteLink.Relay.Events;
 
 namespace SiteLink.Relay.Sessions;
 
@@ -21,10 +22,12 @@ internal sealed class ConnectionRouter : IDisposable
     private readonly ILogger _logger;
     private readonly LogSampler _refusalLog;
     private readonly PeerEventLog _sampled;
+    private readonly RefusalEvents _refusalEvents;
 
-    public ConnectionRouter(SessionRegistry registry, RelayOptions options, RelayCounters counters, TimeProvider timeProvider, ILogger<ConnectionRouter> logger, PeerEventLog? sampled = null)
+    public ConnectionRouter(SessionRegistry registry, RelayOptions options, RelayCounters counters, TimeProvider timeProvider, ILogger<ConnectionRouter> logger, PeerEventLog? sampled = null, IRelayEventSink? events = null)
     {
         _sampled = sampled ?? new PeerEventLog(timeProvider);
+        _refusalEvents = new RefusalEvents(events ?? new NullRelayEventSink(), timeProvider);
         _registry = registry;
         _limits = options.Limits;
         _counters = counters;
@@ -111,7 +114,7 @@ internal sealed class ConnectionRouter : IDisposable
         else if (session.PairedParked.TryRemove(refused.StreamId, out var paired))
         {
             // Ending the bridge resets the client and ends the parked call, which the agent is waiting for.
-            _counters.OnRefused(RefusalReason.AgentRefused);
+            CountRefusal(paired.Client, RefusalReason.AgentRefused);
             LogRefusal(paired.Client, $"the agent refused it: {refused.Reason}: {SafeText.Clean(refused.Message)}");
             paired.Client.Transport.NoteRefusal(RefusalReason.AgentRefused, $"{refused.Reason}: {SafeText.Clean(refused.Message)}");
             try
@@ -162,9 +165,16 @@ internal sealed class ConnectionRouter : IDisposable
     /// <summary>Resets a public connection nobody will serve, counted by <paramref name="reason"/>.</summary>
     public void Refuse(PublicConnection client, RefusalReason reason, string message)
     {
-        _counters.OnRefused(reason);
+        CountRefusal(client, reason);
         LogRefusal(client, message);
         client.Refuse(reason, message);
+    }
+
+    /// <summary>Counts a public connection refused for <paramref name="reason"/>, and reports it (coalesced: <see cref="RefusalEvents"/>).</summary>
+    public void CountRefusal(PublicConnection client, RefusalReason reason)
+    {
+        _counters.OnRefused(reason);
+        _refusalEvents.OnRefused(client.Endpoint, reason);
     }
 
     /// <summary>
@@ -198,6 +208,7 @@ internal sealed class ConnectionRouter : IDisposable
     public void Dispose()
     {
         _refusalLog.Dispose();
+        _refusalEvents.Dispose();
         foreach (var sampler in _policySamplers.Values)
         {
             sampler.Dispose();

@@ -136,16 +136,21 @@ internal sealed class SessionRegistry
         }
     }
 
-    /// <summary>Removes a session and every route to it. Returns the offers it still had, for the caller to close.</summary>
-    public IReadOnlyList<PendingStream> Remove(AgentSession session)
+    /// <summary>
+    /// Removes a session and every route to it. Returns whether it was still registered (only the first removal is),
+    /// the offers it still had, for the caller to close, and the endpoints it still bound.
+    /// </summary>
+    public SessionRemoval Remove(AgentSession session)
     {
+        BoundEndpoint[] unbound;
         lock (_gate)
         {
             if (!_sessions.TryRemove(session.Id, out _))
             {
-                return [];
+                return new SessionRemoval(false, [], []);
             }
 
+            unbound = [.. session.Binds.Values];
             foreach (var (bindId, bound) in session.Binds)
             {
                 RemoveMember(session, bindId, bound.Name);
@@ -157,7 +162,7 @@ internal sealed class SessionRegistry
             _sessionsPerToken.Decrement(session.Token.Name);
         }
 
-        return session.Pending.Values.ToArray();
+        return new SessionRemoval(true, session.Pending.Values.ToArray(), unbound);
     }
 
     public BindResult Bind(AgentSession session, Bind bind)
@@ -264,14 +269,15 @@ internal sealed class SessionRegistry
             session.Binds[bind.BindId] = new BoundEndpoint(
                 name,
                 bind.Description,
-                bind.Metadata.Count == 0 ? ReadOnlyDictionary<string, string>.Empty : new Dictionary<string, string>(bind.Metadata, StringComparer.Ordinal).AsReadOnly());
+                bind.Metadata.Count == 0 ? ReadOnlyDictionary<string, string>.Empty : new Dictionary<string, string>(bind.Metadata, StringComparer.Ordinal).AsReadOnly(),
+                bind.Pooling);
         }
 
         return Result(BindStatus.Ok, "");
     }
 
-    /// <summary>Removes a bind; returns its endpoint name, or null when the session had no such bind.</summary>
-    public string? Unbind(AgentSession session, string bindId)
+    /// <summary>Removes a bind; returns the endpoint it bound, or null when the session had no such bind.</summary>
+    public BoundEndpoint? Unbind(AgentSession session, string bindId)
     {
         lock (_gate)
         {
@@ -282,20 +288,26 @@ internal sealed class SessionRegistry
 
             RemoveMember(session, bindId, bound.Name);
             _counters.OnUnbound();
-            return bound.Name;
+            return bound;
         }
     }
 
-    /// <summary>Removes every bind of a session (it said Goodbye), so it is offered nothing new.</summary>
-    public void UnbindAll(AgentSession session)
+    /// <summary>Removes every bind of a session (it said Goodbye), so it is offered nothing new; returns the endpoints it bound.</summary>
+    public IReadOnlyList<BoundEndpoint> UnbindAll(AgentSession session)
     {
+        var unbound = new List<BoundEndpoint>();
         lock (_gate)
         {
             foreach (var bindId in session.Binds.Keys.ToArray())
             {
-                Unbind(session, bindId);
+                if (Unbind(session, bindId) is { } bound)
+                {
+                    unbound.Add(bound);
+                }
             }
         }
+
+        return unbound;
     }
 
     /// <summary>
@@ -405,6 +417,9 @@ internal sealed class SessionRegistry
         public List<RouteMember> Members { get; } = [];
     }
 }
+
+/// <summary>What <see cref="SessionRegistry.Remove"/> did: whether the session was still there, its open offers, the endpoints it still bound.</summary>
+internal readonly record struct SessionRemoval(bool Removed, IReadOnlyList<PendingStream> Offers, IReadOnlyList<BoundEndpoint> Unbound);
 
 /// <summary>One session's bind of an endpoint name, with the public connections it serves now.</summary>
 internal sealed class RouteMember(AgentSession session, string bindId)

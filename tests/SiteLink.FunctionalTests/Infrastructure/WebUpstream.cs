@@ -59,10 +59,7 @@ internal sealed class WebUpstream : IAsyncDisposable
         });
         app.UseWebSockets();
         app.Run(upstream.HandleAsync);
-        await app.StartAsync().DefaultTimeout();
-        var address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
-            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.Single();
-        upstream.Port = new Uri(address).Port;
+        upstream.Port = (await app.StartAndGetAddressAsync()).Port;
         return upstream;
     }
 
