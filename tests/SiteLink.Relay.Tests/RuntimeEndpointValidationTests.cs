@@ -1,3 +1,5 @@
+using System.Reflection;
+using SiteLink.Relay.CloudEndpoints;
 using SiteLink.Relay.Configuration;
 
 namespace SiteLink.Relay.Tests;
@@ -128,5 +130,42 @@ public sealed class RuntimeEndpointValidationTests
     {
         var others = new[] { Endpoint("a", "tcp", "127.0.0.1:7000"), Endpoint("b", "tcp", "127.0.0.1:7000") };
         Assert.That(Validate(Endpoint("c", "tcp", "127.0.0.1:7001"), others), Is.Empty);
+    }
+
+    /// <summary>Every setting of a runtime endpoint, changed, is seen as a change (or the relay would keep running the old one).</summary>
+    [Test]
+    public void EverySettingOfAnEndpoint_IsComparedWhenApplied()
+    {
+        var settable = typeof(CloudEndpointOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite).ToArray();
+        foreach (var property in settable.Where(p => p.Name is not (nameof(CloudEndpointOptions.Name) or nameof(CloudEndpointOptions.CertificatePassword))))
+        {
+            var running = Endpoint("api", "https", "127.0.0.1:0", "api.relay.test");
+            running.PolicyFingerprint = Policy.TrafficPolicy.Fingerprint(running.Policy);
+            var candidate = Endpoint("api", "https", "127.0.0.1:0", "api.relay.test");
+            property.SetValue(candidate, property.PropertyType switch
+            {
+                var t when t == typeof(string) => "127.0.0.2:1",
+                var t when t == typeof(int) => 7,
+                var t when t == typeof(bool) => true,
+                var t when t == typeof(TimeSpan) => TimeSpan.FromSeconds(7),
+                var t => throw new AssertionException($"a setting of type {t.Name}: teach this test and CloudEndpointHost.Changes about it"),
+            });
+
+            Assert.That(CloudEndpointHost.Changes(running, "", candidate, ""), Does.Contain(property.Name), property.Name);
+        }
+
+        var hostnames = Endpoint("api", "https", "127.0.0.1:0", "other.relay.test");
+        var policy = Endpoint("api", "https", "127.0.0.1:0", "api.relay.test");
+        policy.Policy.OnConnect.Add(new PolicyRuleOptions { Type = "deny" });
+        var baseline = Endpoint("api", "https", "127.0.0.1:0", "API.relay.test.");
+        baseline.PolicyFingerprint = Policy.TrafficPolicy.Fingerprint(baseline.Policy);
+        Assert.Multiple(() =>
+        {
+            Assert.That(CloudEndpointHost.Changes(baseline, "", hostnames, ""), Is.EqualTo(new[] { "Hostnames" }));
+            Assert.That(CloudEndpointHost.Changes(baseline, "", policy, ""), Is.EqualTo(new[] { "Policy" }));
+            Assert.That(CloudEndpointHost.Changes(baseline, "1@1", baseline, "2@2"), Is.EqualTo(new[] { "certificate files" }));
+            Assert.That(CloudEndpointHost.Changes(baseline, "", Endpoint("api", "HTTPS", "127.0.0.1:0", "api.relay.test"), ""), Is.Empty,
+                "protocol and host names compare as the relay routes them");
+        });
     }
 }
