@@ -402,7 +402,8 @@ internal sealed class CloudEndpointHost : IHostedService, IAsyncDisposable
         // Where it is to be served: where it is, unless its address or protocol changed (a tcp port 0 is its own).
         var target = changes.Contains(nameof(candidate.Listen)) || changes.Contains(nameof(candidate.Protocol)) ? ListenerAt(candidate) : listener;
         var here = target == listener && string.Equals(listener.Protocol, candidate.Protocol, StringComparison.OrdinalIgnoreCase);
-        var inPlace = here && !changes.Intersect(RouteChanges).Any();
+        // A tcp endpoint has no host names or TLS of its own (settings for those are ignored there): always in place.
+        var inPlace = here && (listener.Protocol == "tcp" || !changes.Intersect(RouteChanges).Any());
         if (inPlace && route.TryUpdate(candidate))
         {
             RelayLog.CloudEndpointUpdated(_logger, name, described);
