@@ -18,12 +18,12 @@ namespace SiteLink.FunctionalTests;
 public sealed class RuntimeEndpointTests
 {
     // Log events of CloudEndpointHost (Diagnostics/RelayLog).
-    private const int Started = 43;
-    private const int Stopped = 44;
-    private const int Replaced = 45;
-    private const int Updated = 46;
-    private const int NotApplied = 47;
-    private const int ListenerStopped = 48;
+    private const int Started = 50;
+    private const int Stopped = 51;
+    private const int Replaced = 52;
+    private const int Updated = 53;
+    private const int NotApplied = 54;
+    private const int ListenerStopped = 55;
     private const string HostCategory = "SiteLink.Relay.CloudEndpoints.CloudEndpointHost";
 
     private static CloudEndpointOptions Tcp(string name, string endpoint, string listen = "127.0.0.1:0") =>
