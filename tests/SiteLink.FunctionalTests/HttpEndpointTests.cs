@@ -31,7 +31,7 @@ public sealed class HttpEndpointTests
     }
 
     /// <summary>An HttpClient whose connections all go to <paramref name="target"/>, whatever host the URI names.</summary>
-    private static HttpClient ClientTo(IPEndPoint target, Action<SocketsHttpHandler>? configure = null)
+    internal static HttpClient ClientTo(IPEndPoint target, Action<SocketsHttpHandler>? configure = null)
     {
         var handler = new SocketsHttpHandler
         {

@@ -106,7 +106,7 @@ public sealed class RelayOptionsValidatorTests
         Assert.That(RelayOptionsValidator.TryParseEndPoint(text, out _), Is.EqualTo(expected));
     }
 
-    private static CloudEndpointOptions Named(string name, string protocol, string listen, params string[] hostnames)
+    internal static CloudEndpointOptions Named(string name, string protocol, string listen, params string[] hostnames)
     {
         var endpoint = new CloudEndpointOptions { Name = name, Protocol = protocol, Listen = listen, Tenant = "acme", Endpoint = "web" };
         foreach (var hostname in hostnames)

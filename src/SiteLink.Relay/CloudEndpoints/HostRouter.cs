@@ -3,6 +3,8 @@ namespace SiteLink.Relay.CloudEndpoints;
 /// <summary>
 /// Routes a host name (an HTTP Host header, a TLS server name) to what serves it: exact names first, then
 /// <c>*.domain</c> patterns matching exactly one more label (as a wildcard certificate does). Case-insensitive.
+/// Immutable once built: a listener whose routes change publishes a new one (<see cref="RouteTable{T}"/>), so every
+/// connection or request reads one snapshot without a lock.
 /// </summary>
 internal sealed class HostRouter<T>
     where T : class
@@ -10,17 +12,24 @@ internal sealed class HostRouter<T>
     private readonly Dictionary<string, T> _exact = new(StringComparer.Ordinal);
     private readonly Dictionary<string, T> _wildcard = new(StringComparer.Ordinal);
 
-    /// <summary>Everything routed to.</summary>
-    public IEnumerable<T> Values => _exact.Values.Concat(_wildcard.Values);
-
-    /// <summary>Adds a pattern; false when it is already taken.</summary>
-    public bool TryAdd(string pattern, T value)
+    /// <summary>Routes each of <paramref name="routes"/>' patterns to it; a pattern already taken stays with the earlier route.</summary>
+    public HostRouter(IReadOnlyList<T> routes, Func<T, IEnumerable<string>> patterns)
     {
-        var normalized = Normalize(pattern);
-        return normalized.StartsWith("*.", StringComparison.Ordinal)
-            ? _wildcard.TryAdd(normalized[2..], value)
-            : _exact.TryAdd(normalized, value);
+        Routes = routes;
+        foreach (var route in routes)
+        {
+            foreach (var pattern in patterns(route))
+            {
+                var normalized = Normalize(pattern);
+                _ = normalized.StartsWith("*.", StringComparison.Ordinal)
+                    ? _wildcard.TryAdd(normalized[2..], route)
+                    : _exact.TryAdd(normalized, route);
+            }
+        }
     }
+
+    /// <summary>Everything routed to, once each.</summary>
+    public IReadOnlyList<T> Routes { get; }
 
     /// <summary>What serves <paramref name="host"/> (a port, if any, is ignored); null when nothing does.</summary>
     public T? Match(string? host)

@@ -15,12 +15,13 @@ namespace SiteLink.Relay.CloudEndpoints;
 /// A listening socket for cloud endpoints: a tcp endpoint's own port, whose connections all go to it; or a tls listener
 /// shared by several tls endpoints, where each connection is routed by the server name of its TLS ClientHello (read,
 /// never answered: the bytes, ClientHello included, pass through to the agent as the client sent them). Each endpoint
-/// keeps its caps on connections in all and per client address.
+/// keeps its caps on connections in all and per client address. A tls listener's routes change while it runs
+/// (<see cref="Routes"/>); closing the listener leaves the connections it accepted running.
 /// </summary>
-internal sealed class TcpCloudEndpoint : IAsyncDisposable
+internal sealed class TcpCloudEndpoint : ICloudListener, IAsyncDisposable
 {
     private readonly Admission? _single;
-    private readonly HostRouter<Admission>? _routes;
+    private readonly RouteTable<Admission> _routes;
     private readonly ConnectionRouter _router;
     private readonly RelayCounters _counters;
     private readonly RelayLimits _limits;
@@ -32,32 +33,29 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
     private int _readingClientHellos;
     private int _disposed;
 
-    public TcpCloudEndpoint(IReadOnlyList<CloudEndpointOptions> endpoints, ConnectionRouter router, RelayCounters counters, RelayLimits limits, ILogger logger)
+    /// <summary>
+    /// Binds (but does not listen yet) for <paramref name="routes"/> (made by <see cref="CreateRoute"/>): one tcp
+    /// endpoint's, or those of the tls endpoints of one address.
+    /// </summary>
+    /// <exception cref="RelayStartException">The address cannot be bound.</exception>
+    public TcpCloudEndpoint(IReadOnlyList<IEndpointRoute> routes, ConnectionRouter router, RelayCounters counters, RelayLimits limits, ILogger logger)
     {
-        Endpoints = endpoints;
         _router = router;
         _counters = counters;
         _limits = limits;
         _logger = logger;
         // Public clients cause refusals at will: every one is counted, one a second is logged.
         _refusals = new LogSampler(TimeProvider.System, TimeSpan.FromSeconds(1), (count, interval) => RelayLog.ConnectionsRefusedSummary(logger, count, interval));
-        if (endpoints[0].IsTls)
+        var admissions = routes.Cast<Admission>().ToArray();
+        var endpoints = admissions.Select(a => a.Endpoint).ToArray();
+        _routes = new RouteTable<Admission>(admissions);
+        Protocol = endpoints[0].IsTls ? "tls" : "tcp";
+        if (!endpoints[0].IsTls)
         {
-            _routes = new HostRouter<Admission>();
-            foreach (var endpoint in endpoints)
-            {
-                var admission = new Admission(endpoint);
-                foreach (var hostname in endpoint.Hostnames)
-                {
-                    _routes.TryAdd(hostname, admission);
-                }
-            }
-        }
-        else
-        {
-            _single = new Admission(endpoints[0]);
+            _single = admissions[0];
         }
 
+        Key = RelayOptionsValidator.ListenerKey(endpoints[0]);
         var endPoint = RelayOptionsValidator.ParseEndPoint(endpoints[0].Listen);
         _listener = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         if (endPoint.AddressFamily == AddressFamily.InterNetworkV6 && endPoint.Address.Equals(IPAddress.IPv6Any))
@@ -72,14 +70,19 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
         catch (SocketException ex)
         {
             _listener.Dispose();
+            _refusals.Dispose();
             throw new RelayStartException($"Cloud endpoint '{Name}' cannot listen on {endPoint}: {ex.Message}", ex);
         }
 
         LocalEndPoint = (IPEndPoint)_listener.LocalEndPoint!;
     }
 
-    /// <summary>The endpoints this listener serves (one for tcp).</summary>
-    public IReadOnlyList<CloudEndpointOptions> Endpoints { get; }
+    public string Protocol { get; }
+
+    public string Key { get; }
+
+    /// <summary>The endpoints this listener serves now (one for tcp).</summary>
+    public IEnumerable<CloudEndpointOptions> Endpoints => _routes.Current.Routes.Select(r => r.Endpoint);
 
     /// <summary>A name for logs: the endpoint's, or the tls endpoints' joined.</summary>
     public string Name => string.Join(", ", Endpoints.Select(e => e.Name));
@@ -87,18 +90,14 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
     /// <summary>The address actually bound (the real port when the configuration said 0).</summary>
     public IPEndPoint LocalEndPoint { get; }
 
-    /// <summary>Public connections open on this listener now.</summary>
-    public int Connections => _single?.Connections ?? _routes!.Values.Distinct().Sum(a => a.Connections);
+    public IRouteTable Routes => _routes;
+
+    /// <summary>A new route for a tcp or tls endpoint: its settings and its connection caps.</summary>
+    public static IEndpointRoute CreateRoute(CloudEndpointOptions endpoint) => new Admission(endpoint);
 
     public void Start()
     {
         _listener.Listen(1024);
-        foreach (var endpoint in Endpoints)
-        {
-            var where = _routes is null ? LocalEndPoint.ToString() : $"tls://{LocalEndPoint} ({string.Join(", ", endpoint.Hostnames)})";
-            RelayLog.CloudEndpointListening(_logger, endpoint.Name, where, endpoint.Tenant, endpoint.Endpoint);
-        }
-
         _acceptLoop = AcceptLoopAsync(_stopping.Token);
     }
 
@@ -215,7 +214,7 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
                 status = ClientHello.TryReadServerName(buffer.AsSpan(0, filled), out serverName, out problem);
             }
 
-            var admission = status == ClientHelloStatus.Complete ? _routes!.Match(serverName) : null;
+            var admission = status == ClientHelloStatus.Complete ? _routes.Current.Match(serverName) : null;
             if (admission is null)
             {
                 var reason = status == ClientHelloStatus.Complete
@@ -259,7 +258,8 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
 
     private void AdmitTo(Admission admission, Socket socket, ReadOnlyMemory<byte> prefix, string? serverName)
     {
-        var options = admission.Options;
+        // Read once: the settings this connection keeps for its whole life, whatever an update does after.
+        var options = admission.Endpoint;
         var remote = SafeRemote(socket);
         if (options.CompiledPolicy is { HasConnectRules: true } policy
             && policy.OnConnect((remote as IPEndPoint)?.Address ?? IPAddress.None) is { } denial)
@@ -271,7 +271,7 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
         }
 
         var address = ClientAddress.KeyOf(remote);
-        if (admission.TryEnter(address) is { } reason)
+        if (admission.TryEnter(options, address) is { } reason)
         {
             _router.Refuse(new PublicConnection(socket, options, null, prefix, serverName), reason, reason == RefusalReason.EndpointLimit
                 ? $"the endpoint carries {options.MaxConnections} connections (limit MaxConnections)"
@@ -293,6 +293,9 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
         }
     }
 
+    public Task StopAsync(CancellationToken abort) => DisposeAsync().AsTask();
+
+    /// <summary>Stops accepting; the connections accepted go on (they are the router's and the bridges' now).</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -314,19 +317,34 @@ internal sealed class TcpCloudEndpoint : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    /// <summary>One endpoint's caps on connections in all and per client address.</summary>
-    private sealed class Admission(CloudEndpointOptions options)
+    /// <summary>
+    /// One endpoint's route: its settings (replaced whole by an update, read once per connection) and its caps on
+    /// connections in all and per client address, which connections admitted before an update keep counting against.
+    /// </summary>
+    private sealed class Admission(CloudEndpointOptions endpoint) : IEndpointRoute
     {
         private readonly KeyedCounter<IPAddress> _perAddress = new();
         private readonly Lock _gate = new();
+        private CloudEndpointOptions _endpoint = endpoint;
         private int _connections;
 
-        public CloudEndpointOptions Options => options;
+        public CloudEndpointOptions Endpoint => Volatile.Read(ref _endpoint);
 
-        public int Connections => Volatile.Read(ref _connections);
+        public int ActiveConnections => Volatile.Read(ref _connections);
 
-        /// <summary>Takes a place; the refusal reason when there is none.</summary>
-        public RefusalReason? TryEnter(IPAddress address)
+        public bool TryUpdate(CloudEndpointOptions endpoint)
+        {
+            Volatile.Write(ref _endpoint, endpoint);
+            return true;
+        }
+
+        public void Retire()
+        {
+            // Nothing held beyond the connections themselves, which give their places back as they close.
+        }
+
+        /// <summary>Takes a place under <paramref name="options"/>' caps; the refusal reason when there is none.</summary>
+        public RefusalReason? TryEnter(CloudEndpointOptions options, IPAddress address)
         {
             lock (_gate)
             {

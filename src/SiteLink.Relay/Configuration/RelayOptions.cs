@@ -201,7 +201,9 @@ public sealed class CloudEndpointOptions
     /// http, https, tls: the host names this endpoint answers to, e.g. <c>acme-api.relay.example</c>, or
     /// <c>*.acme.relay.example</c> for every name one label deeper. Case-insensitive; unique per listener.
     /// </summary>
-    public IList<string> Hostnames { get; } = new List<string>();
+    public IList<string> Hostnames => _hostnames;
+
+    private IList<string> _hostnames = new List<string>();
 
     /// <summary>
     /// https: the certificate served for <see cref="Hostnames"/>, chosen by the client's TLS server name: PKCS#12
@@ -261,7 +263,9 @@ public sealed class CloudEndpointOptions
     public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(15);
 
     /// <summary>Ordered rules evaluated before a connection or request reaches the agent (IP ranges, rate limits, basic auth, headers, deny).</summary>
-    public TrafficPolicyOptions Policy { get; } = new();
+    public TrafficPolicyOptions Policy => _policy;
+
+    private TrafficPolicyOptions _policy = new();
 
     /// <summary>
     /// The compiled <see cref="Policy"/> (set by the validator; none when the policy is empty), replaced whole when the
@@ -283,6 +287,20 @@ public sealed class CloudEndpointOptions
     {
         var copy = (CloudEndpointOptions)MemberwiseClone();
         copy.CertificatePassword = null;
+        return copy;
+    }
+
+    /// <summary>
+    /// A copy without <see cref="CertificatePassword"/> for an endpoint applied while the relay runs: its host names and
+    /// its policy's rule lists are its own (the caller may go on changing theirs), and it has no compiled policy yet.
+    /// </summary>
+    internal CloudEndpointOptions RuntimeCopy()
+    {
+        var copy = WithoutSecret();
+        copy._hostnames = [.. Hostnames];
+        copy._policy = Policy.Copy();
+        copy.CompiledPolicy = null;
+        copy.PolicyFingerprint = null;
         return copy;
     }
 

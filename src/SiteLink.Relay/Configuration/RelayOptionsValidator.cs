@@ -269,139 +269,214 @@ public static class RelayOptionsValidator
 
     private static void ValidateCloudEndpoints(RelayOptions options, List<string> errors)
     {
-        var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-        var listens = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-        var sharedListens = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-        var hostnames = new HashSet<(string, string)>();
+        var claims = new ListenerClaims();
         var tenants = new HashSet<string>(options.Tokens.Select(t => t.Tenant), StringComparer.OrdinalIgnoreCase);
         for (var i = 0; i < options.CloudEndpoints.Count; i++)
         {
             var endpoint = options.CloudEndpoints[i];
             var where = $"Relay:CloudEndpoints:{i.ToString(CultureInfo.InvariantCulture)}";
-            if (string.IsNullOrWhiteSpace(endpoint.Name))
+            claims.Take(endpoint, where, errors);
+            ValidateCloudEndpoint(endpoint, where, tenants, errors);
+        }
+    }
+
+    /// <summary>
+    /// Checks a cloud endpoint to be added or changed while the relay runs (before it is stored, and again when it is
+    /// applied): the rules of a configured endpoint, and its conflicts with <paramref name="others"/> (the configured
+    /// endpoints and the other runtime ones) — its name, a tcp address, another protocol on a shared address, a host
+    /// name already routed on that listener. Compiles its policy into <see cref="CloudEndpointOptions.CompiledPolicy"/>
+    /// as the configuration's validation does (disposing one compiled before). Unlike the configuration's, its tenant
+    /// need not have a token yet (tokens change while the relay runs); oidc rules are refused, being sign-in schemes
+    /// registered when a listener starts. Problems are added to <paramref name="errors"/>, each starting with
+    /// <c>CloudEndpoint:</c>.
+    /// </summary>
+    public static void ValidateRuntimeEndpoint(CloudEndpointOptions candidate, IEnumerable<CloudEndpointOptions> others, List<string> errors)
+    {
+        ArgumentNullException.ThrowIfNull(candidate);
+        ArgumentNullException.ThrowIfNull(others);
+        ArgumentNullException.ThrowIfNull(errors);
+        const string where = "CloudEndpoint";
+        var claims = new ListenerClaims();
+        foreach (var other in others)
+        {
+            // Conflicts among the others are not the candidate's.
+            claims.Take(other, where, errors: null);
+        }
+
+        claims.Take(candidate, where, errors);
+        ValidateCloudEndpoint(candidate, where, tenants: null, errors);
+        foreach (var (_, index) in Policy.TrafficPolicy.OidcRules(candidate.Policy))
+        {
+            errors.Add($"{where}:Policy:OnHttpRequest[{index.ToString(CultureInfo.InvariantCulture)}]: oidc rules are set in the relay's configuration file (their sign-in schemes are registered when the relay starts), not on endpoints added while it runs.");
+        }
+    }
+
+    /// <summary>
+    /// Which listener an endpoint is served on: endpoints of the same key share one (http, https, tls). The address
+    /// (<c>ip:port</c> as parsed), or with port 0 the protocol and the address as written (each protocol its own listener).
+    /// </summary>
+    internal static string ListenerKey(CloudEndpointOptions endpoint)
+    {
+        var protocol = endpoint.Protocol?.ToLowerInvariant() ?? "";
+        return TryParseEndPoint(endpoint.Listen, out var listen) && listen.Port != 0 ? listen.ToString() : $"{protocol}|{endpoint.Listen}";
+    }
+
+    /// <summary>The rules one cloud endpoint follows by itself. <paramref name="tenants"/>: those with a token, or null not to check.</summary>
+    private static void ValidateCloudEndpoint(CloudEndpointOptions endpoint, string where, HashSet<string>? tenants, List<string> errors)
+    {
+        if (string.IsNullOrWhiteSpace(endpoint.Name))
+        {
+            errors.Add($"{where}:Name is required.");
+        }
+
+        endpoint.CompiledPolicy?.Dispose();
+        endpoint.CompiledPolicy = Policy.TrafficPolicy.Compile(endpoint, where, errors);
+        endpoint.PolicyFingerprint = Policy.TrafficPolicy.Fingerprint(endpoint.Policy);
+        var protocol = endpoint.Protocol?.ToLowerInvariant() ?? "";
+        if (protocol is not ("tcp" or "http" or "https" or "tls"))
+        {
+            errors.Add($"{where}:Protocol '{endpoint.Protocol}' is not supported (tcp, http, https or tls).");
+        }
+
+        if (endpoint.ClientCertificateAuthorities is { } authorities)
+        {
+            if (protocol != "https")
             {
-                errors.Add($"{where}:Name is required.");
+                errors.Add($"{where}:ClientCertificateAuthorities applies to https endpoints (TLS ends at the relay).");
             }
-            else if (!names.Add(endpoint.Name))
+            else if (CloudEndpoints.ClientCertificates.TryLoad(authorities, out _) is { } problem)
+            {
+                errors.Add($"{where}:ClientCertificateAuthorities '{authorities}' {problem}");
+            }
+        }
+
+        if (!TryParseEndPoint(endpoint.Listen, out _))
+        {
+            errors.Add($"{where}:Listen '{endpoint.Listen}' is not an ip:port address.");
+        }
+        else if (protocol != "tcp")
+        {
+            if (endpoint.Hostnames.Count == 0)
+            {
+                errors.Add($"{where}:Hostnames is required for a {protocol} endpoint (the names it answers to, e.g. acme-api.relay.example or *.acme.relay.example).");
+            }
+
+            foreach (var hostname in endpoint.Hostnames)
+            {
+                if (!CloudEndpoints.HostRouter<object>.IsValidPattern(hostname))
+                {
+                    errors.Add($"{where}:Hostnames '{SafeText.Clean(hostname, SafeText.MaxIdLength)}' is not a host name (letters, digits, '-' and dots, optionally starting with '*.').");
+                }
+            }
+
+            if (protocol == "https" && string.IsNullOrWhiteSpace(endpoint.CertificatePath))
+            {
+                errors.Add($"{where}:CertificatePath is required for an https endpoint (a .pfx, or a PEM certificate with KeyPath, for its host names).");
+            }
+        }
+
+        if (protocol == "tcp" && endpoint.Hostnames.Count > 0)
+        {
+            errors.Add($"{where}:Hostnames applies to http, https and tls endpoints; a tcp endpoint has a port of its own.");
+        }
+
+        if (string.IsNullOrWhiteSpace(endpoint.Tenant))
+        {
+            errors.Add($"{where}:Tenant is required.");
+        }
+        else if (tenants is not null && !tenants.Contains(endpoint.Tenant))
+        {
+            errors.Add($"{where}:Tenant '{endpoint.Tenant}' has no token, so no agent could serve it.");
+        }
+
+        if (!EndpointAcl.IsValidName(endpoint.Endpoint))
+        {
+            errors.Add($"{where}:Endpoint '{endpoint.Endpoint}' is not a valid internal endpoint name.");
+        }
+
+        if (endpoint.MaxConnections < 1)
+        {
+            errors.Add($"{where}:MaxConnections must be at least 1 (was {endpoint.MaxConnections.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (endpoint.MaxConnectionsPerClientIp < 1)
+        {
+            errors.Add($"{where}:MaxConnectionsPerClientIp must be at least 1 (was {endpoint.MaxConnectionsPerClientIp.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
+        if (endpoint.KeepAliveTimeout <= TimeSpan.Zero)
+        {
+            errors.Add($"{where}:KeepAliveTimeout must be positive.");
+        }
+
+        if (endpoint.IdleTimeout <= TimeSpan.Zero && endpoint.IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            errors.Add($"{where}:IdleTimeout must be positive, or -00:00:00.001 (infinite) to turn it off.");
+        }
+    }
+
+    /// <summary>
+    /// What the cloud endpoints checked so far take — names, tcp addresses, one protocol per shared address, host names
+    /// per listener — and the conflicts of the next one with them.
+    /// </summary>
+    private sealed class ListenerClaims
+    {
+        private readonly HashSet<string> _names = new(StringComparer.OrdinalIgnoreCase);
+        private readonly HashSet<string> _listens = new(StringComparer.OrdinalIgnoreCase);
+        private readonly Dictionary<string, string> _shared = new(StringComparer.OrdinalIgnoreCase);
+        private readonly HashSet<(string, string)> _hostnames = [];
+
+        /// <summary>Records what <paramref name="endpoint"/> takes; a conflict goes to <paramref name="errors"/>, when given.</summary>
+        public void Take(CloudEndpointOptions endpoint, string where, List<string>? errors)
+        {
+            errors ??= [];
+            if (!string.IsNullOrWhiteSpace(endpoint.Name) && !_names.Add(endpoint.Name))
             {
                 errors.Add($"{where}:Name '{endpoint.Name}' is used by another cloud endpoint.");
             }
 
-            endpoint.CompiledPolicy?.Dispose();
-            endpoint.CompiledPolicy = Policy.TrafficPolicy.Compile(endpoint, where, errors);
-            endpoint.PolicyFingerprint = Policy.TrafficPolicy.Fingerprint(endpoint.Policy);
-            var protocol = endpoint.Protocol?.ToLowerInvariant() ?? "";
-            if (protocol is not ("tcp" or "http" or "https" or "tls"))
-            {
-                errors.Add($"{where}:Protocol '{endpoint.Protocol}' is not supported (tcp, http, https or tls).");
-            }
-
-            if (endpoint.ClientCertificateAuthorities is { } authorities)
-            {
-                if (protocol != "https")
-                {
-                    errors.Add($"{where}:ClientCertificateAuthorities applies to https endpoints (TLS ends at the relay).");
-                }
-                else if (CloudEndpoints.ClientCertificates.TryLoad(authorities, out _) is { } problem)
-                {
-                    errors.Add($"{where}:ClientCertificateAuthorities '{authorities}' {problem}");
-                }
-            }
-
             if (!TryParseEndPoint(endpoint.Listen, out var listen))
             {
-                errors.Add($"{where}:Listen '{endpoint.Listen}' is not an ip:port address.");
+                return;
             }
-            else if (protocol == "tcp")
+
+            var protocol = endpoint.Protocol?.ToLowerInvariant() ?? "";
+            if (protocol == "tcp")
             {
-                if (listen.Port != 0 && !listens.Add(listen.ToString()))
+                if (listen.Port != 0 && !_listens.Add(listen.ToString()))
                 {
                     errors.Add($"{where}:Listen '{endpoint.Listen}' is used by another cloud endpoint.");
                 }
+
+                return;
+            }
+
+            // http, https and tls endpoints share a listener per address: one protocol per address, one endpoint per host name.
+            // Port 0: a listener per protocol on that address (each picks its own port).
+            var key = ListenerKey(endpoint);
+            if (_shared.TryGetValue(key, out var other) && other != protocol)
+            {
+                errors.Add($"{where}:Listen '{endpoint.Listen}' is already a {other} listener; one address serves one protocol.");
+            }
+            else if (listen.Port != 0 && _listens.Contains(listen.ToString()) && other is null)
+            {
+                errors.Add($"{where}:Listen '{endpoint.Listen}' is used by a tcp cloud endpoint.");
             }
             else
             {
-                // http, https and tls endpoints share a listener per address: one protocol per address, one endpoint per host name.
-                // Port 0: a listener per protocol on that address (each picks its own port).
-                var key = listen.Port == 0 ? $"{protocol}|{endpoint.Listen}" : listen.ToString();
-                if (sharedListens.TryGetValue(key, out var other) && other != protocol)
+                _shared[key] = protocol;
+                if (listen.Port != 0)
                 {
-                    errors.Add($"{where}:Listen '{endpoint.Listen}' is already a {other} listener; one address serves one protocol.");
+                    _listens.Add(listen.ToString());
                 }
-                else if (listen.Port != 0 && listens.Contains(listen.ToString()) && other is null)
+            }
+
+            foreach (var hostname in endpoint.Hostnames)
+            {
+                if (CloudEndpoints.HostRouter<object>.IsValidPattern(hostname) && !_hostnames.Add((key, CloudEndpoints.HostRouter<object>.Normalize(hostname))))
                 {
-                    errors.Add($"{where}:Listen '{endpoint.Listen}' is used by a tcp cloud endpoint.");
+                    errors.Add($"{where}:Hostnames '{hostname}' is served by another cloud endpoint on {endpoint.Listen}.");
                 }
-                else
-                {
-                    sharedListens[key] = protocol;
-                    if (listen.Port != 0)
-                    {
-                        listens.Add(listen.ToString());
-                    }
-                }
-
-                if (endpoint.Hostnames.Count == 0)
-                {
-                    errors.Add($"{where}:Hostnames is required for a {protocol} endpoint (the names it answers to, e.g. acme-api.relay.example or *.acme.relay.example).");
-                }
-
-                foreach (var hostname in endpoint.Hostnames)
-                {
-                    if (!CloudEndpoints.HostRouter<object>.IsValidPattern(hostname))
-                    {
-                        errors.Add($"{where}:Hostnames '{SafeText.Clean(hostname, SafeText.MaxIdLength)}' is not a host name (letters, digits, '-' and dots, optionally starting with '*.').");
-                    }
-                    else if (!hostnames.Add((key, CloudEndpoints.HostRouter<object>.Normalize(hostname))))
-                    {
-                        errors.Add($"{where}:Hostnames '{hostname}' is served by another cloud endpoint on {endpoint.Listen}.");
-                    }
-                }
-
-                if (protocol == "https" && string.IsNullOrWhiteSpace(endpoint.CertificatePath))
-                {
-                    errors.Add($"{where}:CertificatePath is required for an https endpoint (a .pfx, or a PEM certificate with KeyPath, for its host names).");
-                }
-
-            }
-
-            if (protocol == "tcp" && endpoint.Hostnames.Count > 0)
-            {
-                errors.Add($"{where}:Hostnames applies to http, https and tls endpoints; a tcp endpoint has a port of its own.");
-            }
-
-            if (string.IsNullOrWhiteSpace(endpoint.Tenant))
-            {
-                errors.Add($"{where}:Tenant is required.");
-            }
-            else if (!tenants.Contains(endpoint.Tenant))
-            {
-                errors.Add($"{where}:Tenant '{endpoint.Tenant}' has no token, so no agent could serve it.");
-            }
-
-            if (!EndpointAcl.IsValidName(endpoint.Endpoint))
-            {
-                errors.Add($"{where}:Endpoint '{endpoint.Endpoint}' is not a valid internal endpoint name.");
-            }
-
-            if (endpoint.MaxConnections < 1)
-            {
-                errors.Add($"{where}:MaxConnections must be at least 1 (was {endpoint.MaxConnections.ToString(CultureInfo.InvariantCulture)}).");
-            }
-
-            if (endpoint.MaxConnectionsPerClientIp < 1)
-            {
-                errors.Add($"{where}:MaxConnectionsPerClientIp must be at least 1 (was {endpoint.MaxConnectionsPerClientIp.ToString(CultureInfo.InvariantCulture)}).");
-            }
-
-            if (endpoint.KeepAliveTimeout <= TimeSpan.Zero)
-            {
-                errors.Add($"{where}:KeepAliveTimeout must be positive.");
-            }
-
-            if (endpoint.IdleTimeout <= TimeSpan.Zero && endpoint.IdleTimeout != Timeout.InfiniteTimeSpan)
-            {
-                errors.Add($"{where}:IdleTimeout must be positive, or -00:00:00.001 (infinite) to turn it off.");
             }
         }
     }

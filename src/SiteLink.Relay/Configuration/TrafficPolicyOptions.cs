@@ -19,6 +19,16 @@ public sealed class TrafficPolicyOptions
     public List<PolicyRuleOptions> OnHttpResponse { get; } = [];
 
     internal bool IsEmpty => OnConnect.Count == 0 && OnHttpRequest.Count == 0 && OnHttpResponse.Count == 0;
+
+    /// <summary>A copy with lists of its own (the rules themselves shared).</summary>
+    internal TrafficPolicyOptions Copy()
+    {
+        var copy = new TrafficPolicyOptions();
+        copy.OnConnect.AddRange(OnConnect);
+        copy.OnHttpRequest.AddRange(OnHttpRequest);
+        copy.OnHttpResponse.AddRange(OnHttpResponse);
+        return copy;
+    }
 }
 
 /// <summary>One rule of a <see cref="TrafficPolicyOptions"/>; which settings apply depends on <see cref="Type"/>.</summary>

@@ -115,4 +115,22 @@ internal static partial class RelayLog
 
     [LoggerMessage(42, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}': traffic policy reloaded; new connections and every request from now on follow it (HTTP keep-alive connections included), established TCP and TLS connections go on as they are.")]
     public static partial void PolicyReloaded(ILogger logger, string cloudEndpoint);
+
+    [LoggerMessage(50, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}' started on {Address}, forwarding to {Tenant}/{Endpoint} (runtime).")]
+    public static partial void CloudEndpointStarted(ILogger logger, string cloudEndpoint, string address, string tenant, string endpoint);
+
+    [LoggerMessage(51, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}' stopped (runtime): no new connections; its {Connections} established ones go on until they close.")]
+    public static partial void CloudEndpointStopped(ILogger logger, string cloudEndpoint, int connections);
+
+    [LoggerMessage(52, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}' replaced (runtime; changed: {Changes}): new connections go to {Address}, forwarding to {Tenant}/{Endpoint}; the {Connections} established ones go on as they were until they close.")]
+    public static partial void CloudEndpointReplaced(ILogger logger, string cloudEndpoint, string changes, string address, string tenant, string endpoint, int connections);
+
+    [LoggerMessage(53, LogLevel.Information, "Cloud endpoint '{CloudEndpoint}' updated in place (runtime; changed: {Changes}): new connections and requests follow it, established connections go on as they are.")]
+    public static partial void CloudEndpointUpdated(ILogger logger, string cloudEndpoint, string changes);
+
+    [LoggerMessage(54, LogLevel.Warning, "Cloud endpoint '{CloudEndpoint}' was not applied: {Problem}")]
+    public static partial void CloudEndpointNotApplied(ILogger logger, string cloudEndpoint, string problem);
+
+    [LoggerMessage(55, LogLevel.Information, "The {Protocol} listener on {Address} stopped: no cloud endpoint is served on it any more (connections it accepted go on until they close).")]
+    public static partial void CloudListenerStopped(ILogger logger, string protocol, string address);
 }

@@ -61,6 +61,21 @@ public sealed class RelayServer : IAsyncDisposable
     public IPEndPoint GetCloudEndpoint(string name) => _app.Services.GetRequiredService<CloudEndpointHost>().BoundEndpoints[name];
 
     /// <summary>
+    /// Each cloud endpoint's public connections open now: tcp and tls endpoints' connections, http and https endpoints'
+    /// requests in flight.
+    /// </summary>
+    public IReadOnlyDictionary<string, int> CloudEndpointConnections => _app.Services.GetRequiredService<CloudEndpointHost>().ActiveConnections;
+
+    /// <summary>
+    /// Makes <paramref name="endpoints"/> the complete set of cloud endpoints managed while the relay runs, beside the
+    /// configured ones: new ones start, changed ones are updated or replaced, missing ones stop, established
+    /// connections go on until they close. Returns those that could not be applied, and why (the others are applied).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The relay is stopping.</exception>
+    public Task<IReadOnlyList<RuntimeEndpointProblem>> ApplyRuntimeCloudEndpointsAsync(IReadOnlyList<CloudEndpointOptions> endpoints, CancellationToken cancellationToken = default) =>
+        _app.Services.GetRequiredService<CloudEndpointHost>().ApplyRuntimeAsync(endpoints, cancellationToken);
+
+    /// <summary>
     /// Who serves a tenant's internal endpoint right now and what the agent declared about it (its description and
     /// metadata); null when no session binds it.
     /// </summary>
@@ -124,6 +139,14 @@ public sealed class RelayServer : IAsyncDisposable
         var certificate = RelayApplication.AddRelay(builder, options);
         var app = builder.Build();
         RelayApplication.MapRelay(app);
+        await StartOrDisposeAsync(app, cancellationToken).ConfigureAwait(false);
+
+        return new RelayServer(app, certificate);
+    }
+
+    /// <summary>Starts <paramref name="app"/>; one that fails to start is disposed before the exception goes on.</summary>
+    internal static async Task StartOrDisposeAsync(WebApplication app, CancellationToken cancellationToken)
+    {
         try
         {
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
@@ -133,8 +156,6 @@ public sealed class RelayServer : IAsyncDisposable
             await app.DisposeAsync().ConfigureAwait(false);
             throw;
         }
-
-        return new RelayServer(app, certificate);
     }
 
     /// <summary>Stops the relay: agent sessions and public connections are closed.</summary>

@@ -167,10 +167,7 @@ internal sealed class TokenReloader : IHostedService, IDisposable
             running.CompiledPolicy = policy;
             running.PolicyFingerprint = fingerprint;
             RelayLog.PolicyReloaded(_logger, running.Name);
-            if (replaced is not null)
-            {
-                _ = Task.Delay(TimeSpan.FromMinutes(2)).ContinueWith(_ => replaced.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
-            }
+            Policy.TrafficPolicy.DisposeLater(replaced);
         }
     }
 

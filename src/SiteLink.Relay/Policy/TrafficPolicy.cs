@@ -180,6 +180,18 @@ internal sealed class TrafficPolicy : IDisposable
 
     private static string Clean(string? text) => Internal.SafeText.Clean(text, 64);
 
+    /// <summary>
+    /// Disposes a policy that was replaced or whose endpoint was removed (its rate limiters' timers) two minutes later,
+    /// once the connections and requests that read it before are done with it (one that outlives it gets 503).
+    /// </summary>
+    public static void DisposeLater(TrafficPolicy? policy)
+    {
+        if (policy is not null)
+        {
+            _ = Task.Delay(TimeSpan.FromMinutes(2)).ContinueWith(_ => policy.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+        }
+    }
+
     public void Dispose()
     {
         foreach (var rule in _onConnect.Concat(_onRequest).Concat(_onResponse))
