@@ -143,7 +143,7 @@ public sealed class AdminApiTests
         var (status, problem, response) = await admin.PostAsync("/v1/tenants", new { id = "Not A Valid Id!" });
         Assert.That(status, Is.EqualTo((HttpStatusCode)422));
         Assert.That(response.Content.Headers.ContentType!.MediaType, Is.EqualTo("application/problem+json"));
-        Assert.That((string)problem!["type"]!, Does.EndWith("#invalid"));
+        Assert.That((string)problem!["type"]!, Is.EqualTo("urn:sitelink:problem:invalid"));
         Assert.That((string)problem["detail"]!, Does.Contain("lower-case"));
 
         Assert.That((await admin.PostAsync("/v1/tokens", new { name = "t1", tenant = "nobody", allow = new[] { "*" } })).Status, Is.EqualTo((HttpStatusCode)422));
@@ -302,5 +302,94 @@ public sealed class AdminApiTests
         time.Advance(TimeSpan.FromMinutes(1) + TimeSpan.FromSeconds(1));
         await Eventually.WaitUntilAsync(() => relay.Server.SessionCount == 0, "the expired token's session ended");
         Assert.That((bool)(await admin.GetAsync("/v1/tokens/short-lived")).Body!["active"]!, Is.False);
+    }
+
+    [Test]
+    public async Task Provisioning_a_customer_end_to_end_tenant_token_endpoint_subscription_agent_traffic_and_events()
+    {
+        var (relay, admin) = await StartAsync();
+        await using var _ = relay;
+        using var __ = admin;
+        await using var receiver = await WebhookReceiver.StartAsync();
+        await using var upstream = TestUpstream.Echo();
+
+        await admin.ExpectAsync(HttpStatusCode.Created, HttpMethod.Post, "/v1/tenants", new { id = "initech", displayName = "Initech" });
+        var subscription = await admin.ExpectAsync(HttpStatusCode.Created, HttpMethod.Post, "/v1/subscriptions",
+            new { tenant = "initech", url = receiver.Url.AbsoluteUri, events = new[] { "session.connected", "endpoint.bound", "token.revoked" } });
+        var signingSecret = (string)subscription!["secret"]!;
+        var secret = (string)(await admin.ExpectAsync(HttpStatusCode.Created, HttpMethod.Post, "/v1/tokens", new { name = "initech-site-1", tenant = "initech", allow = new[] { "web" } }))!["secret"]!;
+        var endpoint = await admin.ExpectAsync(HttpStatusCode.Created, HttpMethod.Post, "/v1/endpoints",
+            new { name = "initech-web", tenant = "initech", endpoint = "web", listen = "127.0.0.1:0" });
+        var address = System.Net.IPEndPoint.Parse((string)endpoint!["address"]!);
+
+        var session = await relay.ConnectAgentAsync(secret, o => o.ClientId = "initech-agent");
+        await session.ForwardAsync("web", upstream.Uri).DefaultTimeout();
+        using (var client = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp))
+        {
+            await client.ConnectAsync(address).DefaultTimeout();
+            var (sent, received, length) = await client.EchoRandomAsync(2 * 1024 * 1024);
+            Assert.That(length, Is.EqualTo(2 * 1024 * 1024));
+            Assert.That(received, Is.EqualTo(sent), "SHA-256 of the bytes that came back");
+        }
+
+        // The vendor's receiver got the events, signed with the subscription's secret.
+        await Eventually.WaitUntilAsync(() => receiver.DeliveredOf("endpoint.bound").Count == 1 && receiver.DeliveredOf("session.connected").Count == 1, "the events were delivered");
+        foreach (var delivered in receiver.Delivered)
+        {
+            Assert.That(WebhookReceiver.VerifySignature(delivered.Headers["SiteLink-Signature"], System.Text.Encoding.UTF8.GetBytes(delivered.Body), signingSecret, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5)), Is.True);
+            Assert.That(delivered.Tenant, Is.EqualTo("initech"));
+        }
+
+        Assert.That(receiver.DeliveredOf("session.connected")[0].DataString("clientId"), Is.EqualTo("initech-agent"));
+        var events = (await admin.GetAsync("/v1/events?tenant=initech")).Body!["items"]!.AsArray();
+        Assert.That(events.Select(e => (string)e!["type"]!), Does.Contain("session.connected").And.Contain("endpoint.bound"));
+        var connections = (await admin.GetAsync("/v1/connections?tenant=initech")).Body!.AsArray();
+        Assert.That((string)connections.Single()!["endpoint"]!, Is.EqualTo("initech-web"));
+
+        // A policy added at runtime: new connections from 127.0.0.1 are refused, the endpoint's listener stays.
+        var (_, _, read) = await admin.GetAsync("/v1/endpoints/initech-web");
+        var updated = await admin.SendAsync(HttpMethod.Put, "/v1/endpoints/initech-web", new
+        {
+            name = "initech-web", tenant = "initech", endpoint = "web", listen = address.ToString(),
+            policy = new { onConnect = new[] { new { type = "restrict-ips", deny = new[] { "127.0.0.0/8" } } } },
+        }, ifMatch: read.Headers.ETag!.Tag);
+        Assert.That(updated.Status, Is.EqualTo(HttpStatusCode.OK), updated.Body?.ToJsonString());
+        Assert.That(await SocketTestExtensions.ConnectAndWaitForCloseAsync(address), Is.True, "closed without data");
+        Assert.That(relay.Server.Counters.PolicyDenials("on_connect[0]:restrict-ips"), Is.EqualTo(1), "refused by the new rule, not by a missing listener");
+
+        // Deleted: the port no longer accepts.
+        await admin.ExpectAsync(HttpStatusCode.NoContent, HttpMethod.Delete, "/v1/endpoints/initech-web");
+        using (var gone = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp))
+        {
+            Assert.ThrowsAsync<System.Net.Sockets.SocketException>(() => gone.ConnectAsync(address).DefaultTimeout());
+        }
+
+        await admin.ExpectAsync(HttpStatusCode.OK, HttpMethod.Post, "/v1/tokens/initech-site-1/revoke");
+        await Eventually.WaitUntilAsync(() => receiver.DeliveredOf("token.revoked").Count == 1, "token.revoked was delivered");
+        Assert.That((await admin.GetAsync($"/v1/subscriptions/{(string)subscription["subscription"]!["id"]!}/dead-letters")).Body!["items"]!.AsArray(), Is.Empty);
+    }
+
+    [Test]
+    public async Task Endpoints_that_cannot_exist_or_start_are_refused_and_nothing_changes()
+    {
+        var (relay, admin) = await StartAsync();
+        await using var _ = relay;
+        using var __ = admin;
+        using var busy = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        busy.Bind(new System.Net.IPEndPoint(IPAddress.Loopback, 0));
+        busy.Listen();
+        await admin.ExpectAsync(HttpStatusCode.Created, HttpMethod.Post, "/v1/tenants", new { id = "initech" });
+
+        var inUse = await admin.PostAsync("/v1/endpoints", new { name = "initech-db", tenant = "initech", endpoint = "db", listen = busy.LocalEndPoint!.ToString() });
+        Assert.That(inUse.Status, Is.EqualTo((HttpStatusCode)422), inUse.Body?.ToJsonString());
+        Assert.That((string)inUse.Body!["type"]!, Is.EqualTo("urn:sitelink:problem:cannot-start"));
+        Assert.That((await admin.GetAsync("/v1/endpoints/initech-db")).Status, Is.EqualTo(HttpStatusCode.NotFound), "the refused endpoint was not kept");
+
+        Assert.That((await admin.PostAsync("/v1/endpoints", new { name = "initech-db", tenant = "nobody", endpoint = "db", listen = "127.0.0.1:0" })).Status, Is.EqualTo((HttpStatusCode)422));
+        Assert.That((await admin.PostAsync("/v1/endpoints", new { name = "initech-db", tenant = "initech", endpoint = "db", listen = "not-an-address" })).Status, Is.EqualTo((HttpStatusCode)422));
+        Assert.That((await admin.PostAsync("/v1/endpoints", new { name = "initech-db", tenant = "initech", endpoint = "db", listen = "127.0.0.1:0", protocol = "gopher" })).Status, Is.EqualTo((HttpStatusCode)422));
+        Assert.That((await admin.PostAsync("/v1/subscriptions", new { tenant = "initech", url = "ftp://example.invalid/", events = new[] { "session.connected" } })).Status, Is.EqualTo((HttpStatusCode)422));
+        Assert.That((await admin.PostAsync("/v1/subscriptions", new { tenant = "initech", url = "http://127.0.0.1:1/", events = new[] { "no.such.event" } })).Status, Is.EqualTo((HttpStatusCode)422));
+        Assert.That((await admin.GetAsync("/v1/endpoints?tenant=initech")).Body!["items"]!.AsArray(), Is.Empty);
     }
 }

@@ -144,8 +144,9 @@ public sealed class VersionPolicyTests
         var certificate = Path.Combine(Path.GetTempPath(), $"sitelink-test-{Guid.NewGuid():N}.pfx");
         try
         {
+            // Each relay its own recorder: the first one's session.connected is not the second one's business.
             var events = new RecordingEventSink();
-            var first = await StartRelayAsync(null, events, configure: o => o.Tls.DevelopmentCertificatePath = certificate);
+            var first = await StartRelayAsync(null, new RecordingEventSink(), configure: o => o.Tls.DevelopmentCertificatePath = certificate);
             var agentPort = first.Server.AgentUrl.Port;
             var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
             var options = first.AgentOptions();

@@ -107,7 +107,6 @@ internal sealed partial class AdminApi : IHostedService, IAsyncDisposable
             builder.Services.AddSingleton(service, _relay.GetRequiredService(service));
         }
 
-        builder.Services.AddSingleton(_relay.GetRequiredService<Events.IRelayEventSink>());
         builder.Services.AddSingleton(new AdminAuth(_options, controlPlane));
         builder.Services.AddSingleton(_audit.Writer);
         builder.WebHost.ConfigureKestrel(kestrel =>

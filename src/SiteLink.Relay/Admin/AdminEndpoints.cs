@@ -27,13 +27,13 @@ internal static partial class AdminEndpoints
     private const int DefaultPageSize = 100;
     private const string CallerKey = "sitelink.admin.caller";
     private const string ProblemKey = "sitelink.admin.problem";
-    private const string ProblemTypes = "https://github.com/sitelink/sitelink/blob/main/docs/admin-api.md#";
+    private const string ProblemTypes = "urn:sitelink:problem:";
 
     /// <summary>The relay's services the admin app uses (shared with it, not copied).</summary>
     public static readonly Type[] RelayServices =
     [
         typeof(ControlPlane.ControlPlane), typeof(RelayOptions), typeof(SessionRegistry), typeof(CloudEndpointHost), typeof(RelayCounters),
-        typeof(TokenSources), typeof(TimeProvider),
+        typeof(TokenSources), typeof(TimeProvider), typeof(Events.EventHub),
     ];
 
     /// <summary>Authenticates every <c>/v1</c> call, refuses writes to read-only callers, and audits the outcome.</summary>

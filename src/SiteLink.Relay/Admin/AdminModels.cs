@@ -228,13 +228,14 @@ internal sealed record SubscriptionCreated(SubscriptionInfo Subscription, string
 /// <param name="At">When it was given up.</param>
 internal sealed record DeadLetterInfo(long Id, string Subscription, string Tenant, string EventId, string EventType, string Payload, string Error, int Attempts, DateTimeOffset At);
 
-/// <summary>One event the relay published (recent ones are kept in memory).</summary>
+/// <summary>One event the relay published (the last 1,000 are kept in memory), as webhooks receive it.</summary>
+/// <param name="Id">The CloudEvents id.</param>
 /// <param name="Type">The event type.</param>
 /// <param name="Tenant">Its tenant.</param>
 /// <param name="Subject">What it is about.</param>
 /// <param name="Time">When.</param>
-/// <param name="Data">Its details.</param>
-internal sealed record EventInfo(string Type, string Tenant, string Subject, DateTimeOffset Time, IReadOnlyDictionary<string, object?> Data);
+/// <param name="Data">Its details (the CloudEvents <c>data</c>).</param>
+internal sealed record EventInfo(string Id, string Type, string Tenant, string Subject, DateTimeOffset Time, System.Text.Json.JsonElement Data);
 
 /// <summary>One audited admin call.</summary>
 /// <param name="Id">Its number.</param>

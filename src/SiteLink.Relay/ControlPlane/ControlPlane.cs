@@ -36,7 +36,6 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _applying = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
-    private readonly List<Func<AppliedState, CancellationToken, Task>> _appliers = [];
     private Task _poll = Task.CompletedTask;
     private volatile AppliedState _state = AppliedState.Empty;
     private HashSet<string> _activeTokens = new(StringComparer.OrdinalIgnoreCase);
@@ -44,14 +43,21 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
     private int _pollFailures;
     private int _disposed;
 
-    public ControlPlane(RelayOptions options, TokenSources tokens, IRelayEventSink events, TimeProvider time, ILogger<ControlPlane> logger)
+    public ControlPlane(RelayOptions options, TokenSources tokens, IRelayEventSink events, CloudEndpoints.CloudEndpointHost endpoints, TimeProvider time, ILogger<ControlPlane> logger)
     {
         _options = options;
         _tokens = tokens;
         _events = events;
+        _endpoints = endpoints;
         _time = time;
         _logger = logger;
     }
+
+    private readonly CloudEndpoints.CloudEndpointHost _endpoints;
+    private volatile IReadOnlyDictionary<string, string> _endpointProblems = new Dictionary<string, string>();
+
+    /// <summary>The stored cloud endpoints that could not start on this relay, and why.</summary>
+    public IReadOnlyDictionary<string, string> EndpointProblems => _endpointProblems;
 
     /// <summary>Whether this relay has a store (the admin API is on, or a store is configured).</summary>
     public bool IsEnabled => _options.Admin.Listen is not null || _options.Store.IsConfigured;
@@ -61,12 +67,6 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
 
     /// <summary>What was applied last.</summary>
     public AppliedState State => _state;
-
-    /// <summary>
-    /// Adds a step run on every applied state (after tokens), e.g. the cloud endpoints and webhook subscriptions; steps
-    /// run one at a time, in the order added. Register before start.
-    /// </summary>
-    public void OnApply(Func<AppliedState, CancellationToken, Task> apply) => _appliers.Add(apply);
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -203,9 +203,36 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
         _activeTokens = nowActive;
         _nextExpiry = nextExpiry;
         _state = state;
-        foreach (var apply in _appliers)
+
+        // Cloud endpoints: the stored ones are the relay's runtime endpoints (the configured ones stay as started).
+        var endpoints = state.Of(ResourceKinds.Endpoint).Values
+            .Select(r => StoreJson.Read<Admin.EndpointSpec>(r.Body)?.ToOptions())
+            .OfType<CloudEndpointOptions>()
+            .Where(e => !_options.CloudEndpoints.Any(c => string.Equals(c.Name, e.Name, StringComparison.OrdinalIgnoreCase)))
+            .ToList();
+        var problems = await _endpoints.ApplyRuntimeAsync(endpoints, cancellationToken).ConfigureAwait(false);
+        _endpointProblems = problems.ToDictionary(p => p.Endpoint, p => p.Message, StringComparer.OrdinalIgnoreCase);
+
+        // Webhook subscriptions (the configured ones stay as they are).
+        if (_events is EventHub hub)
         {
-            await apply(state, cancellationToken).ConfigureAwait(false);
+            var subscriptions = state.Of(ResourceKinds.Subscription).Values
+                .Select(r => StoreJson.Read<SubscriptionBody>(r.Body) is { } body && Uri.TryCreate(body.Url, UriKind.Absolute, out var url)
+                    ? new WebhookSubscription(r.Name, r.Tenant, url, body.Secret, body.Events, r.Version)
+                    : null)
+                .OfType<WebhookSubscription>();
+            try
+            {
+                hub.SetSubscriptions(subscriptions);
+            }
+            catch (ArgumentException ex)
+            {
+                LogSubscriptionsRefused(_logger, Internal.SafeText.Clean(ex.Message, 1024));
+            }
+            catch (InvalidOperationException)
+            {
+                // The relay is stopping.
+            }
         }
     }
 
@@ -241,6 +268,9 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
         {
         }
     }
+
+    [LoggerMessage(EventId = 904, Level = LogLevel.Error, Message = "The stored webhook subscriptions were not applied: {Problem}")]
+    private static partial void LogSubscriptionsRefused(ILogger logger, string problem);
 
     [LoggerMessage(EventId = 900, Level = LogLevel.Information, Message = "Control plane store: {Provider} ({Where})")]
     private static partial void LogStoreOpened(ILogger logger, string provider, string where);

@@ -56,6 +56,11 @@ public static class RelayApplication
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<Events.EventCounters>();
         // A persistent store registered before the relay is added takes the place of the in-memory one.
+        if (options.HasControlPlane)
+        {
+            builder.Services.TryAddSingleton<Events.IDeadLetterStore>(sp => new ControlPlane.StoreDeadLetters(sp));
+        }
+
         builder.Services.TryAddSingleton<Events.IDeadLetterStore>(_ => new Events.InMemoryDeadLetterStore());
         var relayId = options.RelayId;
         var eventOptions = options.Events;
