@@ -38,6 +38,8 @@ public sealed partial class OperatorRelayTests
         {
             ["SITELINK_Relay__AgentListen"] = "127.0.0.1:0",
             ["SITELINK_Relay__Tls__DevelopmentCertificatePath"] = Path.Combine(_folder, "relay-dev-cert.pfx"),
+            ["SITELINK_Relay__Admin__Listen"] = "127.0.0.1:0",
+            ["SITELINK_Relay__Store__Path"] = Path.Combine(_folder, "relay.db"),
         };
         var cloudEndpoints = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(ProcessRunner.RepositoryRoot, "samples/relay/relay.json")))
             .RootElement.GetProperty("Relay").GetProperty("CloudEndpoints").GetArrayLength();
@@ -76,6 +78,60 @@ public sealed partial class OperatorRelayTests
     }
 
     [Test]
+    [Category("AdminApi")]
+    public async Task ReadmeProvisioning_RunsAsOneScript_TenantTokenEndpointAgentTrafficAndEvents()
+    {
+        var readme = await File.ReadAllTextAsync(Path.Combine(ProcessRunner.RepositoryRoot, "README.md"));
+        var block = ReadmeProvisioningBlock().Match(readme);
+        Assert.That(block.Success, Is.True, "README.md shows the provisioning block");
+        var relayEnvironment = new Dictionary<string, string>
+        {
+            ["SITELINK_Relay__AgentListen"] = "127.0.0.1:0",
+            ["SITELINK_Relay__Tls__DevelopmentCertificatePath"] = Path.Combine(_folder, "relay-dev-cert.pfx"),
+            ["SITELINK_Relay__Admin__Listen"] = "127.0.0.1:0",
+            ["SITELINK_Relay__Store__Path"] = Path.Combine(_folder, "relay.db"),
+        };
+        for (var i = 0; i < 4; i++)
+        {
+            relayEnvironment[$"SITELINK_Relay__CloudEndpoints__{i}__Listen"] = "127.0.0.1:0";
+        }
+
+        await using var relay = ProcessRunner.Bash(ReadmeRelayCommand().Match(readme).Value, ProcessRunner.RepositoryRoot, relayEnvironment);
+        var agentUrl = (await relay.WaitForLineAsync(@"listening for agents on (https://127\.0\.0\.1:\d+)/", StartTimeout)).Groups[1].Value;
+        var pin = (await relay.WaitForLineAsync(@"pin it in agents\): ([0-9A-F]{64})", StartTimeout)).Groups[1].Value;
+        var admin = (await relay.WaitForLineAsync(@"Admin API on (https://127\.0\.0\.1:\d+)/", StartTimeout)).Groups[1].Value;
+        var keyPin = (await relay.WaitForLineAsync(@"--pinnedpubkey\): (sha256//\S+)", StartTimeout)).Groups[1].Value;
+
+        // Tests bind port 0 or free ports only: the script's fixed addresses are replaced, nothing else.
+        var (receiver, endpoint, service) = (RealServers.FreePort(), RealServers.FreePort(), RealServers.FreePort());
+        var script = block.Groups[1].Value
+            .Replace("https://127.0.0.1:8444", admin, StringComparison.Ordinal)
+            .Replace("THE_PIN_THE_RELAY_PRINTED", keyPin, StringComparison.Ordinal)
+            .Replace("https://127.0.0.1:8443", agentUrl, StringComparison.Ordinal)
+            .Replace("SHA256_THE_RELAY_PRINTED", pin, StringComparison.Ordinal)
+            .Replace("127.0.0.1:9000", $"127.0.0.1:{receiver}", StringComparison.Ordinal)
+            .Replace("\"127.0.0.1\", 9000", $"\"127.0.0.1\", {receiver}", StringComparison.Ordinal)
+            .Replace("127.0.0.1:18090", $"127.0.0.1:{endpoint}", StringComparison.Ordinal)
+            .Replace("http.server 8080", $"http.server {service}", StringComparison.Ordinal)
+            .Replace("127.0.0.1:8080", $"127.0.0.1:{service}", StringComparison.Ordinal)
+            .Replace("events.log", Path.Combine(_folder, "events.log"), StringComparison.Ordinal)
+            .Replace("agent.log", Path.Combine(_folder, "agent.log"), StringComparison.Ordinal);
+        // The script leaves its receiver, service and agent running, as a reader's terminal would: stopped here.
+        await using var run = ProcessRunner.Bash("set -e\n" + script + "\nkill $(jobs -p)\n", ProcessRunner.RepositoryRoot);
+        var exit = await run.WaitForExitAsync(TimeSpan.FromMinutes(3));
+        Assert.That(exit, Is.Zero, run.AllOutput);
+        var output = run.AllOutput;
+        Assert.Multiple(() =>
+        {
+            Assert.That(output, Does.Contain("\"id\":\"initech\""), "the tenant was created");
+            Assert.That(output, Does.Contain("\"name\":\"initech-web\""), "the endpoint was created");
+            Assert.That(output, Does.Contain("\"agentId\""), "the session was listed");
+            Assert.That(output, Does.Contain("\"type\":\"session.connected\"").And.Contain("\"type\":\"endpoint.bound\""), "the receiver printed the events");
+            Assert.That(output, Does.Contain("\"active\":false"), "the token was revoked");
+        });
+    }
+
+    [Test]
     public async Task WorkedExample_AddRedis_TheSampleConfigurationServesARealRedisEndToEnd()
     {
         // docs/operations.md, "Worked example": the sample relay.json has the cloud endpoint 'acme-redis' and 'redis' in
@@ -86,6 +142,8 @@ public sealed partial class OperatorRelayTests
         {
             ["SITELINK_Relay__AgentListen"] = "127.0.0.1:0",
             ["SITELINK_Relay__Tls__DevelopmentCertificatePath"] = Path.Combine(_folder, "relay-dev-cert.pfx"),
+            ["SITELINK_Relay__Admin__Listen"] = "127.0.0.1:0",
+            ["SITELINK_Relay__Store__Path"] = Path.Combine(_folder, "relay.db"),
         };
         var cloudEndpoints = JsonDocument.Parse(await File.ReadAllTextAsync(sample)).RootElement.GetProperty("Relay").GetProperty("CloudEndpoints");
         for (var i = 0; i < cloudEndpoints.GetArrayLength(); i++)
@@ -261,6 +319,10 @@ public sealed partial class OperatorRelayTests
     /// <summary>README's relay command: the line under "Running the relay and the standalone agent".</summary>
     [GeneratedRegex(@"^dotnet run --project src/SiteLink\.Relay[^\n]*$", RegexOptions.Multiline)]
     private static partial Regex ReadmeRelayCommand();
+
+    /// <summary>README's provisioning block: the bash block after its marker comment.</summary>
+    [GeneratedRegex(@"<!-- provisioning:[^\n]*-->\n```bash\n(.*?)```", RegexOptions.Singleline)]
+    private static partial Regex ReadmeProvisioningBlock();
 
     /// <summary>README's agent command: from SITELINK_AUTHTOKEN= through its continuation lines.</summary>
     [GeneratedRegex(@"^SITELINK_AUTHTOKEN=[^\n]*\\\n(?:[^\n]*\\\n)*[^\n]*$", RegexOptions.Multiline)]

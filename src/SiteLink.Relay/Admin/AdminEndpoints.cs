@@ -372,7 +372,8 @@ internal static partial class AdminEndpoints
         session.SdkVersion,
         session.Metadata,
         relayId,
-        session.Peer,
+        // gRPC names peers "ipv4:127.0.0.1:5000" / "ipv6:[::1]:5000": the address is what operators read.
+        session.Peer.StartsWith("ipv4:", StringComparison.Ordinal) || session.Peer.StartsWith("ipv6:", StringComparison.Ordinal) ? session.Peer[5..] : session.Peer,
         session.RoundTrip() is { } rtt ? Math.Round(rtt.TotalMilliseconds, 3) : null,
         session.ConnectedAt,
         session.ActiveStreams,

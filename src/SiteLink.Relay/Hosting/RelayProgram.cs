@@ -212,6 +212,12 @@ internal static class RelayProgram
         if (app.Services.GetRequiredService<Admin.AdminApi>().Url is { } admin)
         {
             Console.WriteLine($"Admin API on {admin} (dashboard: {new Uri(admin, "dashboard")}, OpenAPI: {new Uri(admin, "openapi/v1.json")})");
+            if (certificate is not null && admin.Scheme == Uri.UriSchemeHttps)
+            {
+                // curl's pin is the public key's hash, not the certificate's.
+                var spki = Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(certificate.PublicKey.ExportSubjectPublicKeyInfo()));
+                Console.WriteLine($"Admin API public key pin (curl --pinnedpubkey): sha256//{spki}");
+            }
         }
 
         var endpoints = app.Services.GetRequiredService<RelayOptions>().CloudEndpoints.ToDictionary(e => e.Name, StringComparer.OrdinalIgnoreCase);
