@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SiteLink benchmark harness: one command, from a fresh clone.
+# SiteLink benchmark harness: one command, from a fresh clone (the data path, then the admin API: bench/admin_api.py).
 #   bench/run.sh          full run (about 12 minutes): every scenario, every path, median of 5 runs taken round-robin
 #   bench/run.sh --quick  a small version of each scenario (about 1-2 minutes), as CI's smoke test
 # Installs what it needs from Debian packages if missing, starts every process itself on loopback with ports it
@@ -28,4 +28,11 @@ dotnet build bench/SiteLink.Bench -c Release -v quiet -nologo >/dev/null
 # 10,000 idle connections need descriptors on every side.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-exec python3 bench/run.py "$@"
+python3 bench/run.py "$@"
+
+# The control plane: admin API latency under 50 concurrent clients (bench/results/admin-api-latest.md, or -quick.md).
+admin_args=()
+for arg in "$@"; do
+  [ "$arg" = "--quick" ] && admin_args+=(--quick)
+done
+exec python3 bench/admin_api.py "${admin_args[@]}"

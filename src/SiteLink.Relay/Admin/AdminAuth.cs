@@ -110,15 +110,10 @@ internal sealed class AdminAuth : IDisposable
             return (new AdminCaller($"key:{configured.Name}", configured.Full), "");
         }
 
-        foreach (var key in _controlPlane.State.Of(ResourceKinds.AdminKey).Values)
-        {
-            if (StoreJson.Read<AdminKeyBody>(key.Body) is { } body && string.Equals(body.Sha256, hash, StringComparison.Ordinal))
-            {
-                return (new AdminCaller($"key:{key.Name}", string.Equals(body.Scope, "full", StringComparison.Ordinal)), "");
-            }
-        }
-
-        return (null, "the admin key is not valid");
+        var stored = _controlPlane.State.Cached("admin-keys-by-hash", () => _controlPlane.State.Parsed<AdminKeyBody>(ResourceKinds.AdminKey)
+            .GroupBy(k => k.Body.Sha256, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => new AdminCaller($"key:{g.First().Resource.Name}", string.Equals(g.First().Body.Scope, "full", StringComparison.Ordinal)), StringComparer.Ordinal));
+        return stored.TryGetValue(hash, out var caller) ? (caller, "") : (null, "the admin key is not valid");
     }
 
     private static PolicyRuleOptions JwtRule(AdminJwtOptions jwt, string scope)

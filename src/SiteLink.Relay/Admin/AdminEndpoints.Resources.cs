@@ -51,10 +51,9 @@ internal static partial class AdminEndpoints
 
         var configured = new HashSet<string>(options.CloudEndpoints.Select(e => e.Name), StringComparer.OrdinalIgnoreCase);
         return options.CloudEndpoints.Select(e => Describe(EndpointSpec.From(e), "config", null, 0))
-            .Concat(controlPlane.State.Of(ResourceKinds.Endpoint).Values
-                .Where(r => !configured.Contains(r.Name))
-                .Select(r => StoreJson.Read<EndpointSpec>(r.Body) is { } spec ? Describe(spec, "api", r.CreatedAt, r.Version) : null)
-                .OfType<EndpointInfo>());
+            .Concat(controlPlane.State.Parsed<EndpointSpec>(ResourceKinds.Endpoint)
+                .Where(x => !configured.Contains(x.Resource.Name))
+                .Select(x => Describe(x.Body, "api", x.Resource.CreatedAt, x.Resource.Version)));
     }
 
     private static Ok<Page<EndpointInfo>> ListEndpoints(ControlPlane.ControlPlane controlPlane, RelayOptions options, CloudEndpointHost host, string? tenant, int? limit, string? cursor) =>
@@ -101,7 +100,7 @@ internal static partial class AdminEndpoints
         if (written.Result is not ProblemHttpResult && controlPlane.EndpointProblems.TryGetValue(name, out var problem))
         {
             await undo(controlPlane.Store!).ConfigureAwait(false);
-            await controlPlane.RefreshAsync(CancellationToken.None).ConfigureAwait(false);
+            await controlPlane.ApplyOwnWritesAsync(CancellationToken.None).ConfigureAwait(false);
             return Problem(context, StatusCodes.Status422UnprocessableEntity, "cannot-start", "The endpoint cannot start", $"{problem}; nothing was changed");
         }
 
@@ -194,9 +193,8 @@ internal static partial class AdminEndpoints
 
     private static IEnumerable<SubscriptionInfo> AllSubscriptions(ControlPlane.ControlPlane controlPlane, RelayOptions options) =>
         options.Webhooks.Select(w => new SubscriptionInfo(w.Id, w.Tenant, w.Url, [.. w.Events], "config", null, 0))
-            .Concat(controlPlane.State.Of(ResourceKinds.Subscription).Values
-                .Select(r => StoreJson.Read<SubscriptionBody>(r.Body) is { } body ? new SubscriptionInfo(r.Name, r.Tenant, body.Url, body.Events, "api", r.CreatedAt, r.Version) : null)
-                .OfType<SubscriptionInfo>());
+            .Concat(controlPlane.State.Parsed<SubscriptionBody>(ResourceKinds.Subscription)
+                .Select(x => new SubscriptionInfo(x.Resource.Name, x.Resource.Tenant, x.Body.Url, x.Body.Events, "api", x.Resource.CreatedAt, x.Resource.Version)));
 
     private static Ok<Page<SubscriptionInfo>> ListSubscriptions(ControlPlane.ControlPlane controlPlane, RelayOptions options, string? tenant, int? limit, string? cursor) =>
         TypedResults.Ok(Paginate(AllSubscriptions(controlPlane, options).Where(s => tenant is null || s.Tenant == tenant), s => s.Id, limit, cursor));

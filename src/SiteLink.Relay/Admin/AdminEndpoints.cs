@@ -152,8 +152,8 @@ internal static partial class AdminEndpoints
 
     private static IEnumerable<TenantInfo> AllTenants(ControlPlane.ControlPlane controlPlane, RelayOptions options)
     {
-        var stored = controlPlane.State.Of(ResourceKinds.Tenant).Values
-            .Select(r => new TenantInfo(r.Name, StoreJson.Read<TenantBody>(r.Body)?.DisplayName ?? r.Name, "api", r.CreatedAt, r.Version));
+        var stored = controlPlane.State.Parsed<TenantBody>(ResourceKinds.Tenant)
+            .Select(x => new TenantInfo(x.Resource.Name, x.Body.DisplayName, "api", x.Resource.CreatedAt, x.Resource.Version));
         var configured = options.Tokens.Select(t => t.Tenant).Concat(options.CloudEndpoints.Select(e => e.Tenant))
             .Select(t => t.ToLowerInvariant()).Distinct(StringComparer.Ordinal)
             .Where(t => !controlPlane.State.Of(ResourceKinds.Tenant).ContainsKey(t))
@@ -230,13 +230,15 @@ internal static partial class AdminEndpoints
         var now = time.GetUtcNow();
         var configured = options.Tokens.Select(t => new TokenInfo(t.Name, t.Tenant.ToLowerInvariant(), [.. t.Allow], null, null, true, "config", null, 0));
         var configuredNames = new HashSet<string>(options.Tokens.Select(t => t.Name), StringComparer.OrdinalIgnoreCase);
-        var stored = controlPlane.State.Of(ResourceKinds.Token).Values.Where(r => !configuredNames.Contains(r.Name)).Select(r => ToTokenInfo(r, now));
+        var stored = controlPlane.State.Parsed<TokenBody>(ResourceKinds.Token).Where(x => !configuredNames.Contains(x.Resource.Name)).Select(x => ToTokenInfo(x.Resource, x.Body, now));
         return configured.Concat(stored);
     }
 
-    private static TokenInfo ToTokenInfo(StoredResource resource, DateTimeOffset now)
+    private static TokenInfo ToTokenInfo(StoredResource resource, DateTimeOffset now) =>
+        ToTokenInfo(resource, StoreJson.Read<TokenBody>(resource.Body) ?? new TokenBody("", [], null, null), now);
+
+    private static TokenInfo ToTokenInfo(StoredResource resource, TokenBody body, DateTimeOffset now)
     {
-        var body = StoreJson.Read<TokenBody>(resource.Body) ?? new TokenBody("", [], null, null);
         return new TokenInfo(resource.Name, resource.Tenant, body.Allow, body.ExpiresAt, body.RevokedAt, body.RevokedAt is null && (body.ExpiresAt is null || body.ExpiresAt > now),
             "api", resource.CreatedAt, resource.Version);
     }
@@ -327,8 +329,8 @@ internal static partial class AdminEndpoints
 
     private static IEnumerable<AdminKeyInfo> AllAdminKeys(ControlPlane.ControlPlane controlPlane, RelayOptions options) =>
         options.Admin.Keys.Select(k => new AdminKeyInfo(k.Name, k.Scope, "config", null, 0))
-            .Concat(controlPlane.State.Of(ResourceKinds.AdminKey).Values
-                .Select(r => new AdminKeyInfo(r.Name, StoreJson.Read<AdminKeyBody>(r.Body)?.Scope ?? "read", "api", r.CreatedAt, r.Version)));
+            .Concat(controlPlane.State.Parsed<AdminKeyBody>(ResourceKinds.AdminKey)
+                .Select(x => new AdminKeyInfo(x.Resource.Name, x.Body.Scope, "api", x.Resource.CreatedAt, x.Resource.Version)));
 
     private static Ok<Page<AdminKeyInfo>> ListAdminKeys(ControlPlane.ControlPlane controlPlane, RelayOptions options, int? limit, string? cursor) =>
         TypedResults.Ok(Paginate(AllAdminKeys(controlPlane, options), k => k.Name, limit, cursor));
@@ -464,7 +466,7 @@ internal static partial class AdminEndpoints
         try
         {
             var result = await write(controlPlane.Store!).ConfigureAwait(false);
-            await controlPlane.RefreshAsync(CancellationToken.None).ConfigureAwait(false);
+            await controlPlane.ApplyOwnWritesAsync(CancellationToken.None).ConfigureAwait(false);
             return result;
         }
         catch (StoreConflictException ex)

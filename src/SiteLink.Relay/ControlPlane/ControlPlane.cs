@@ -17,6 +17,24 @@ internal sealed record AppliedState(long Revision, IReadOnlyDictionary<string, I
     public IReadOnlyDictionary<string, StoredResource> Of(string kind) =>
         Resources.TryGetValue(kind, out var resources) ? resources : EmptyKind;
 
+    /// <summary>
+    /// A kind's resources with their bodies parsed, in name order (ordinal): parsed once per applied state, on first use,
+    /// so reads of the admin API cost no JSON parsing. A body that does not parse is left out.
+    /// </summary>
+    public IReadOnlyList<(StoredResource Resource, T Body)> Parsed<T>(string kind)
+        where T : class =>
+        Cached($"parsed:{kind}:{typeof(T).Name}", () => (IReadOnlyList<(StoredResource, T)>)[.. Of(kind).Values
+            .Select(r => (Resource: r, Body: StoreJson.Read<T>(r.Body)))
+            .Where(x => x.Body is not null)
+            .Select(x => (x.Resource, x.Body!))
+            .OrderBy(x => x.Resource.Name, StringComparer.Ordinal)]);
+
+    /// <summary>Something derived from this state, computed once (e.g. an index of admin keys by hash).</summary>
+    public T Cached<T>(string key, Func<T> create)
+        where T : class => (T)_cache.GetOrAdd(key, _ => create());
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, object> _cache = new(StringComparer.Ordinal);
+
     private static readonly IReadOnlyDictionary<string, StoredResource> EmptyKind = new Dictionary<string, StoredResource>();
 }
 
@@ -123,8 +141,23 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
         _applying.Dispose();
     }
 
-    /// <summary>Reads the store and applies it, when its revision moved since the last time (or always, with <paramref name="force"/>).</summary>
-    public async Task RefreshAsync(CancellationToken cancellationToken, bool force = true)
+    /// <summary>
+    /// Applies this relay's own writes: returns once the applied state includes every write this relay committed so far.
+    /// Writers that come together share one load (the first to get the lock loads what all of them wrote).
+    /// </summary>
+    public async Task ApplyOwnWritesAsync(CancellationToken cancellationToken)
+    {
+        if (Store is { } store)
+        {
+            await RefreshAsync(cancellationToken, force: true, atLeast: store.LastWrittenRevision).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Reads the store and applies it, when its revision moved since the last time (or always, with <paramref name="force"/>,
+    /// unless what is applied is already at <paramref name="atLeast"/>).
+    /// </summary>
+    public async Task RefreshAsync(CancellationToken cancellationToken, bool force = true, long atLeast = long.MaxValue)
     {
         if (Store is null)
         {
@@ -134,6 +167,11 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
         await _applying.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (_state.Revision >= atLeast)
+            {
+                return;
+            }
+
             if (!force && await Store.RevisionAsync(cancellationToken).ConfigureAwait(false) == _state.Revision)
             {
                 if (_nextExpiry is { } expiry && expiry <= _time.GetUtcNow())

@@ -115,6 +115,11 @@ public sealed class ControlStore : IAsyncDisposable
         _time = time;
     }
 
+    /// <summary>The revision of this store's latest committed write (0 before the first).</summary>
+    public long LastWrittenRevision => Volatile.Read(ref _lastWritten);
+
+    private long _lastWritten;
+
     /// <summary>Which database: <c>sqlite</c> or <c>postgres</c>.</summary>
     public string Provider => _dialect.Provider;
 
@@ -178,7 +183,7 @@ public sealed class ControlStore : IAsyncDisposable
     public async Task<StoreSnapshot> LoadAsync(CancellationToken cancellationToken)
     {
         using var connection = await _dialect.OpenAsync(cancellationToken).ConfigureAwait(false);
-        using var transaction = await connection.BeginTransactionAsync(IsolationLevel.RepeatableRead, cancellationToken).ConfigureAwait(false);
+        using var transaction = await _dialect.BeginReadAsync(connection, cancellationToken).ConfigureAwait(false);
         var revision = Convert.ToInt64(await ScalarAsync(connection, transaction, "SELECT value FROM sitelink_meta WHERE name = 'revision'", cancellationToken).ConfigureAwait(false), CultureInfo.InvariantCulture);
         var resources = await QueryResourcesAsync(connection, transaction, $"SELECT {ResourceColumns} FROM sitelink_resources ORDER BY kind, name", cancellationToken).ConfigureAwait(false);
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
@@ -369,6 +374,8 @@ public sealed class ControlStore : IAsyncDisposable
             var revision = Convert.ToInt64(await ScalarAsync(connection, transaction, "UPDATE sitelink_meta SET value = value + 1 WHERE name = 'revision' RETURNING value", cancellationToken).ConfigureAwait(false), CultureInfo.InvariantCulture);
             var result = await write(connection, transaction, revision, Now()).ConfigureAwait(false);
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+            // Under the write gate: revisions this store wrote only grow.
+            Volatile.Write(ref _lastWritten, revision);
             return result;
         }
         finally

@@ -32,6 +32,10 @@ internal abstract class StoreDialect : IAsyncDisposable
 
     public abstract ValueTask<DbConnection> OpenAsync(CancellationToken cancellationToken);
 
+    /// <summary>A transaction that reads one consistent snapshot without taking the writers' lock.</summary>
+    public virtual async Task<DbTransaction> BeginReadAsync(DbConnection connection, CancellationToken cancellationToken) =>
+        await connection.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, cancellationToken).ConfigureAwait(false);
+
     /// <summary>Makes replicas that start together apply migrations one after the other.</summary>
     public virtual Task LockForMigrationAsync(DbConnection connection, DbTransaction transaction, CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -71,6 +75,10 @@ internal abstract class StoreDialect : IAsyncDisposable
         }
 
         public override string Provider => "sqlite";
+
+        // Deferred: a WAL reader's snapshot, not BEGIN IMMEDIATE (which would queue behind, and block, every writer).
+        public override Task<DbTransaction> BeginReadAsync(DbConnection connection, CancellationToken cancellationToken) =>
+            Task.FromResult<DbTransaction>(((SqliteConnection)connection).BeginTransaction(deferred: true));
 
         protected override string IdColumn => "id INTEGER PRIMARY KEY AUTOINCREMENT";
 
