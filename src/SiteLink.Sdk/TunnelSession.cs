@@ -355,6 +355,18 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
         {
             using var flush = new CancellationTokenSource(TimeSpan.FromSeconds(2), Options.TimeProvider);
             await run.Connection.CompleteAsync(flush.Token).ConfigureAwait(false);
+            // Let the relay read the Goodbye and the end of the stream and end the call itself before the call is reset:
+            // a reset that overtakes them makes a clean close look like a lost connection at the relay (and in the
+            // vendor's session.disconnected events).
+            try
+            {
+                await run.Completion.WaitAsync(flush.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // The relay did not end the call in time: disposing resets it.
+            }
+
             await run.DisposeAsync().ConfigureAwait(false);
         }
 

@@ -101,9 +101,8 @@ public sealed class EventTests
             Assert.That(bound.Data.GetProperty("pooling").GetBoolean(), Is.False);
             Assert.That((unbound.Subject, unbound.DataString("sessionId")), Is.EqualTo(("db", sessionId)));
             Assert.That(disconnected.DataString("sessionId"), Is.EqualTo(sessionId));
-            // The SDK resets its call right after its Goodbye, which races with the relay reading it: a clean leave
-            // reads as either ending (see the report; the SDK should wait for the relay to end the call first).
-            Assert.That((disconnected.DataString("code"), disconnected.DataString("reason")), Is.EqualTo(("agent_closed", "the agent closed the control stream")).Or.EqualTo(("connection_lost", "the connection was lost")));
+            // A clean close is reported as one (the SDK lets the relay end the call before resetting it), never as a lost connection.
+            Assert.That((disconnected.DataString("code"), disconnected.DataString("reason")), Is.EqualTo(("agent_closed", "the agent closed the control stream")));
             Assert.That(disconnected.Data.GetProperty("durationSeconds").GetDouble(), Is.GreaterThan(0));
             Assert.That(delivered.Select(e => e.Id).Distinct().Count(), Is.EqualTo(4));
             Assert.That(relay.Logs.Entries.Select(l => l.Message), Has.None.Contains(WebhookReceiver.Secret), "the secret is never logged");
