@@ -493,6 +493,43 @@ internal sealed class EventHubTests
     }
 
     /// <summary>An HTTP handler standing in for receivers: records every attempt and answers as told.</summary>
+    [Test]
+    public void TenantBudget_GivesABurstThenItsRate_PerTenant()
+    {
+        var time = new FakeTimeProvider();
+        var budget = new TenantBudget(perSecond: 2, burst: 5, time);
+        Assert.That(Enumerable.Range(0, 8).Count(_ => budget.TryTake("evil")), Is.EqualTo(5), "the burst");
+        Assert.That(budget.TryTake("good"), Is.True, "another tenant has its own budget");
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.That(Enumerable.Range(0, 8).Count(_ => budget.TryTake("evil")), Is.EqualTo(2), "then the rate");
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.That(Enumerable.Range(0, 8).Count(_ => budget.TryTake("evil")), Is.EqualTo(5), "refilled to the burst, not beyond");
+    }
+
+    [Test]
+    public async Task ATenantOverItsEventBudget_DoesNotCrowdOutOthers_InAVendorWideQueueOrTheRecentLog()
+    {
+        var receiver = new Receiver((_, _, _) => Task.Delay(Timeout.Infinite).ContinueWith(_ => new HttpResponseMessage(HttpStatusCode.OK), TaskScheduler.Default));
+        var options = Fast(queue: 50);
+        options.TenantEventBurst = 10;
+        options.TenantEventsPerSecond = 0.1;
+        var counters = new EventCounters();
+        await using var hub = Hub(receiver, options, counters: counters, configured: Subscription("vendor", "*"));
+        for (var i = 0; i < 1000; i++)
+        {
+            hub.Publish(Event("evil", RelayEventTypes.EndpointBound, i));
+        }
+
+        hub.Publish(Event("good", RelayEventTypes.SessionConnected));
+        Assert.Multiple(() =>
+        {
+            Assert.That(counters.Suppressed, Is.EqualTo(990));
+            Assert.That(hub.Recent("evil", 1000), Has.Count.EqualTo(10));
+            Assert.That(hub.Recent("good", 10), Has.Count.EqualTo(1), "the other tenant's event was published");
+            Assert.That(hub.Queued("vendor"), Is.EqualTo(11), "the vendor-wide queue holds the burst and the other tenant's event, nothing dead-lettered");
+        });
+    }
+
     private sealed class Receiver(Func<HttpRequestMessage, string, int, Task<HttpResponseMessage>> answer) : HttpMessageHandler
     {
         private readonly ConcurrentQueue<(string Path, string Body, int Attempt, Dictionary<string, string> Headers)> _attempts = new();

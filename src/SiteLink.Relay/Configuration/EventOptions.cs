@@ -33,6 +33,18 @@ public sealed class RelayEventOptions
 
     /// <summary>Subscriptions the relay delivers to at once: <c>Relay:Webhooks</c> and those added at runtime together. Default: 100.</summary>
     public int MaxSubscriptions { get; set; } = 100;
+
+    /// <summary>
+    /// Events one tenant may publish per second, sustained (a token bucket; <see cref="TenantEventBurst"/> at once). Its
+    /// agents cause most of them (sessions, binds), so an agent looping bind and unbind could otherwise fill the queues
+    /// of vendor-wide (<c>*</c>) subscriptions and the recent-events log that every tenant shares. Events past the budget
+    /// are not published: they are counted (<c>sitelink.relay.events.suppressed</c>) and logged, one line a second.
+    /// Default: 100.
+    /// </summary>
+    public double TenantEventsPerSecond { get; set; } = 100;
+
+    /// <summary>Events one tenant may publish at once before <see cref="TenantEventsPerSecond"/> applies. Default: 1,000.</summary>
+    public int TenantEventBurst { get; set; } = 1000;
 }
 
 /// <summary>

@@ -494,6 +494,11 @@ public static class RelayOptionsValidator
             errors.Add($"Relay:Events:MaxAttempts must be between 1 and 100 (was {events.MaxAttempts.ToString(CultureInfo.InvariantCulture)}).");
         }
 
+        if (!(events.TenantEventsPerSecond >= 0.1 && events.TenantEventsPerSecond <= 1_000_000) || events.TenantEventBurst is < 1 or > 1_000_000)
+        {
+            errors.Add("Relay:Events:TenantEventsPerSecond must be from 0.1 to 1,000,000 and TenantEventBurst from 1 to 1,000,000.");
+        }
+
         if (events.MaxSubscriptions is < 1 or > 10_000)
         {
             errors.Add($"Relay:Events:MaxSubscriptions must be between 1 and 10000 (was {events.MaxSubscriptions.ToString(CultureInfo.InvariantCulture)}).");

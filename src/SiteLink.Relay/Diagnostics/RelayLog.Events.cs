@@ -20,6 +20,9 @@ internal static partial class RelayLog
     [LoggerMessage(64, LogLevel.Error, "Webhooks: the dead-letter store is {Behind} letters behind; a dead letter of {SubscriptionId} ({Reason}) was counted but not kept. ({Suppressed} more since the last such message.)")]
     public static partial void DeadLetterStoreBehind(ILogger logger, string subscriptionId, string reason, int behind, long suppressed);
 
+    [LoggerMessage(66, LogLevel.Warning, "Relay events: tenant '{Tenant}' publishes more events than Relay:Events:TenantEventsPerSecond allows (its agents bind, unbind or reconnect in a loop?); a {EventType} event was not published. ({Suppressed} more since the last such message.)")]
+    public static partial void TenantOverEventBudget(ILogger logger, string tenant, string eventType, long suppressed);
+
     [LoggerMessage(65, LogLevel.Error, "Relay events: publishing a {EventType} event failed: {Error}. ({Suppressed} more since the last such message.)")]
     public static partial void PublishFailed(ILogger logger, string eventType, string error, long suppressed);
 }

@@ -14,6 +14,8 @@ public sealed class EventCounters
     private readonly Counter<long> _retried;
     private readonly Counter<long> _deadLettered;
     private readonly Counter<long> _queueFull;
+    private readonly Counter<long> _suppressed;
+    private long _suppressedTotal;
     private readonly ConcurrentDictionary<string, long> _deadLetterReasons = new(StringComparer.Ordinal);
     private long _deliveredTotal;
     private long _retriedTotal;
@@ -27,6 +29,7 @@ public sealed class EventCounters
         _delivered = meter.CreateCounter<long>("sitelink.relay.webhook.deliveries", "{event}", "Events delivered to a webhook (a 2xx answer).");
         _retried = meter.CreateCounter<long>("sitelink.relay.webhook.retries", "{attempt}", "Webhook delivery attempts that failed and were retried.");
         _deadLettered = meter.CreateCounter<long>("sitelink.relay.webhook.dead_letters", "{event}", "Events given up for a webhook, by sitelink.reason (attempts_exhausted, rejected, queue_full, subscription_removed, relay_stopped, store_behind).");
+        _suppressed = meter.CreateCounter<long>("sitelink.relay.events.suppressed", "{event}", "Events not published because their tenant was over Relay:Events:TenantEventsPerSecond.");
         _queueFull = meter.CreateCounter<long>("sitelink.relay.webhook.queue_full", "{event}", "Events that found a webhook's queue full (Relay:Events:MaxQueuedPerSubscription); each is dead-lettered.");
     }
 
@@ -60,6 +63,15 @@ public sealed class EventCounters
     {
         Interlocked.Increment(ref _retriedTotal);
         _retried.Add(1);
+    }
+
+    /// <summary>Events not published because their tenant was over its budget.</summary>
+    public long Suppressed => Interlocked.Read(ref _suppressedTotal);
+
+    internal void OnSuppressed()
+    {
+        Interlocked.Increment(ref _suppressedTotal);
+        _suppressed.Add(1);
     }
 
     internal void OnQueueFull()

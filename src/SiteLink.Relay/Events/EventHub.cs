@@ -47,6 +47,8 @@ public sealed class EventHub : IRelayEventSink, IHostedService, IAsyncDisposable
     private readonly LogSampler _deadLetterLog;
     private readonly LogSampler _storeLog;
     private readonly LogSampler _publishLog;
+    private readonly LogSampler _suppressedLog;
+    private readonly TenantBudget _budget;
     private volatile WebhookWorker[] _workers = [];
     private long _recentCount;
     private int _stopped;
@@ -66,6 +68,8 @@ public sealed class EventHub : IRelayEventSink, IHostedService, IAsyncDisposable
         _deadLetterLog = Sampler("dead-lettered webhook event(s)");
         _storeLog = Sampler("dead letter(s) not kept");
         _publishLog = Sampler("event(s) not published");
+        _suppressedLog = Sampler("event(s) over their tenant's budget");
+        _budget = new TenantBudget(options.TenantEventsPerSecond, options.TenantEventBurst, timeProvider);
         _sender = new WebhookSender(options, timeProvider, OnRetry, handler);
         _deadLetterWriter = Task.Run(WriteDeadLettersAsync);
         _configured = [.. configured];
@@ -90,6 +94,17 @@ public sealed class EventHub : IRelayEventSink, IHostedService, IAsyncDisposable
         try
         {
             ArgumentNullException.ThrowIfNull(relayEvent);
+            if (!_budget.TryTake(relayEvent.Tenant))
+            {
+                _counters.OnSuppressed();
+                if (_suppressedLog.ShouldLog(out var held))
+                {
+                    RelayLog.TenantOverEventBudget(_logger, Internal.SafeText.Clean(relayEvent.Tenant, Internal.SafeText.MaxIdLength), relayEvent.Type, held);
+                }
+
+                return;
+            }
+
             var published = CloudEventFormat.Create(relayEvent, _relayId);
             _counters.OnPublished();
             lock (_recentGate)
