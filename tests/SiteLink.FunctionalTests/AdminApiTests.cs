@@ -392,4 +392,42 @@ public sealed class AdminApiTests
         Assert.That((await admin.PostAsync("/v1/subscriptions", new { tenant = "initech", url = "http://127.0.0.1:1/", events = new[] { "no.such.event" } })).Status, Is.EqualTo((HttpStatusCode)422));
         Assert.That((await admin.GetAsync("/v1/endpoints?tenant=initech")).Body!["items"]!.AsArray(), Is.Empty);
     }
+
+    [Test]
+    public async Task JWTs_from_the_vendors_identity_provider_grant_read_or_full_access_by_scope()
+    {
+        await using var jwks = await JwtPolicyTests.JwksServer.StartAsync();
+        var key = JwtPolicyTests.NewKey("k1");
+        jwks.Publish(key);
+        await using var relay = await TestRelay.StartAsync([], o =>
+        {
+            AdminClient.Enable(o);
+            o.Admin.Jwt = new Relay.Configuration.AdminJwtOptions { Issuer = JwtPolicyTests.Issuer, JwksUrl = jwks.Url.AbsoluteUri };
+            o.Admin.Jwt.Audiences.Add("sitelink-admin");
+        });
+        AdminClient As(string token) => new(relay.Server.AdminUrl!, relay.Server.CertificateSha256, token);
+
+        using var admin = As(JwtPolicyTests.Token(key, subject: "alice", audience: "sitelink-admin", scope: "openid sitelink.admin"));
+        await admin.ExpectAsync(HttpStatusCode.Created, HttpMethod.Post, "/v1/tenants", new { id = "initech" });
+        using var reader = As(JwtPolicyTests.Token(key, subject: "bob", audience: "sitelink-admin", scope: "sitelink.read"));
+        Assert.That((await reader.GetAsync("/v1/tenants/initech")).Status, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await reader.PostAsync("/v1/tenants", new { id = "globex2" })).Status, Is.EqualTo(HttpStatusCode.Forbidden));
+
+        // Another audience, another scope, another signer, expired: not accepted.
+        using var otherAudience = As(JwtPolicyTests.Token(key, audience: "someone-else", scope: "sitelink.admin"));
+        using var noScope = As(JwtPolicyTests.Token(key, audience: "sitelink-admin", scope: "openid profile"));
+        using var forged = As(JwtPolicyTests.Token(JwtPolicyTests.NewKey("k1"), audience: "sitelink-admin", scope: "sitelink.admin"));
+        using var expired = As(JwtPolicyTests.Token(key, audience: "sitelink-admin", scope: "sitelink.admin", expiresIn: TimeSpan.FromMinutes(-10)));
+        foreach (var (client, why) in new[] { (otherAudience, "audience"), (noScope, "scope"), (forged, "signature"), (expired, "expired") })
+        {
+            var (status, problem, _) = await client.GetAsync("/v1/tenants");
+            Assert.That(status, Is.EqualTo(HttpStatusCode.Unauthorized), why);
+            Assert.That((string)problem!["detail"]!, Does.StartWith("the token was not accepted"), why);
+        }
+
+        // The audit log names the token's subject.
+        await Eventually.WaitUntilAsync(async () => (await admin.GetAsync("/v1/audit")).Body!["items"]!.AsArray()
+            .Any(e => (string)e!["actor"]! == "jwt:alice" && (string)e["action"]! == "POST /v1/tenants"), "alice's call is audited");
+        Assert.That((await admin.GetAsync("/v1/audit")).Body!["items"]!.AsArray().Any(e => (string)e!["actor"]! == "jwt:bob" && (int)e["status"]! == 403), Is.True);
+    }
 }

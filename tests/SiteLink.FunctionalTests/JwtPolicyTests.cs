@@ -21,11 +21,11 @@ namespace SiteLink.FunctionalTests;
 [Category("TrafficPolicy")]
 public sealed class JwtPolicyTests
 {
-    private const string Issuer = "https://idp.test";
-    private const string Audience = "relay-api";
+    internal const string Issuer = "https://idp.test";
+    internal const string Audience = "relay-api";
 
     /// <summary>An identity provider's key set on http://127.0.0.1:PORT/jwks: whatever keys it is told to publish.</summary>
-    private sealed class JwksServer : IAsyncDisposable
+    internal sealed class JwksServer : IAsyncDisposable
     {
         private readonly WebApplication _app;
         private volatile string _document = """{"keys":[]}""";
@@ -61,9 +61,9 @@ public sealed class JwtPolicyTests
         public ValueTask DisposeAsync() => _app.DisposeAsync();
     }
 
-    private static RsaSecurityKey NewKey(string id) => new(RSA.Create(2048)) { KeyId = id };
+    internal static RsaSecurityKey NewKey(string id) => new(RSA.Create(2048)) { KeyId = id };
 
-    private static string Token(RsaSecurityKey key, string subject = "alice", string issuer = Issuer, string audience = Audience, string scope = "read write", TimeSpan? expiresIn = null)
+    internal static string Token(RsaSecurityKey key, string subject = "alice", string issuer = Issuer, string audience = Audience, string scope = "read write", TimeSpan? expiresIn = null)
     {
         var now = DateTime.UtcNow;
         var expires = now + (expiresIn ?? TimeSpan.FromMinutes(5));

@@ -276,7 +276,8 @@ public static class RelayOptionsValidator
             var endpoint = options.CloudEndpoints[i];
             var where = $"Relay:CloudEndpoints:{i.ToString(CultureInfo.InvariantCulture)}";
             claims.Take(endpoint, where, errors);
-            ValidateCloudEndpoint(endpoint, where, tenants, errors);
+            // With a control plane, the tenant's tokens may come from the admin API.
+            ValidateCloudEndpoint(endpoint, where, options.HasControlPlane ? null : tenants, errors);
         }
     }
 
