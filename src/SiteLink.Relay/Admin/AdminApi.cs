@@ -1,7 +1,9 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using System.Text.Json.Serialization.Metadata;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Json;
@@ -66,7 +68,7 @@ internal sealed partial class AdminApi : IHostedService, IAsyncDisposable
         builder.WebHost.UseKestrelCore().UseKestrelHttpsConfiguration();
         builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));
         builder.Services.AddRouting();
-        builder.Services.AddProblemDetails();
+        builder.Services.AddProblemDetails(problems => problems.CustomizeProblemDetails = AdminJson.TypeFrameworkProblems);
         builder.Services.Configure<JsonOptions>(json =>
         {
             var store = ControlPlane.StoreJson.Options;
@@ -77,7 +79,12 @@ internal sealed partial class AdminApi : IHostedService, IAsyncDisposable
             {
                 json.SerializerOptions.Converters.Add(converter);
             }
+
+            json.SerializerOptions.TypeInfoResolver = (json.SerializerOptions.TypeInfoResolver ?? new DefaultJsonTypeInfoResolver())
+                .WithAddedModifier(AdminJson.RefuseNulls);
         });
+        // A body or parameter that cannot be read throws (rather than a bare 400), so the answer says what was wrong.
+        builder.Services.Configure<RouteHandlerOptions>(routes => routes.ThrowOnBadRequest = true);
         builder.Services.AddOpenApi("v1", openApi => openApi.AddDocumentTransformer((document, _, _) =>
         {
             document.Info = new Microsoft.OpenApi.OpenApiInfo
@@ -128,7 +135,7 @@ internal sealed partial class AdminApi : IHostedService, IAsyncDisposable
         });
 
         var app = builder.Build();
-        app.UseExceptionHandler();
+        app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = AdminEndpoints.WriteFailureAsync });
         app.UseStatusCodePages();
         app.UseRouting();
         app.Use(AdminEndpoints.AuthenticateAndAuditAsync);

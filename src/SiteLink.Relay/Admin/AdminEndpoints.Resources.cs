@@ -46,7 +46,7 @@ internal static partial class AdminEndpoints
         var bound = host.BoundEndpoints;
         var active = host.ActiveConnections;
         EndpointInfo Describe(EndpointSpec spec, string source, DateTimeOffset? createdAt, long version) => new(
-            spec, source, bound.TryGetValue(spec.Name, out var address) ? address.ToString() : null, active.GetValueOrDefault(spec.Name),
+            spec.WithoutSecrets(), source, bound.TryGetValue(spec.Name, out var address) ? address.ToString() : null, active.GetValueOrDefault(spec.Name),
             controlPlane.EndpointProblems.GetValueOrDefault(spec.Name), createdAt, version);
 
         var configured = new HashSet<string>(options.CloudEndpoints.Select(e => e.Name), StringComparer.OrdinalIgnoreCase);
@@ -122,7 +122,8 @@ internal static partial class AdminEndpoints
         var result = await ApplyEndpointAsync(context, controlPlane, request.Name,
             async store =>
             {
-                var created = await store.CreateAsync(ResourceKinds.Endpoint, request.Name, request.Tenant, StoreJson.Write(request), context.RequestAborted).ConfigureAwait(false);
+                var created = await store.CreateAsync(ResourceKinds.Endpoint, request.Name, request.Tenant, StoreJson.Write(request), context.RequestAborted,
+                    requireTenant: !IsConfiguredTenant(options, request.Tenant)).ConfigureAwait(false);
                 context.Response.Headers.ETag = ETag(created.Version);
                 return TypedResults.Created($"/v1/endpoints/{created.Name}", (EndpointInfo?)null);
             },
@@ -230,7 +231,10 @@ internal static partial class AdminEndpoints
 
         return await WriteAsync(context, controlPlane, async store =>
         {
-            var created = await store.CreateAsync(ResourceKinds.Subscription, id, request.Tenant, StoreJson.Write(new SubscriptionBody(request.Url, [.. request.Events.Distinct(StringComparer.Ordinal)], secret)), context.RequestAborted).ConfigureAwait(false);
+            // The cap is checked again where concurrent creates cannot all pass it (the check above reads what was applied).
+            var created = await store.CreateAsync(ResourceKinds.Subscription, id, request.Tenant, StoreJson.Write(new SubscriptionBody(request.Url, [.. request.Events.Distinct(StringComparer.Ordinal)], secret)), context.RequestAborted,
+                requireTenant: request.Tenant != "*" && !IsConfiguredTenant(options, request.Tenant),
+                maxOfTenant: MaxSubscriptionsPerTenant - options.Webhooks.Count(w => w.Tenant == request.Tenant)).ConfigureAwait(false);
             context.Response.Headers.ETag = ETag(created.Version);
             return TypedResults.Created($"/v1/subscriptions/{id}",
                 new SubscriptionCreated(new SubscriptionInfo(id, request.Tenant, request.Url, [.. request.Events.Distinct(StringComparer.Ordinal)], "api", created.CreatedAt, created.Version), secret));

@@ -58,6 +58,7 @@ internal static partial class AdminEndpoints
         }
 
         var (caller, problem) = await auth.AuthenticateAsync(context.Request.Headers.Authorization).ConfigureAwait(false);
+        (int Status, string Problem)? failed = null;
         try
         {
             if (caller is null)
@@ -78,16 +79,34 @@ internal static partial class AdminEndpoints
 
             await next(context).ConfigureAwait(false);
         }
+        catch (Exception ex)
+        {
+            // The exception handler answers it (WriteFailureAsync): audited as it will be answered, not as the 200 the
+            // response still says here.
+            var (status, _, title, detail) = AdminJson.Describe(ex);
+            failed = (status, $"{title}: {Internal.SafeText.Clean(detail, MaxProblemDetail)}");
+            throw;
+        }
         finally
         {
             // The route (its template, e.g. /v1/tokens/{name}): what was done; the path says to what.
             var route = ((context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? context.Request.Path.Value ?? "").TrimEnd('/');
             var entry = new AuditEntry(0, services.GetRequiredService<TimeProvider>().GetUtcNow(), caller?.Actor ?? "anonymous",
-                $"{context.Request.Method} {route}", Internal.SafeText.Clean(context.Request.Path.Value, 256), context.Response.StatusCode,
-                context.Items[ProblemKey] as string ?? (caller is null ? problem : ""));
+                $"{context.Request.Method} {route}", Internal.SafeText.Clean(context.Request.Path.Value, 256), failed?.Status ?? context.Response.StatusCode,
+                failed?.Problem ?? context.Items[ProblemKey] as string ?? (caller is null ? problem : ""));
             // Waits when the writer is behind (bounded): every call is audited, none dropped.
             await services.GetRequiredService<ChannelWriter<AuditEntry>>().WriteAsync(entry, CancellationToken.None).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The answer to a call that ended with an exception (the app's exception handler): a request that could not be read
+    /// is a typed 400 (or 413) saying what was wrong; anything else a typed 500 that says nothing of the exception.
+    /// </summary>
+    public static Task WriteFailureAsync(HttpContext context)
+    {
+        var (status, type, title, detail) = AdminJson.Describe(context.Features.Get<Microsoft.AspNetCore.Diagnostics.IExceptionHandlerFeature>()?.Error);
+        return WriteProblemAsync(context, status, type, title, detail);
     }
 
     public static void Map(WebApplication app)
@@ -163,6 +182,15 @@ internal static partial class AdminEndpoints
 
     private static bool TenantExists(ControlPlane.ControlPlane controlPlane, RelayOptions options, string tenant) =>
         AllTenants(controlPlane, options).Any(t => t.Id == tenant);
+
+    /// <summary>
+    /// Whether <paramref name="tenant"/> is one of the configuration file's (it cannot be deleted here). Resources of any
+    /// other tenant are created only while the tenant is stored, checked in the store's transaction: this API's own check
+    /// reads what was applied, and a delete running meanwhile would leave them to no tenant.
+    /// </summary>
+    private static bool IsConfiguredTenant(RelayOptions options, string tenant) =>
+        options.Tokens.Any(t => string.Equals(t.Tenant, tenant, StringComparison.OrdinalIgnoreCase))
+        || options.CloudEndpoints.Any(e => string.Equals(e.Tenant, tenant, StringComparison.OrdinalIgnoreCase));
 
     private static Ok<Page<TenantInfo>> ListTenants(ControlPlane.ControlPlane controlPlane, RelayOptions options, int? limit, string? cursor) =>
         TypedResults.Ok(Paginate(AllTenants(controlPlane, options), t => t.Id, limit, cursor));
@@ -288,7 +316,8 @@ internal static partial class AdminEndpoints
         return await WriteAsync(context, controlPlane, async store =>
         {
             var created = await store.CreateAsync(ResourceKinds.Token, request.Name, request.Tenant,
-                StoreJson.Write(new TokenBody(AuthTokenStore.HashToHex(secret), [.. request.Allow], request.ExpiresAt, null)), context.RequestAborted).ConfigureAwait(false);
+                StoreJson.Write(new TokenBody(AuthTokenStore.HashToHex(secret), [.. request.Allow], request.ExpiresAt, null)), context.RequestAborted,
+                requireTenant: !IsConfiguredTenant(options, request.Tenant)).ConfigureAwait(false);
             context.Response.Headers.ETag = ETag(created.Version);
             return TypedResults.Created($"/v1/tokens/{created.Name}", new TokenCreated(ToTokenInfo(created, now), secret));
         }).ConfigureAwait(false);
@@ -529,13 +558,20 @@ internal static partial class AdminEndpoints
 
         return await WriteAsync(context, controlPlane, async store =>
         {
-            await store.DeleteAsync(kind, current.Name, expected, context.RequestAborted).ConfigureAwait(false);
+            // A tenant: only while nothing belongs to it, checked where no concurrent create can slip in between.
+            await store.DeleteAsync(kind, current.Name, expected, context.RequestAborted, unlessOwning: kind == ResourceKinds.Tenant).ConfigureAwait(false);
             return TypedResults.NoContent();
         }).ConfigureAwait(false);
     }
 
+    /// <summary>The longest problem detail answered and audited: details quote what callers sent.</summary>
+    private const int MaxProblemDetail = 1024;
+
     private static ProblemHttpResult Problem(HttpContext context, int status, string type, string title, string detail)
     {
+        // Details quote the caller's input (an address, a protocol, a name): capped and cleaned of control and
+        // formatting characters here, once, for the answer and the audit log alike.
+        detail = Internal.SafeText.Clean(detail, MaxProblemDetail);
         context.Items[ProblemKey] = $"{title}: {detail}";
         return TypedResults.Problem(detail: detail, statusCode: status, title: title, type: ProblemTypes + type);
     }

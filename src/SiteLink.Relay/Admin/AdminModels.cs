@@ -93,10 +93,10 @@ internal sealed record EndpointSpec
     /// <summary>Public connections per client address at once. Default: 256.</summary>
     public int? MaxConnectionsPerClientIp { get; init; }
 
-    /// <summary>Close a tunnelled connection idle this long (<c>hh:mm:ss</c>). Default: 00:10:00.</summary>
+    /// <summary>Close a tunnelled connection idle this long (<c>hh:mm:ss</c>; at most 24 days, or <c>-00:00:00.001</c>: never). Default: 00:10:00.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
-    /// <summary>http, https: keep idle tunnelled connections for reuse this long. Default: 00:00:15.</summary>
+    /// <summary>http, https: keep idle tunnelled connections for reuse this long (at most 24 days). Default: 00:00:15.</summary>
     public TimeSpan? KeepAliveTimeout { get; init; }
 
     /// <summary>Traffic policy: rules run before a connection or request reaches the agent.</summary>
@@ -134,6 +134,27 @@ internal sealed record EndpointSpec
         }
 
         return options;
+    }
+
+    /// <summary>
+    /// As the API shows it, to read-only keys too: without an oidc rule's client secret (configured endpoints may have
+    /// one; the relay keeps it to sign users in, and nothing reading the API needs it).
+    /// </summary>
+    public EndpointSpec WithoutSecrets()
+    {
+        if (Policy is null || !Policy.OnConnect.Concat(Policy.OnHttpRequest).Concat(Policy.OnHttpResponse).Any(r => r.ClientSecret is not null))
+        {
+            return this;
+        }
+
+        // A copy: the policy shown is the running endpoint's own.
+        var policy = ControlPlane.StoreJson.Read<TrafficPolicyOptions>(ControlPlane.StoreJson.Write(Policy))!;
+        foreach (var rule in policy.OnConnect.Concat(policy.OnHttpRequest).Concat(policy.OnHttpResponse))
+        {
+            rule.ClientSecret = null;
+        }
+
+        return this with { Policy = policy };
     }
 
     /// <summary>A configured endpoint, as the API shows it.</summary>

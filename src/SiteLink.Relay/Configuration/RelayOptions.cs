@@ -250,15 +250,15 @@ public sealed class CloudEndpointOptions
 
     /// <summary>
     /// A tunnelled connection that carries no byte in either direction for this long is closed (the public client gets
-    /// a FIN, the agent's stream ends with <c>DEADLINE_EXCEEDED</c>). <see cref="Timeout.InfiniteTimeSpan"/> turns it
-    /// off. Default: 10 minutes.
+    /// a FIN, the agent's stream ends with <c>DEADLINE_EXCEEDED</c>). At most 24 days; <see cref="Timeout.InfiniteTimeSpan"/>
+    /// turns it off. Default: 10 minutes.
     /// </summary>
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(10);
 
     /// <summary>
     /// http, https: how long a tunnelled connection the relay keeps for reuse between requests may stay unused before it
     /// is closed. Keep-alive saves a connection set-up per request; an agent that drains waits for its idle
-    /// connections up to this long. Default: 15 seconds.
+    /// connections up to this long. At most 24 days. Default: 15 seconds.
     /// </summary>
     public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(15);
 

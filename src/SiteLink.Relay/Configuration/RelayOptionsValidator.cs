@@ -322,6 +322,12 @@ public static class RelayOptionsValidator
         return TryParseEndPoint(endpoint.Listen, out var listen) && listen.Port != 0 ? listen.ToString() : $"{protocol}|{endpoint.Listen}";
     }
 
+    /// <summary>
+    /// The longest finite timeout of a cloud endpoint: its connections' timers take at most about 24.8 days (int.MaxValue
+    /// milliseconds) in some of the APIs they use, and a longer one made every connection of the endpoint fail (or hang).
+    /// </summary>
+    private static readonly TimeSpan MaxEndpointTimeout = TimeSpan.FromDays(24);
+
     /// <summary>The rules one cloud endpoint follows by itself. <paramref name="tenants"/>: those with a token, or null not to check.</summary>
     private static void ValidateCloudEndpoint(CloudEndpointOptions endpoint, string where, HashSet<string>? tenants, List<string> errors)
     {
@@ -405,14 +411,14 @@ public static class RelayOptionsValidator
             errors.Add($"{where}:MaxConnectionsPerClientIp must be at least 1 (was {endpoint.MaxConnectionsPerClientIp.ToString(CultureInfo.InvariantCulture)}).");
         }
 
-        if (endpoint.KeepAliveTimeout <= TimeSpan.Zero)
+        if (endpoint.KeepAliveTimeout <= TimeSpan.Zero || endpoint.KeepAliveTimeout > MaxEndpointTimeout)
         {
-            errors.Add($"{where}:KeepAliveTimeout must be positive.");
+            errors.Add($"{where}:KeepAliveTimeout must be positive and at most 24 days.");
         }
 
-        if (endpoint.IdleTimeout <= TimeSpan.Zero && endpoint.IdleTimeout != Timeout.InfiniteTimeSpan)
+        if ((endpoint.IdleTimeout <= TimeSpan.Zero && endpoint.IdleTimeout != Timeout.InfiniteTimeSpan) || endpoint.IdleTimeout > MaxEndpointTimeout)
         {
-            errors.Add($"{where}:IdleTimeout must be positive, or -00:00:00.001 (infinite) to turn it off.");
+            errors.Add($"{where}:IdleTimeout must be positive and at most 24 days, or -00:00:00.001 (infinite) to turn it off.");
         }
     }
 

@@ -222,14 +222,31 @@ public sealed class ControlStore : IAsyncDisposable
         return Convert.ToInt64(await ScalarAsync(connection, null, "SELECT COUNT(*) FROM sitelink_resources WHERE kind = @kind AND tenant = @tenant", cancellationToken, ("kind", kind), ("tenant", tenant)).ConfigureAwait(false), CultureInfo.InvariantCulture);
     }
 
-    /// <summary>Creates a resource. <exception cref="StoreConflictException">It exists.</exception></summary>
-    public Task<StoredResource> CreateAsync(string kind, string name, string tenant, string body, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Creates a resource. With <paramref name="requireTenant"/>, only while a tenant of its <paramref name="tenant"/> is
+    /// stored; with <paramref name="maxOfTenant"/>, only while its tenant has fewer resources of its kind. Both are checked
+    /// in the creating transaction, after every other write (so two concurrent calls cannot both pass).
+    /// <exception cref="StoreConflictException">It exists, its tenant does not, or its tenant has its most.</exception>
+    /// </summary>
+    public Task<StoredResource> CreateAsync(string kind, string name, string tenant, string body, CancellationToken cancellationToken, bool requireTenant = false, int? maxOfTenant = null) =>
         WriteAsync(async (connection, transaction, revision, now) =>
         {
             var exists = await ScalarAsync(connection, transaction, "SELECT COUNT(*) FROM sitelink_resources WHERE kind = @kind AND name = @name", cancellationToken, ("kind", kind), ("name", name)).ConfigureAwait(false);
             if (Convert.ToInt64(exists, CultureInfo.InvariantCulture) != 0)
             {
                 throw new StoreConflictException($"a {kind} named '{name}' already exists");
+            }
+
+            if (requireTenant && Convert.ToInt64(await ScalarAsync(connection, transaction, "SELECT COUNT(*) FROM sitelink_resources WHERE kind = @kind AND name = @name", cancellationToken,
+                ("kind", ResourceKinds.Tenant), ("name", tenant)).ConfigureAwait(false), CultureInfo.InvariantCulture) == 0)
+            {
+                throw new StoreConflictException($"tenant '{tenant}' does not exist (it was deleted meanwhile)");
+            }
+
+            if (maxOfTenant is { } max && Convert.ToInt64(await ScalarAsync(connection, transaction, "SELECT COUNT(*) FROM sitelink_resources WHERE kind = @kind AND tenant = @tenant", cancellationToken,
+                ("kind", kind), ("tenant", tenant)).ConfigureAwait(false), CultureInfo.InvariantCulture) >= max)
+            {
+                throw new StoreConflictException($"tenant '{tenant}' has {max.ToString(CultureInfo.InvariantCulture)} {kind}s, the most it may");
             }
 
             await ExecuteAsync(connection, transaction,
@@ -252,12 +269,27 @@ public sealed class ControlStore : IAsyncDisposable
             return current with { Body = body, Version = revision, UpdatedAt = FromUnixMs(now) };
         }, cancellationToken);
 
-    /// <summary>Deletes a resource (with <paramref name="expectedVersion"/>, only at that version); returns what it was.</summary>
+    /// <summary>
+    /// Deletes a resource (with <paramref name="expectedVersion"/>, only at that version); returns what it was. With
+    /// <paramref name="unlessOwning"/>, a tenant is deleted only while no other resource belongs to it, checked in the
+    /// deleting transaction, after every other write (so a resource created for it meanwhile is never left without it).
+    /// </summary>
     /// <inheritdoc cref="UpdateAsync" path="/summary/exception"/>
-    public Task<StoredResource> DeleteAsync(string kind, string name, long? expectedVersion, CancellationToken cancellationToken) =>
+    /// <exception cref="StoreConflictException">With <paramref name="unlessOwning"/>: it is a tenant that still has tokens, endpoints or subscriptions.</exception>
+    public Task<StoredResource> DeleteAsync(string kind, string name, long? expectedVersion, CancellationToken cancellationToken, bool unlessOwning = false) =>
         WriteAsync(async (connection, transaction, _, _) =>
         {
             var current = await RequireAsync(connection, transaction, kind, name, expectedVersion, cancellationToken).ConfigureAwait(false);
+            if (unlessOwning && kind == ResourceKinds.Tenant)
+            {
+                var owned = Convert.ToInt64(await ScalarAsync(connection, transaction, "SELECT COUNT(*) FROM sitelink_resources WHERE tenant = @tenant AND kind <> @kind", cancellationToken,
+                    ("tenant", name), ("kind", ResourceKinds.Tenant)).ConfigureAwait(false), CultureInfo.InvariantCulture);
+                if (owned > 0)
+                {
+                    throw new StoreConflictException($"tenant '{name}' still has {owned.ToString(CultureInfo.InvariantCulture)} tokens, endpoints or subscriptions: delete them first");
+                }
+            }
+
             await ExecuteAsync(connection, transaction, "DELETE FROM sitelink_resources WHERE kind = @kind AND name = @name", cancellationToken, ("kind", kind), ("name", name)).ConfigureAwait(false);
             return current;
         }, cancellationToken);
