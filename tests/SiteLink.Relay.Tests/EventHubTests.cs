@@ -497,7 +497,7 @@ internal sealed class EventHubTests
     public void TenantBudget_GivesABurstThenItsRate_PerTenant()
     {
         var time = new FakeTimeProvider();
-        var budget = new TenantBudget(perSecond: 2, burst: 5, time);
+        var budget = new Security.TokenBuckets(perSecond: 2, burst: 5, time);
         Assert.That(Enumerable.Range(0, 8).Count(_ => budget.TryTake("evil")), Is.EqualTo(5), "the burst");
         Assert.That(budget.TryTake("good"), Is.True, "another tenant has its own budget");
         time.Advance(TimeSpan.FromSeconds(1));

@@ -114,7 +114,7 @@ internal sealed partial class AdminApi : IHostedService, IAsyncDisposable
             builder.Services.AddSingleton(service, _relay.GetRequiredService(service));
         }
 
-        builder.Services.AddSingleton(new AdminAuth(_options, controlPlane));
+        builder.Services.AddSingleton(new AdminAuth(_options, controlPlane, _relay.GetRequiredService<TimeProvider>()));
         builder.Services.AddSingleton(_audit.Writer);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {

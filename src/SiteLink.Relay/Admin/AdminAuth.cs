@@ -1,5 +1,4 @@
 using System.Net;
-using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http;
 using SiteLink.Relay.Configuration;
 using SiteLink.Relay.ControlPlane;
@@ -30,9 +29,9 @@ internal sealed class AdminAuth : IDisposable
     private readonly ControlPlane.ControlPlane _controlPlane;
     private readonly JwtValidator? _fullJwt;
     private readonly JwtValidator? _readJwt;
-    private readonly PartitionedRateLimiter<IPAddress> _failures;
+    private readonly TokenBuckets _failures;
 
-    public AdminAuth(RelayOptions options, ControlPlane.ControlPlane controlPlane)
+    public AdminAuth(RelayOptions options, ControlPlane.ControlPlane controlPlane, TimeProvider time)
     {
         _controlPlane = controlPlane;
         _configuredKeys = options.Admin.Keys.ToDictionary(
@@ -50,25 +49,17 @@ internal sealed class AdminAuth : IDisposable
             }
         }
 
-        _failures = PartitionedRateLimiter.Create<IPAddress, IPAddress>(address => RateLimitPartition.GetTokenBucketLimiter(address, _ => new TokenBucketRateLimiterOptions
-        {
-            TokenLimit = FailureBurst,
-            TokensPerPeriod = 1,
-            ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-            QueueLimit = 0,
-            AutoReplenishment = true,
-        }));
+        // Our own buckets on the relay's clock (deterministic, and keyed like the agent port's limits: IPv6 per /64).
+        _failures = new TokenBuckets(perSecond: 1, FailureBurst, time);
     }
 
     /// <summary>Whether <paramref name="address"/> has spent its failures (answer 429 without checking).</summary>
-    public bool IsThrottled(IPAddress address)
-    {
-        using var lease = _failures.AttemptAcquire(address, 0);
-        return !lease.IsAcquired;
-    }
+    public bool IsThrottled(IPAddress address) => !_failures.HasAny(Key(address));
 
     /// <summary>Counts a failed authentication against <paramref name="address"/>.</summary>
-    public void OnFailure(IPAddress address) => _failures.AttemptAcquire(address, 1).Dispose();
+    public void OnFailure(IPAddress address) => _failures.TryTake(Key(address));
+
+    private static string Key(IPAddress address) => ClientAddress.KeyOf(address).ToString();
 
     /// <summary>The caller, or null and why not (safe to return and log: never the credential).</summary>
     public async Task<(AdminCaller? Caller, string Problem)> AuthenticateAsync(string? authorization)
@@ -126,7 +117,6 @@ internal sealed class AdminAuth : IDisposable
 
     public void Dispose()
     {
-        _failures.Dispose();
         _fullJwt?.Dispose();
         _readJwt?.Dispose();
     }

@@ -48,7 +48,7 @@ public sealed class EventHub : IRelayEventSink, IHostedService, IAsyncDisposable
     private readonly LogSampler _storeLog;
     private readonly LogSampler _publishLog;
     private readonly LogSampler _suppressedLog;
-    private readonly TenantBudget _budget;
+    private readonly Security.TokenBuckets _budget;
     private volatile WebhookWorker[] _workers = [];
     private long _recentCount;
     private int _stopped;
@@ -69,7 +69,7 @@ public sealed class EventHub : IRelayEventSink, IHostedService, IAsyncDisposable
         _storeLog = Sampler("dead letter(s) not kept");
         _publishLog = Sampler("event(s) not published");
         _suppressedLog = Sampler("event(s) over their tenant's budget");
-        _budget = new TenantBudget(options.TenantEventsPerSecond, options.TenantEventBurst, timeProvider);
+        _budget = new Security.TokenBuckets(options.TenantEventsPerSecond, options.TenantEventBurst, timeProvider);
         _sender = new WebhookSender(options, timeProvider, OnRetry, handler);
         _deadLetterWriter = Task.Run(WriteDeadLettersAsync);
         _configured = [.. configured];
