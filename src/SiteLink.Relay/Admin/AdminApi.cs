@@ -205,6 +205,9 @@ internal sealed partial class AdminApi : IHostedService, IAsyncDisposable
     [LoggerMessage(EventId = 910, Level = LogLevel.Information, Message = "Admin API listening on {Url}")]
     private static partial void LogListening(ILogger logger, Uri url);
 
+    [LoggerMessage(EventId = 912, Level = LogLevel.Error, Message = "The audit queue stayed full (the store does not take entries): not audited in the store: {Actor} {Action} {Target} -> {Status}")]
+    internal static partial void LogAuditNotQueued(ILogger logger, string actor, string action, string target, int status);
+
     [LoggerMessage(EventId = 911, Level = LogLevel.Error, Message = "{Count} audit entries could not be written to the store: {Problem}")]
     private static partial void LogAuditFailed(ILogger logger, int count, string problem);
 }

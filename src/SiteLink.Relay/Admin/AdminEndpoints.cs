@@ -25,6 +25,9 @@ namespace SiteLink.Relay.Admin;
 internal static partial class AdminEndpoints
 {
     private const int DefaultPageSize = 100;
+
+    /// <summary>How long a call waits for room in the audit queue before its entry is logged instead.</summary>
+    private static readonly TimeSpan AuditQueueWait = TimeSpan.FromSeconds(5);
     private const string CallerKey = "sitelink.admin.caller";
     private const string ProblemKey = "sitelink.admin.problem";
     private const string ProblemTypes = "urn:sitelink:problem:";
@@ -94,8 +97,18 @@ internal static partial class AdminEndpoints
             var entry = new AuditEntry(0, services.GetRequiredService<TimeProvider>().GetUtcNow(), caller?.Actor ?? "anonymous",
                 $"{context.Request.Method} {route}", Internal.SafeText.Clean(context.Request.Path.Value, 256), failed?.Status ?? context.Response.StatusCode,
                 failed?.Problem ?? context.Items[ProblemKey] as string ?? (caller is null ? problem : ""));
-            // Waits when the writer is behind (bounded): every call is audited, none dropped.
-            await services.GetRequiredService<ChannelWriter<AuditEntry>>().WriteAsync(entry, CancellationToken.None).ConfigureAwait(false);
+            // Waits when the writer is behind (the queue is bounded), up to a deadline: a store that stays down must not
+            // hang every admin call; an entry that cannot be queued in time is logged (as an error, without secrets).
+            using var deadline = new CancellationTokenSource(AuditQueueWait);
+            try
+            {
+                await services.GetRequiredService<ChannelWriter<AuditEntry>>().WriteAsync(entry, deadline.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or ChannelClosedException)
+            {
+                AdminApi.LogAuditNotQueued(services.GetRequiredService<Microsoft.Extensions.Logging.ILoggerFactory>().CreateLogger("SiteLink.Relay.Admin.AdminApi"),
+                    entry.Actor, entry.Action, entry.Target, entry.Status);
+            }
         }
     }
 
