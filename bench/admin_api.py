@@ -146,7 +146,9 @@ def bench_store(store, work):
             # wrk.format with no headers of its own keeps those of -H (the admin key) and adds the content type.
             f.write('local n = 0\n'
                     'wrk.headers["Content-Type"] = "application/json"\n'
-                    'function setup(thread) thread:set("tid", tostring(math.random(1, 1000000000))) end\n'
+                    # Names unique across threads and runs (wrk's math.random is not seeded: every run would repeat them).
+                    'local threads = 0\n'
+                    'function setup(thread) threads = threads + 1; thread:set("tid", string.format("%d-%d", os.time(), threads)) end\n'
                     'request = function()\n'
                     '  n = n + 1\n'
                     '  return wrk.format("POST", "/v1/tokens", nil,\n'
