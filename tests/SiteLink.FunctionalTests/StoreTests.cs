@@ -195,4 +195,47 @@ public sealed class StoreTests
         Assert.That((await store.LoadAsync(CancellationToken.None).DefaultTimeout()).Resources, Has.Count.EqualTo(1));
         Assert.That(_folder.GetFiles(), Is.Empty);
     }
+
+    [TestCaseSource(nameof(Providers))]
+    public async Task A_relay_loads_only_what_changed_since_the_revision_it_applied(string provider)
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var store = await ControlStore.OpenAsync(provider, await NewDatabaseAsync(provider), time, CancellationToken.None).DefaultTimeout();
+        await store.CreateAsync(ResourceKinds.Tenant, "acme", "acme", "{}", CancellationToken.None).DefaultTimeout();
+        await store.CreateAsync(ResourceKinds.Token, "kept", "acme", "{}", CancellationToken.None).DefaultTimeout();
+        await store.CreateAsync(ResourceKinds.Token, "gone", "acme", "{}", CancellationToken.None).DefaultTimeout();
+        var applied = await store.RevisionAsync(CancellationToken.None).DefaultTimeout();
+
+        await store.UpdateAsync(ResourceKinds.Token, "kept", """{"changed":true}""", null, CancellationToken.None).DefaultTimeout();
+        await store.DeleteAsync(ResourceKinds.Token, "gone", null, CancellationToken.None).DefaultTimeout();
+        await store.CreateAsync(ResourceKinds.Token, "new", "acme", "{}", CancellationToken.None).DefaultTimeout();
+        var changes = await store.LoadChangesAsync(applied, CancellationToken.None).DefaultTimeout();
+        Assert.That(changes, Is.Not.Null);
+        Assert.That(changes!.Revision, Is.EqualTo(applied + 3));
+        Assert.That(changes.Written.Select(r => r.Name), Is.EquivalentTo(new[] { "kept", "new" }));
+        Assert.That(changes.Deleted, Is.EqualTo(new[] { (ResourceKinds.Token, "gone") }));
+
+        // Deleted, then created again: the new row is what a relay sees, not the deletion.
+        var before = changes.Revision;
+        await store.CreateAsync(ResourceKinds.Token, "gone", "acme", "{}", CancellationToken.None).DefaultTimeout();
+        var again = await store.LoadChangesAsync(before, CancellationToken.None).DefaultTimeout();
+        Assert.That(again!.Written.Single().Name, Is.EqualTo("gone"));
+        Assert.That(again.Deleted, Is.Empty);
+        Assert.That((await store.LoadChangesAsync(again.Revision, CancellationToken.None).DefaultTimeout())!.Written, Is.Empty);
+
+        // Tombstones older than a day are pruned; a relay that applied a revision before them loads everything.
+        for (var i = 0; i < 64; i++)
+        {
+            await store.CreateAsync(ResourceKinds.Token, $"churn-{i}", "acme", "{}", CancellationToken.None).DefaultTimeout();
+            await store.DeleteAsync(ResourceKinds.Token, $"churn-{i}", null, CancellationToken.None).DefaultTimeout();
+            if (i == 31)
+            {
+                time.Advance(ControlStore.TombstoneLifetime + TimeSpan.FromMinutes(1));
+            }
+        }
+
+        Assert.That(await store.LoadChangesAsync(applied, CancellationToken.None).DefaultTimeout(), Is.Null, "too far behind: load everything");
+        var recent = await store.RevisionAsync(CancellationToken.None).DefaultTimeout();
+        Assert.That(await store.LoadChangesAsync(recent, CancellationToken.None).DefaultTimeout(), Is.Not.Null, "a relay that is up to date still loads changes only");
+    }
 }

@@ -84,7 +84,7 @@ internal static partial class AdminEndpoints
 
         var others = options.CloudEndpoints.Concat(controlPlane.State.Of(ResourceKinds.Endpoint).Values
             .Where(r => !string.Equals(r.Name, replacing, StringComparison.OrdinalIgnoreCase))
-            .Select(r => StoreJson.Read<EndpointSpec>(r.Body)?.ToOptions())
+            .Select(r => AppliedState.BodyOf<EndpointSpec>(r)?.ToOptions())
             .OfType<CloudEndpointOptions>());
         var errors = new List<string>();
         RelayOptionsValidator.ValidateRuntimeEndpoint(spec.ToOptions(), others, errors);

@@ -18,16 +18,69 @@ internal sealed record AppliedState(long Revision, IReadOnlyDictionary<string, I
         Resources.TryGetValue(kind, out var resources) ? resources : EmptyKind;
 
     /// <summary>
-    /// A kind's resources with their bodies parsed, in name order (ordinal): parsed once per applied state, on first use,
-    /// so reads of the admin API cost no JSON parsing. A body that does not parse is left out.
+    /// A kind's resources with their bodies parsed, in name order (ordinal): listed once per applied state, on first use,
+    /// each body parsed once for as long as its resource is unchanged (<see cref="BodyOf"/>), so reads of the admin API
+    /// and applying a state cost no JSON parsing but for what changed. A body that does not parse is left out.
     /// </summary>
     public IReadOnlyList<(StoredResource Resource, T Body)> Parsed<T>(string kind)
         where T : class =>
         Cached($"parsed:{kind}:{typeof(T).Name}", () => (IReadOnlyList<(StoredResource, T)>)[.. Of(kind).Values
-            .Select(r => (Resource: r, Body: StoreJson.Read<T>(r.Body)))
+            .Select(r => (Resource: r, Body: BodyOf<T>(r)))
             .Where(x => x.Body is not null)
             .Select(x => (x.Resource, x.Body!))
             .OrderBy(x => x.Resource.Name, StringComparer.Ordinal)]);
+
+    /// <summary>
+    /// A resource's body, parsed once per resource row (a state built from changes keeps the rows that did not change,
+    /// so their parsed bodies carry over; a row no state holds any more is collected with its body).
+    /// </summary>
+    public static T? BodyOf<T>(StoredResource resource)
+        where T : class =>
+        Bodies.GetValue(resource, static r => new ParsedBody(r)).Get<T>();
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<StoredResource, ParsedBody> Bodies = new();
+
+    /// <summary>A resource's body parsed as one type (a kind has one body type; asked as another, it is parsed again).</summary>
+    private sealed class ParsedBody(StoredResource resource)
+    {
+        private object? _body;
+
+        public T? Get<T>()
+            where T : class
+        {
+            if (Volatile.Read(ref _body) is T parsed)
+            {
+                return parsed;
+            }
+
+            var body = StoreJson.Read<T>(resource.Body);
+            Volatile.Write(ref _body, body);
+            return body;
+        }
+    }
+
+    /// <summary>This state with <paramref name="changes"/> applied: only the kinds that changed are copied.</summary>
+    public AppliedState With(StoreChanges changes)
+    {
+        var kinds = Resources.ToDictionary(k => k.Key, k => k.Value, StringComparer.Ordinal);
+        foreach (var kind in changes.Written.Select(r => r.Kind).Concat(changes.Deleted.Select(d => d.Kind)).Distinct(StringComparer.Ordinal))
+        {
+            var copy = new Dictionary<string, StoredResource>(Of(kind), StringComparer.OrdinalIgnoreCase);
+            foreach (var (_, name) in changes.Deleted.Where(d => d.Kind == kind))
+            {
+                copy.Remove(name);
+            }
+
+            foreach (var written in changes.Written.Where(r => r.Kind == kind))
+            {
+                copy[written.Name] = written;
+            }
+
+            kinds[kind] = copy;
+        }
+
+        return new AppliedState(changes.Revision, kinds);
+    }
 
     /// <summary>Something derived from this state, computed once (e.g. an index of admin keys by hash).</summary>
     public T Cached<T>(string key, Func<T> create)
@@ -59,6 +112,7 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
     private HashSet<string> _activeTokens = new(StringComparer.OrdinalIgnoreCase);
     private DateTimeOffset? _nextExpiry;
     private int _pollFailures;
+    private bool _loaded;
     private int _disposed;
 
     public ControlPlane(RelayOptions options, TokenSources tokens, IRelayEventSink events, CloudEndpoints.CloudEndpointHost endpoints, TimeProvider time, ILogger<ControlPlane> logger)
@@ -182,11 +236,23 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
                 return;
             }
 
-            var snapshot = await Store.LoadAsync(cancellationToken).ConfigureAwait(false);
-            var resources = snapshot.Resources
-                .GroupBy(r => r.Kind, StringComparer.Ordinal)
-                .ToDictionary(g => g.Key, g => (IReadOnlyDictionary<string, StoredResource>)g.ToDictionary(r => r.Name, StringComparer.OrdinalIgnoreCase), StringComparer.Ordinal);
-            await ApplyAsync(new AppliedState(snapshot.Revision, resources), cancellationToken).ConfigureAwait(false);
+            // What changed since the applied revision (or everything, the first time and after a long absence).
+            var changes = _loaded ? await Store.LoadChangesAsync(_state.Revision, cancellationToken).ConfigureAwait(false) : null;
+            AppliedState next;
+            if (changes is null)
+            {
+                var snapshot = await Store.LoadAsync(cancellationToken).ConfigureAwait(false);
+                next = new AppliedState(snapshot.Revision, snapshot.Resources
+                    .GroupBy(r => r.Kind, StringComparer.Ordinal)
+                    .ToDictionary(g => g.Key, g => (IReadOnlyDictionary<string, StoredResource>)g.ToDictionary(r => r.Name, StringComparer.OrdinalIgnoreCase), StringComparer.Ordinal));
+                _loaded = true;
+            }
+            else
+            {
+                next = _state.With(changes);
+            }
+
+            await ApplyAsync(next, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -201,7 +267,7 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
         DateTimeOffset? nextExpiry = null;
         foreach (var resource in state.Of(ResourceKinds.Token).Values)
         {
-            if (StoreJson.Read<TokenBody>(resource.Body) is not { } body || body.RevokedAt is not null)
+            if (AppliedState.BodyOf<TokenBody>(resource) is not { } body || body.RevokedAt is not null)
             {
                 continue;
             }
@@ -230,7 +296,7 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
         _tokens.SetStored(active);
         foreach (var name in _activeTokens.Where(n => !nowActive.Contains(n)))
         {
-            var why = state.Of(ResourceKinds.Token).TryGetValue(name, out var resource) && StoreJson.Read<TokenBody>(resource.Body) is { } body
+            var why = state.Of(ResourceKinds.Token).TryGetValue(name, out var resource) && AppliedState.BodyOf<TokenBody>(resource) is { } body
                 ? body.RevokedAt is not null ? "revoked" : "expired"
                 : "deleted";
             var tenant = resource?.Tenant ?? _state.Of(ResourceKinds.Token).GetValueOrDefault(name)?.Tenant ?? "";
@@ -244,7 +310,7 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
 
         // Cloud endpoints: the stored ones are the relay's runtime endpoints (the configured ones stay as started).
         var endpoints = state.Of(ResourceKinds.Endpoint).Values
-            .Select(r => StoreJson.Read<Admin.EndpointSpec>(r.Body)?.ToOptions())
+            .Select(r => AppliedState.BodyOf<Admin.EndpointSpec>(r)?.ToOptions())
             .OfType<CloudEndpointOptions>()
             .Where(e => !_options.CloudEndpoints.Any(c => string.Equals(c.Name, e.Name, StringComparison.OrdinalIgnoreCase)))
             .ToList();
@@ -255,7 +321,7 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
         if (_events is EventHub hub)
         {
             var subscriptions = state.Of(ResourceKinds.Subscription).Values
-                .Select(r => StoreJson.Read<SubscriptionBody>(r.Body) is { } body && Uri.TryCreate(body.Url, UriKind.Absolute, out var url)
+                .Select(r => AppliedState.BodyOf<SubscriptionBody>(r) is { } body && Uri.TryCreate(body.Url, UriKind.Absolute, out var url)
                     ? new WebhookSubscription(r.Name, r.Tenant, url, body.Secret, body.Events, r.Version)
                     : null)
                 .OfType<WebhookSubscription>();

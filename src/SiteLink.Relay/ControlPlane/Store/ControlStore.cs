@@ -48,6 +48,12 @@ public sealed record StorePage<T>(IReadOnlyList<T> Items, string? Next);
 /// <param name="Resources">Every resource.</param>
 public sealed record StoreSnapshot(long Revision, IReadOnlyList<StoredResource> Resources);
 
+/// <summary>What changed in the store since a revision.</summary>
+/// <param name="Revision">The store's revision now.</param>
+/// <param name="Written">Resources created or changed since.</param>
+/// <param name="Deleted">Resources deleted since (kind, name).</param>
+public sealed record StoreChanges(long Revision, IReadOnlyList<StoredResource> Written, IReadOnlyList<(string Kind, string Name)> Deleted);
+
 /// <summary>One audited admin call.</summary>
 /// <param name="Id">Its number, assigned by the store (0 when appending).</param>
 /// <param name="At">When the call was made.</param>
@@ -108,6 +114,7 @@ public sealed class ControlStore : IAsyncDisposable
     // SQLite takes one writer at a time: writers wait here rather than on SQLITE_BUSY.
     private readonly SemaphoreSlim _writeGate = new(1, 1);
     private long _writes;
+    private long _deletes;
 
     private ControlStore(StoreDialect dialect, TimeProvider time)
     {
@@ -190,6 +197,40 @@ public sealed class ControlStore : IAsyncDisposable
         return new StoreSnapshot(revision, resources);
     }
 
+    /// <summary>
+    /// What changed since <paramref name="since"/> (a revision a relay applied): resources written after it and those
+    /// deleted after it, read together with the revision they lead to. Null when deletions that old were pruned: load
+    /// everything instead (<see cref="LoadAsync"/>).
+    /// </summary>
+    public async Task<StoreChanges?> LoadChangesAsync(long since, CancellationToken cancellationToken)
+    {
+        using var connection = await _dialect.OpenAsync(cancellationToken).ConfigureAwait(false);
+        using var transaction = await _dialect.BeginReadAsync(connection, cancellationToken).ConfigureAwait(false);
+        var pruned = Convert.ToInt64(await ScalarAsync(connection, transaction, "SELECT value FROM sitelink_meta WHERE name = 'tombstones_pruned'", cancellationToken).ConfigureAwait(false), CultureInfo.InvariantCulture);
+        if (since < pruned)
+        {
+            return null;
+        }
+
+        var revision = Convert.ToInt64(await ScalarAsync(connection, transaction, "SELECT value FROM sitelink_meta WHERE name = 'revision'", cancellationToken).ConfigureAwait(false), CultureInfo.InvariantCulture);
+        var written = await QueryResourcesAsync(connection, transaction, $"SELECT {ResourceColumns} FROM sitelink_resources WHERE version > @since", cancellationToken, ("since", since)).ConfigureAwait(false);
+        var deleted = new List<(string Kind, string Name)>();
+        using (var command = Command(connection, transaction, "SELECT kind, name FROM sitelink_tombstones WHERE version > @since", ("since", since)))
+        using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                deleted.Add((reader.GetString(0), reader.GetString(1)));
+            }
+        }
+
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return new StoreChanges(revision, written, deleted);
+    }
+
+    /// <summary>Tombstones are kept this long; a relay that falls further behind loads everything.</summary>
+    public static readonly TimeSpan TombstoneLifetime = TimeSpan.FromDays(1);
+
     /// <summary>One resource, or null.</summary>
     public async Task<StoredResource?> GetAsync(string kind, string name, CancellationToken cancellationToken)
     {
@@ -249,6 +290,8 @@ public sealed class ControlStore : IAsyncDisposable
                 throw new StoreConflictException($"tenant '{tenant}' has {max.ToString(CultureInfo.InvariantCulture)} {kind}s, the most it may");
             }
 
+            // A name deleted earlier and created again: the resource row (newer) is what counts.
+            await ExecuteAsync(connection, transaction, "DELETE FROM sitelink_tombstones WHERE kind = @kind AND name = @name", cancellationToken, ("kind", kind), ("name", name)).ConfigureAwait(false);
             await ExecuteAsync(connection, transaction,
                 "INSERT INTO sitelink_resources (kind, name, tenant, body, version, created_at, updated_at) VALUES (@kind, @name, @tenant, @body, @version, @now, @now)",
                 cancellationToken, ("kind", kind), ("name", name), ("tenant", tenant), ("body", body), ("version", revision), ("now", now)).ConfigureAwait(false);
@@ -277,7 +320,7 @@ public sealed class ControlStore : IAsyncDisposable
     /// <inheritdoc cref="UpdateAsync" path="/summary/exception"/>
     /// <exception cref="StoreConflictException">With <paramref name="unlessOwning"/>: it is a tenant that still has tokens, endpoints or subscriptions.</exception>
     public Task<StoredResource> DeleteAsync(string kind, string name, long? expectedVersion, CancellationToken cancellationToken, bool unlessOwning = false) =>
-        WriteAsync(async (connection, transaction, _, _) =>
+        WriteAsync(async (connection, transaction, revision, now) =>
         {
             var current = await RequireAsync(connection, transaction, kind, name, expectedVersion, cancellationToken).ConfigureAwait(false);
             if (unlessOwning && kind == ResourceKinds.Tenant)
@@ -291,6 +334,19 @@ public sealed class ControlStore : IAsyncDisposable
             }
 
             await ExecuteAsync(connection, transaction, "DELETE FROM sitelink_resources WHERE kind = @kind AND name = @name", cancellationToken, ("kind", kind), ("name", name)).ConfigureAwait(false);
+            await ExecuteAsync(connection, transaction,
+                "INSERT INTO sitelink_tombstones (kind, name, version, deleted_at) VALUES (@kind, @name, @version, @now) ON CONFLICT (kind, name) DO UPDATE SET version = @version, deleted_at = @now",
+                cancellationToken, ("kind", kind), ("name", name), ("version", revision), ("now", now)).ConfigureAwait(false);
+            if (Interlocked.Increment(ref _deletes) % 64 == 0)
+            {
+                // Old tombstones go; the revision they reach is recorded so relays further behind load everything.
+                var cutoff = now - (long)TombstoneLifetime.TotalMilliseconds;
+                await ExecuteAsync(connection, transaction,
+                    "UPDATE sitelink_meta SET value = (SELECT COALESCE(MAX(version), value) FROM sitelink_tombstones WHERE deleted_at < @cutoff) WHERE name = 'tombstones_pruned' AND EXISTS (SELECT 1 FROM sitelink_tombstones WHERE deleted_at < @cutoff)",
+                    cancellationToken, ("cutoff", cutoff)).ConfigureAwait(false);
+                await ExecuteAsync(connection, transaction, "DELETE FROM sitelink_tombstones WHERE deleted_at < @cutoff", cancellationToken, ("cutoff", cutoff)).ConfigureAwait(false);
+            }
+
             return current;
         }, cancellationToken);
 

@@ -22,6 +22,14 @@ internal abstract class StoreDialect : IAsyncDisposable
             "CREATE TABLE sitelink_dead_letters ({id}, subscription TEXT NOT NULL, tenant TEXT NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL, error TEXT NOT NULL, attempts BIGINT NOT NULL, at BIGINT NOT NULL)",
             "CREATE INDEX sitelink_dead_letters_by_subscription ON sitelink_dead_letters (subscription, id)",
         ],
+        [
+            // Deleted resources, so a relay can load what changed since the revision it applied instead of everything.
+            "CREATE TABLE sitelink_tombstones (kind TEXT NOT NULL, name TEXT NOT NULL, version BIGINT NOT NULL, deleted_at BIGINT NOT NULL, PRIMARY KEY (kind, name))",
+            "CREATE INDEX sitelink_resources_by_version ON sitelink_resources (version)",
+            "CREATE INDEX sitelink_tombstones_by_version ON sitelink_tombstones (version)",
+            // Tombstones up to this revision were pruned: a relay that applied an older one loads everything.
+            "INSERT INTO sitelink_meta (name, value) VALUES ('tombstones_pruned', 0)",
+        ],
     ];
 
     public abstract string Provider { get; }
