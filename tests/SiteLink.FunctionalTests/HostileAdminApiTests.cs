@@ -74,6 +74,47 @@ public sealed class HostileAdminApiTests
         });
     }
 
+    [Test]
+    public async Task A_read_only_key_sees_no_password_hash_nor_added_header_value_and_a_full_key_sees_them()
+    {
+        var hash = TrafficPolicyTests.PasswordHash("correct horse battery staple");
+        const string Injected = "Bearer service-credential-0123456789";
+        var (relay, admin) = await StartAsync(o =>
+        {
+            var endpoint = new CloudEndpointOptions { Name = "app", Protocol = "http", Listen = "127.0.0.1:0", Tenant = "acme", Endpoint = "app" };
+            endpoint.Hostnames.Add("app.relay.test");
+            var basic = new PolicyRuleOptions { Type = "basic-auth", Realm = "app" };
+            basic.Users.Add(new BasicAuthUserOptions { Name = "alice", PasswordHash = hash });
+            endpoint.Policy.OnHttpRequest.Add(basic);
+            var headers = new PolicyRuleOptions { Type = "add-headers" };
+            headers.Headers["Authorization"] = Injected;
+            endpoint.Policy.OnHttpRequest.Add(headers);
+            o.CloudEndpoints.Add(endpoint);
+        });
+        await using var _ = relay;
+        using var __ = admin;
+        using var viewer = new AdminClient(relay.Server.AdminUrl!, relay.Server.CertificateSha256, AdminClient.ReadKey);
+
+        // Values compared as JSON values (a hash's '+' and '/' are escaped in the JSON text).
+        static (string? User, string? Hash, string? Header) Rules(System.Text.Json.Nodes.JsonNode? endpoint)
+        {
+            var rules = endpoint!["spec"]!["policy"]!["onHttpRequest"]!.AsArray();
+            return ((string?)rules[0]!["users"]![0]!["name"], (string?)rules[0]!["users"]![0]!["passwordHash"], (string?)rules[1]!["headers"]!["Authorization"]);
+        }
+
+        var one = Rules(await viewer.ExpectAsync(HttpStatusCode.OK, HttpMethod.Get, "/v1/endpoints/app"));
+        var listed = Rules((await viewer.ExpectAsync(HttpStatusCode.OK, HttpMethod.Get, "/v1/endpoints"))!["items"]!.AsArray().Single(e => (string)e!["spec"]!["name"]! == "app"));
+        foreach (var (user, passwordHash, header) in new[] { one, listed })
+        {
+            Assert.That(user, Is.EqualTo("alice"), "the rest of the rule is shown");
+            Assert.That(passwordHash, Is.EqualTo("(hidden from read-only credentials)"));
+            Assert.That(header, Is.EqualTo("(hidden from read-only credentials)"));
+        }
+
+        // A full key may write the endpoint back, so it reads it whole.
+        Assert.That(Rules(await admin.ExpectAsync(HttpStatusCode.OK, HttpMethod.Get, "/v1/endpoints/app")), Is.EqualTo(("alice", hash, Injected)));
+    }
+
     [TestCase("{\"onConnect\":[null]}")]
     [TestCase("{\"onConnect\":[{\"type\":null}]}")]
     [TestCase("{\"onConnect\":null}")]

@@ -148,7 +148,7 @@ public sealed class TrafficPolicyTests
     }
 
     /// <summary>A basic-auth PasswordHash made as the documented format says (PBKDF2-HMAC-SHA256, base64 salt and hash).</summary>
-    private static string PasswordHash(string password)
+    internal static string PasswordHash(string password)
     {
         var salt = RandomNumberGenerator.GetBytes(16);
         var hash = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(password), salt, 10_000, HashAlgorithmName.SHA256, 32);

@@ -41,12 +41,12 @@ internal static partial class AdminEndpoints
     // ---------------------------------------------------------------------------------------------------------------
     // Cloud endpoints
 
-    private static IEnumerable<EndpointInfo> AllEndpoints(ControlPlane.ControlPlane controlPlane, RelayOptions options, CloudEndpointHost host)
+    private static IEnumerable<EndpointInfo> AllEndpoints(ControlPlane.ControlPlane controlPlane, RelayOptions options, CloudEndpointHost host, bool readOnly = false)
     {
         var bound = host.BoundEndpoints;
         var active = host.ActiveConnections;
         EndpointInfo Describe(EndpointSpec spec, string source, DateTimeOffset? createdAt, long version) => new(
-            spec.WithoutSecrets(), source, bound.TryGetValue(spec.Name, out var address) ? address.ToString() : null, active.GetValueOrDefault(spec.Name),
+            spec.WithoutSecrets(readOnly), source, bound.TryGetValue(spec.Name, out var address) ? address.ToString() : null, active.GetValueOrDefault(spec.Name),
             controlPlane.EndpointProblems.GetValueOrDefault(spec.Name), createdAt, version);
 
         var configured = new HashSet<string>(options.CloudEndpoints.Select(e => e.Name), StringComparer.OrdinalIgnoreCase);
@@ -56,13 +56,16 @@ internal static partial class AdminEndpoints
                 .Select(x => Describe(x.Body, "api", x.Resource.CreatedAt, x.Resource.Version)));
     }
 
-    private static Ok<Page<EndpointInfo>> ListEndpoints(ControlPlane.ControlPlane controlPlane, RelayOptions options, CloudEndpointHost host, string? tenant, int? limit, string? cursor) =>
-        TypedResults.Ok(Paginate(AllEndpoints(controlPlane, options, host).Where(e => tenant is null || e.Spec.Tenant == tenant), e => e.Spec.Name, limit, cursor));
+    private static Ok<Page<EndpointInfo>> ListEndpoints(HttpContext context, ControlPlane.ControlPlane controlPlane, RelayOptions options, CloudEndpointHost host, string? tenant, int? limit, string? cursor) =>
+        TypedResults.Ok(Paginate(AllEndpoints(controlPlane, options, host, IsReadOnly(context)).Where(e => tenant is null || e.Spec.Tenant == tenant), e => e.Spec.Name, limit, cursor));
 
     private static Results<Ok<EndpointInfo>, ProblemHttpResult> GetEndpoint(HttpContext context, ControlPlane.ControlPlane controlPlane, RelayOptions options, CloudEndpointHost host, string name) =>
-        AllEndpoints(controlPlane, options, host).FirstOrDefault(e => string.Equals(e.Spec.Name, name, StringComparison.OrdinalIgnoreCase)) is { } endpoint
+        AllEndpoints(controlPlane, options, host, IsReadOnly(context)).FirstOrDefault(e => string.Equals(e.Spec.Name, name, StringComparison.OrdinalIgnoreCase)) is { } endpoint
             ? WithETag(context, endpoint.Version, endpoint)
             : NotFound(context, "endpoint", name);
+
+    /// <summary>Whether the caller may only read (so it is shown no secret it could not write back anyway).</summary>
+    private static bool IsReadOnly(HttpContext context) => context.Items[CallerKey] is not AdminCaller { CanWrite: true };
 
     /// <summary>Why <paramref name="spec"/> cannot be a cloud endpoint beside every other (configured or stored, but <paramref name="replacing"/>); null when it can.</summary>
     private static string? CheckEndpoint(ControlPlane.ControlPlane controlPlane, RelayOptions options, EndpointSpec spec, string? replacing)

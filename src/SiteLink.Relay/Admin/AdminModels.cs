@@ -137,12 +137,14 @@ internal sealed record EndpointSpec
     }
 
     /// <summary>
-    /// As the API shows it, to read-only keys too: without an oidc rule's client secret (configured endpoints may have
-    /// one; the relay keeps it to sign users in, and nothing reading the API needs it).
+    /// The endpoint as the API shows it: never an oidc rule's client secret; to read-only callers (who cannot write it
+    /// back) not the basic-auth password hashes nor the values of added headers either (one may carry a credential the
+    /// relay adds for the service).
     /// </summary>
-    public EndpointSpec WithoutSecrets()
+    public EndpointSpec WithoutSecrets(bool readOnly)
     {
-        if (Policy is null || !Policy.OnConnect.Concat(Policy.OnHttpRequest).Concat(Policy.OnHttpResponse).Any(r => r.ClientSecret is not null))
+        var rules = Policy is null ? [] : Policy.OnConnect.Concat(Policy.OnHttpRequest).Concat(Policy.OnHttpResponse).ToList();
+        if (!rules.Any(r => r.ClientSecret is not null || (readOnly && (r.Users.Count > 0 || r.Headers.Count > 0))))
         {
             return this;
         }
@@ -152,10 +154,25 @@ internal sealed record EndpointSpec
         foreach (var rule in policy.OnConnect.Concat(policy.OnHttpRequest).Concat(policy.OnHttpResponse))
         {
             rule.ClientSecret = null;
+            if (readOnly)
+            {
+                foreach (var user in rule.Users)
+                {
+                    user.PasswordHash = Hidden;
+                }
+
+                foreach (var name in rule.Headers.Keys.ToList())
+                {
+                    rule.Headers[name] = Hidden;
+                }
+            }
         }
 
         return this with { Policy = policy };
     }
+
+    /// <summary>What read-only callers see in place of a value they may not read.</summary>
+    public const string Hidden = "(hidden from read-only credentials)";
 
     /// <summary>A configured endpoint, as the API shows it.</summary>
     public static EndpointSpec From(CloudEndpointOptions options) => new()
