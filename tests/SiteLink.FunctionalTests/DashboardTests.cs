@@ -51,8 +51,7 @@ public sealed class DashboardTests
     {
         using var client = new TcpClient();
         await client.ConnectAsync(url.Host, url.Port).DefaultTimeout();
-        await using var tls = new SslStream(client.GetStream(), false,
-            (_, certificate, _, _) => certificate is not null && Convert.ToHexString(SHA256.HashData(certificate.GetRawCertData())) == pin);
+        await using var tls = new SslStream(client.GetStream(), false, AdminClient.PinnedTo(pin));
         await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions { TargetHost = "localhost" }).DefaultTimeout();
         using var certificate = new System.Security.Cryptography.X509Certificates.X509Certificate2(tls.RemoteCertificate!);
         return Convert.ToBase64String(SHA256.HashData(certificate.PublicKey.ExportSubjectPublicKeyInfo()));

@@ -401,7 +401,7 @@ public sealed class HostileAdminApiTests
         var pin = relay.Server.CertificateSha256;
         var handler = new SocketsHttpHandler
         {
-            SslOptions = { RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null && string.Equals(Convert.ToHexString(SHA256.HashData(certificate.GetRawCertData())), pin, StringComparison.OrdinalIgnoreCase) },
+            SslOptions = { RemoteCertificateValidationCallback = AdminClient.PinnedTo(pin) },
             ConnectCallback = async (context, cancellationToken) =>
             {
                 var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);

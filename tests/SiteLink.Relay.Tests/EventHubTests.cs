@@ -374,11 +374,11 @@ internal sealed class EventHubTests
         var events = new SessionEvents(sink, new RelayOptions { RelayId = "r1" }, time);
         var token = new TokenIdentity("acme", "acme", new EndpointAcl(["*"]));
         var first = new AgentSession("s_1", token, "agent-a", "p", "1.0", timeProvider: time);
-        events.Connected(first, "10.0.0.1", []);
+        events.Connected(first, "10.0.0.1");
         time.Advance(TimeSpan.FromSeconds(30));
         events.Disconnected(first, "the connection was lost", "connection_lost", [new BoundEndpoint("db", "", new Dictionary<string, string>())]);
         time.Advance(TimeSpan.FromSeconds(4));
-        events.Connected(new AgentSession("s_2", token, "agent-a", "p", "1.0", timeProvider: time), "10.0.0.1", []);
+        events.Connected(new AgentSession("s_2", token, "agent-a", "p", "1.0", timeProvider: time), "10.0.0.1");
 
         Assert.That(sink.Events.Select(e => e.Type), Is.EqualTo(new[] { "session.connected", "endpoint.unbound", "session.disconnected", "session.connected", "session.reconnected" }));
         var disconnected = sink.Events[2].Data;
@@ -397,8 +397,8 @@ internal sealed class EventHubTests
         }
 
         sink.Events.Clear();
-        events.Connected(new AgentSession("s_y", token, "agent-0", "p", "1.0", timeProvider: time), "10.0.0.1", []);
-        events.Connected(new AgentSession("s_z", token, "agent-9", "p", "1.0", timeProvider: time), "10.0.0.1", []);
+        events.Connected(new AgentSession("s_y", token, "agent-0", "p", "1.0", timeProvider: time), "10.0.0.1");
+        events.Connected(new AgentSession("s_z", token, "agent-9", "p", "1.0", timeProvider: time), "10.0.0.1");
         Assert.Multiple(() =>
         {
             Assert.That(events.Remembered, Is.EqualTo(SessionEvents.MaxRemembered - 1));

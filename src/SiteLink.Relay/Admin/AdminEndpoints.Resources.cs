@@ -255,15 +255,9 @@ internal static partial class AdminEndpoints
 
     private static async Task<Results<Ok<Page<DeadLetterInfo>>, ProblemHttpResult>> DeadLettersAsync(HttpContext context, ControlPlane.ControlPlane controlPlane, string? subscription, string? tenant, int? limit, string? cursor)
     {
-        long? before = null;
-        if (cursor is not null)
+        if (!TryBefore(cursor, out var before))
         {
-            if (!long.TryParse(cursor, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed))
-            {
-                return Invalid(context, "cursor is not one this API returned.");
-            }
-
-            before = parsed;
+            return Invalid(context, "cursor is not one this API returned.");
         }
 
         var page = await controlPlane.Store!.ListDeadLettersAsync(subscription, tenant, before, limit ?? DefaultPageSize, context.RequestAborted).ConfigureAwait(false);

@@ -280,7 +280,7 @@ internal static partial class AdminEndpoints
 
     private static TokenInfo ToTokenInfo(StoredResource resource, TokenBody body, DateTimeOffset now)
     {
-        return new TokenInfo(resource.Name, resource.Tenant, body.Allow, body.ExpiresAt, body.RevokedAt, body.RevokedAt is null && (body.ExpiresAt is null || body.ExpiresAt > now),
+        return new TokenInfo(resource.Name, resource.Tenant, body.Allow, body.ExpiresAt, body.RevokedAt, body.IsActiveAt(now),
             "api", resource.CreatedAt, resource.Version);
     }
 
@@ -419,7 +419,7 @@ internal static partial class AdminEndpoints
         // gRPC names peers "ipv4:127.0.0.1:5000" / "ipv6:[::1]:5000": the address is what operators read.
         session.Peer.StartsWith("ipv4:", StringComparison.Ordinal) || session.Peer.StartsWith("ipv6:", StringComparison.Ordinal) ? session.Peer[5..] : session.Peer,
         session.RoundTrip() is { } rtt ? Math.Round(rtt.TotalMilliseconds, 3) : null,
-        session.ConnectedAt,
+        session.StartedAt,
         session.ActiveStreams,
         [.. registry.BindsOf(session).Select(b => new SessionBind(b.Name, b.Description.Length == 0 ? null : b.Description, b.Metadata))]);
 
@@ -445,15 +445,9 @@ internal static partial class AdminEndpoints
 
     private static async Task<Results<Ok<Page<AuditInfo>>, ProblemHttpResult>> ListAuditAsync(HttpContext context, ControlPlane.ControlPlane controlPlane, int? limit, string? cursor)
     {
-        long? before = null;
-        if (cursor is not null)
+        if (!TryBefore(cursor, out var before))
         {
-            if (!long.TryParse(cursor, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed))
-            {
-                return Invalid(context, "cursor is not one this API returned.");
-            }
-
-            before = parsed;
+            return Invalid(context, "cursor is not one this API returned.");
         }
 
         var page = await controlPlane.Store!.ListAuditAsync(before, limit ?? DefaultPageSize, context.RequestAborted).ConfigureAwait(false);
@@ -469,6 +463,27 @@ internal static partial class AdminEndpoints
         var size = Math.Clamp(limit ?? DefaultPageSize, 1, ControlStore.MaxPageSize);
         var ordered = items.Where(i => cursor is null || string.CompareOrdinal(key(i), cursor) > 0).OrderBy(key, StringComparer.Ordinal).Take(size + 1).ToList();
         return ordered.Count > size ? new Page<T>(ordered[..size], key(ordered[size - 1])) : new Page<T>(ordered, null);
+    }
+
+    /// <summary>
+    /// The entry id a newest-first listing's <paramref name="cursor"/> names (the audit log, dead letters); null without
+    /// one; false when it is not one this API returned.
+    /// </summary>
+    private static bool TryBefore(string? cursor, out long? before)
+    {
+        before = null;
+        if (cursor is null)
+        {
+            return true;
+        }
+
+        if (!long.TryParse(cursor, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed))
+        {
+            return false;
+        }
+
+        before = parsed;
+        return true;
     }
 
     private static string NewSecret(string prefix) => prefix + Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)).TrimEnd('=').Replace('+', '-').Replace('/', '_');

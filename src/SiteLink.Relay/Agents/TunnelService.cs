@@ -96,7 +96,6 @@ internal sealed class TunnelService
             _counters,
             _timeProvider)
         {
-            ConnectedAt = _timeProvider.GetUtcNow(),
             Metadata = CleanMetadata(hello.Metadata),
             RoundTrip = TcpRoundTrip.Of(http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionSocketFeature>()?.Socket),
         };
@@ -134,7 +133,7 @@ internal sealed class TunnelService
         }
 
         RelayLog.SessionStarted(_logger, session.Id, token.Name, token.Tenant, context.Peer, session.ClientId, session.SdkVersion);
-        _events.Connected(session, RemoteAddress(http), hello.Metadata);
+        _events.Connected(session, RemoteAddress(http));
         session.Send(new RelayMessage
         {
             Welcome = new Welcome

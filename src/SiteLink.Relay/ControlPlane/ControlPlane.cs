@@ -267,18 +267,13 @@ internal sealed partial class ControlPlane : IHostedService, IAsyncDisposable
         DateTimeOffset? nextExpiry = null;
         foreach (var resource in state.Of(ResourceKinds.Token).Values)
         {
-            if (AppliedState.BodyOf<TokenBody>(resource) is not { } body || body.RevokedAt is not null)
+            if (AppliedState.BodyOf<TokenBody>(resource) is not { } body || !body.IsActiveAt(now))
             {
                 continue;
             }
 
             if (body.ExpiresAt is { } expires)
             {
-                if (expires <= now)
-                {
-                    continue;
-                }
-
                 nextExpiry = nextExpiry is null || expires < nextExpiry ? expires : nextExpiry;
             }
 

@@ -7,7 +7,11 @@ namespace SiteLink.Relay.ControlPlane;
 internal sealed record TenantBody(string DisplayName);
 
 /// <summary>An authtoken as stored: the secret's hash only.</summary>
-internal sealed record TokenBody(string Sha256, IReadOnlyList<string> Allow, DateTimeOffset? ExpiresAt, DateTimeOffset? RevokedAt);
+internal sealed record TokenBody(string Sha256, IReadOnlyList<string> Allow, DateTimeOffset? ExpiresAt, DateTimeOffset? RevokedAt)
+{
+    /// <summary>Whether agents may use the token at <paramref name="now"/>: not revoked, not expired.</summary>
+    public bool IsActiveAt(DateTimeOffset now) => RevokedAt is null && (ExpiresAt is null || ExpiresAt > now);
+}
 
 /// <summary>An admin key as stored: the secret's hash only.</summary>
 internal sealed record AdminKeyBody(string Sha256, string Scope);

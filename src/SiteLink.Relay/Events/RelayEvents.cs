@@ -33,8 +33,6 @@ internal sealed class SessionEvents
     /// <summary>Agents whose last disconnect is remembered.</summary>
     public const int MaxRemembered = 10_000;
 
-    /// <summary>Metadata entries of a Hello passed on (the event's data is bounded again when it is written).</summary>
-    private const int MaxMetadata = 16;
 
     private readonly IRelayEventSink _sink;
     private readonly string _relayId;
@@ -62,19 +60,11 @@ internal sealed class SessionEvents
         }
     }
 
-    public void Connected(AgentSession session, string remoteAddress, IEnumerable<KeyValuePair<string, string>> metadata)
+    public void Connected(AgentSession session, string remoteAddress)
     {
         var tenant = session.Token.Tenant;
-        var declared = new Dictionary<string, object?>(StringComparer.Ordinal);
-        foreach (var (key, value) in metadata)
-        {
-            if (declared.Count == MaxMetadata)
-            {
-                break;
-            }
-
-            declared.TryAdd(SafeText.Clean(key, SafeText.MaxIdLength), SafeText.Clean(value));
-        }
+        // The Hello metadata as the session keeps it: already capped and cleaned (TunnelService).
+        var declared = session.Metadata.ToDictionary(e => e.Key, e => (object?)e.Value, StringComparer.Ordinal);
 
         Publish(RelayEventTypes.SessionConnected, tenant, session.Id, session.StartedAt, new Dictionary<string, object?>
         {

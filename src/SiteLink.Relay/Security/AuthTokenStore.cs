@@ -64,16 +64,6 @@ public sealed class AuthTokenStore
         }
     }
 
-    /// <summary>Whether <paramref name="tokens"/> describe exactly the tokens held now.</summary>
-    public bool Holds(IEnumerable<AuthTokenOptions> tokens)
-    {
-        ArgumentNullException.ThrowIfNull(tokens);
-        var now = _snapshot;
-        var next = new Snapshot(tokens, now);
-        return next.ByName.Count == now.ByName.Count
-            && next.ByName.All(pair => now.ByName.TryGetValue(pair.Key, out var held) && ReferenceEquals(held.Identity, pair.Value.Identity));
-    }
-
     /// <summary>
     /// Resolves an <c>authorization</c> header value. Returns null and a reason (safe to log) when it is missing,
     /// malformed, unknown or revoked.
@@ -117,9 +107,6 @@ public sealed class AuthTokenStore
         failure = "";
         return identity;
     }
-
-    /// <summary>Every token held now (revoked ones included).</summary>
-    public IReadOnlyList<TokenIdentity> Identities => [.. _snapshot.ByName.Values.Select(held => held.Identity)];
 
     /// <summary>Who a token is by its name (tenant, allowed names), revoked or not; null when no token has that name.</summary>
     public TokenIdentity? Find(string name) => _snapshot.ByName.TryGetValue(name, out var held) ? held.Identity : null;

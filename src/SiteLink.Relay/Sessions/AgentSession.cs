@@ -76,9 +76,6 @@ internal sealed class AgentSession
 
     public string SdkVersion { get; }
 
-    /// <summary>When the session started.</summary>
-    public DateTimeOffset ConnectedAt { get; init; }
-
     /// <summary>What the agent declared about itself in Hello (capped and cleaned).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
 

@@ -25,11 +25,7 @@ internal sealed class AdminClient : IDisposable
     {
         var handler = new SocketsHttpHandler
         {
-            SslOptions =
-            {
-                RemoteCertificateValidationCallback = (_, certificate, _, _) =>
-                    certificate is not null && string.Equals(Convert.ToHexString(SHA256.HashData(certificate.GetRawCertData())), certificateSha256, StringComparison.OrdinalIgnoreCase),
-            },
+            SslOptions = { RemoteCertificateValidationCallback = PinnedTo(certificateSha256) },
         };
         _http = new HttpClient(handler) { BaseAddress = baseUrl, Timeout = TimeSpan.FromSeconds(30) };
         if (key is not null)
@@ -37,6 +33,10 @@ internal sealed class AdminClient : IDisposable
             _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
         }
     }
+
+    /// <summary>A certificate check that accepts exactly the certificate whose SHA-256 is <paramref name="certificateSha256"/> (the relay's pin).</summary>
+    public static System.Net.Security.RemoteCertificateValidationCallback PinnedTo(string? certificateSha256) => (_, certificate, _, _) =>
+        certificate is not null && string.Equals(Convert.ToHexString(SHA256.HashData(certificate.GetRawCertData())), certificateSha256, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Adds the admin listener and the two keys to a relay's options.</summary>
     public static void Enable(RelayOptions options)

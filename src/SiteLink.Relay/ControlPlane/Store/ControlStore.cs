@@ -253,7 +253,7 @@ public sealed class ControlStore : IAsyncDisposable
             + " ORDER BY name LIMIT @limit";
         var items = await QueryResourcesAsync(connection, null, sql, cancellationToken,
             ("kind", kind), ("tenant", tenant), ("after", after), ("limit", (long)limit + 1)).ConfigureAwait(false);
-        return items.Count > limit ? new StorePage<StoredResource>([.. items.Take(limit)], items[limit - 1].Name) : new StorePage<StoredResource>(items, null);
+        return PageOf(items, limit, r => r.Name);
     }
 
     /// <summary>How many resources of a kind a tenant has (for quotas and for refusing to delete a tenant in use).</summary>
@@ -386,9 +386,7 @@ public sealed class ControlStore : IAsyncDisposable
             }
         }
 
-        return items.Count > limit
-            ? new StorePage<AuditEntry>([.. items.Take(limit)], items[limit - 1].Id.ToString(CultureInfo.InvariantCulture))
-            : new StorePage<AuditEntry>(items, null);
+        return PageOf(items, limit, e => e.Id.ToString(CultureInfo.InvariantCulture));
     }
 
     /// <summary>Keeps an event that could not be delivered.</summary>
@@ -433,9 +431,7 @@ public sealed class ControlStore : IAsyncDisposable
             }
         }
 
-        return items.Count > limit
-            ? new StorePage<StoredDeadLetter>([.. items.Take(limit)], items[limit - 1].Id.ToString(CultureInfo.InvariantCulture))
-            : new StorePage<StoredDeadLetter>(items, null);
+        return PageOf(items, limit, d => d.Id.ToString(CultureInfo.InvariantCulture));
     }
 
     /// <summary>Closes the store's connections.</summary>
@@ -444,6 +440,13 @@ public sealed class ControlStore : IAsyncDisposable
         await _dialect.DisposeAsync().ConfigureAwait(false);
         _writeGate.Dispose();
     }
+
+    /// <summary>
+    /// A page from a query that asked for <paramref name="limit"/> + 1 rows: the extra row only says there is more, and
+    /// the page's last item is where the next one starts.
+    /// </summary>
+    private static StorePage<T> PageOf<T>(List<T> items, int limit, Func<T, string> cursorOf) =>
+        items.Count > limit ? new StorePage<T>([.. items.Take(limit)], cursorOf(items[limit - 1])) : new StorePage<T>(items, null);
 
     private const string ResourceColumns = "kind, name, tenant, body, version, created_at, updated_at";
 
