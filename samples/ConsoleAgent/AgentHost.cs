@@ -25,6 +25,11 @@ internal static class AgentHost
           --relay URL          the relay's agent address                  (SiteLink:RelayUrl)
           --token TOKEN        the authtoken; better: SITELINK_AUTHTOKEN  (SiteLink:AuthToken)
           --pin SHA256         trust the relay by certificate fingerprint (SiteLink:PinnedCertificateSha256)
+          --ca-file FILE       trust only these CAs (PEM) for the relay's certificate: a private CA, or the CA of
+                               a TLS-inspecting proxy           (SiteLink:TrustedCertificateAuthorities)
+          --proxy URL          reach the relay through this HTTP proxy, e.g. http://proxy.corp:3128 (SiteLink:Proxy:Address;
+                               credentials: SiteLink__Proxy__UserName / SiteLink__Proxy__Password). Default: HTTPS_PROXY / NO_PROXY
+          --no-proxy           ignore HTTPS_PROXY / ALL_PROXY and connect directly (SiteLink:Proxy:UseEnvironment=false)
           --endpoint NAME=HOST:PORT   an internal endpoint; repeat as needed (SiteLink:Endpoints)
           --pool               the --endpoint names join pools: several agents serve each, the relay balances
                                connections across them (SiteLink:Endpoints:N:Pooling)
@@ -34,14 +39,20 @@ internal static class AgentHost
           --help               this text
           --version            the agent's version
 
+        sitelink-agent diagnose [the same options] [--json]
+                               check the way to the relay step by step (DNS, TCP, proxy, TLS, HTTP/2, authtoken,
+                               heartbeat) and say what is wrong in plain words; --json for support. Exit code 0 when
+                               every step passed, 7 when one failed.
+
         Exit codes (for service managers; docs/operations.md):
           0 stopped by a signal    2 configuration    3 authtoken rejected    4 relay certificate not trusted
           5 version refused by the relay (protocol, or an SDK older than its minimum: upgrade; do not restart unchanged)
-          6 session or endpoint refused by the relay    1 anything else
+          6 session or endpoint refused by the relay    7 the HTTP proxy refused the tunnel or the credentials
+          8 (diagnose) the relay could not be reached    1 anything else
         """;
 
     /// <summary>The agent's own switches; anything else starting with -- must be a configuration key (Section:Key).</summary>
-    private static readonly string[] Switches = ["--relay", "--token", "--pin", "--endpoint", "--pool", "--config", "--insecure", "--help", "--version"];
+    private static readonly string[] Switches = ["--relay", "--token", "--pin", "--ca-file", "--proxy", "--no-proxy", "--endpoint", "--pool", "--config", "--insecure", "--help", "--version"];
 
     /// <summary>The generic host's own switches, passed on to it.</summary>
     private static readonly string[] HostSwitches = ["--environment", "--contentRoot", "--applicationName"];
@@ -131,20 +142,22 @@ internal static class AgentHost
                 case "--pin":
                     settings["SiteLink:PinnedCertificateSha256"] = Value();
                     break;
+                case "--ca-file":
+                    settings["SiteLink:TrustedCertificateAuthorities"] = Value();
+                    break;
+                case "--proxy":
+                    settings["SiteLink:Proxy:Address"] = Value();
+                    break;
+                case "--no-proxy":
+                    NoValue(name, inline);
+                    settings["SiteLink:Proxy:UseEnvironment"] = "false";
+                    break;
                 case "--insecure":
-                    if (inline is not null)
-                    {
-                        throw new ArgumentException("--insecure takes no value.");
-                    }
-
+                    NoValue(name, inline);
                     settings["SiteLink:AllowInsecureTransport"] = "true";
                     break;
                 case "--pool":
-                    if (inline is not null)
-                    {
-                        throw new ArgumentException("--pool takes no value.");
-                    }
-
+                    NoValue(name, inline);
                     pool = true;
                     break;
                 case "--config":
@@ -173,6 +186,14 @@ internal static class AgentHost
         }
 
         return (settings, [.. remaining]);
+    }
+
+    private static void NoValue(string name, string? inline)
+    {
+        if (inline is not null)
+        {
+            throw new ArgumentException($"{name} takes no value.");
+        }
     }
 
     // Numbered from 100 so they add to the endpoints of the files instead of overwriting them by index.

@@ -21,6 +21,10 @@ internal static partial class AgentProgram
     /// <summary>The relay refuses this agent's version (its protocol, or an SDK older than the relay's minimum): only an upgrade helps, so a service manager should not restart it unchanged.</summary>
     public const int ExitVersion = 5;
     public const int ExitRefused = 6;
+    /// <summary>The HTTP proxy on the way to the relay refused the tunnel or the agent's credentials.</summary>
+    public const int ExitProxy = 7;
+    /// <summary><c>diagnose</c> only: the relay could not be reached (name, TCP, timeout, HTTP/2).</summary>
+    public const int ExitUnreachable = 8;
 
     /// <summary>Runs the agent until it is stopped or fails; returns the process's exit code.</summary>
     /// <param name="args">The command line.</param>
@@ -143,6 +147,7 @@ internal static partial class AgentProgram
             TunnelError.CertificateRejected => ExitTrust,
             TunnelError.VersionNotSupported => ExitVersion,
             TunnelError.PermissionDenied => ExitRefused,
+            TunnelError.ProxyFailed or TunnelError.ProxyAuthenticationFailed => ExitProxy,
             _ => ExitUnexpected,
         };
     }
@@ -154,7 +159,10 @@ internal static partial class AgentProgram
     {
         _ when failure.StartsWith("RelayUrl", StringComparison.Ordinal) => " (--relay; http:// needs --insecure)",
         _ when failure.StartsWith("AuthToken", StringComparison.Ordinal) => " (SITELINK_AUTHTOKEN, or --token)",
+        _ when failure.StartsWith("PinnedCertificateSha256 and", StringComparison.Ordinal) => " (--pin and --ca-file)",
         _ when failure.StartsWith("PinnedCertificateSha256", StringComparison.Ordinal) => " (--pin)",
+        _ when failure.StartsWith("TrustedCertificateAuthorities", StringComparison.Ordinal) => " (--ca-file)",
+        _ when failure.StartsWith("Proxy.", StringComparison.Ordinal) => " (--proxy, or SiteLink__Proxy__UserName / SiteLink__Proxy__Password)",
         _ when failure.StartsWith("Endpoints", StringComparison.Ordinal) => " (--endpoint NAME=HOST:PORT, or SiteLink:Endpoints in the --config file)",
         _ => "",
     };

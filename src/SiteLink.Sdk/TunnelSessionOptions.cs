@@ -1,6 +1,8 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
+using SiteLink.Internal;
 
 namespace SiteLink;
 
@@ -11,6 +13,9 @@ public sealed class TunnelSessionOptions
     private TunnelReconnectOptions _reconnect = new();
     private List<ForwardEndpointOptions> _endpoints = [];
     private List<Uri> _relayUrls = [];
+    private TunnelProxyOptions _proxy = new();
+    private List<X509Certificate2> _trustedAuthorities = [];
+    private X509Certificate2Collection? _trustRoots;
 
     /// <summary>The most relays one session connects to (<see cref="RelayUrls"/>).</summary>
     public const int MaxRelays = 16;
@@ -51,6 +56,42 @@ public sealed class TunnelSessionOptions
     /// Default: <see langword="null"/>, meaning the certificate is verified against the system's trust store.
     /// </summary>
     public string? PinnedCertificateSha256 { get; set; }
+
+    /// <summary>
+    /// Trust the relay's certificate only if its chain ends at one of these certificate authorities, instead of the
+    /// system's trust store (<c>X509ChainTrustMode.CustomRootTrust</c>; the host name is still checked): for a vendor
+    /// running a private CA, or a customer whose proxy inspects TLS with the company's own CA. A PEM bundle: the PEM text
+    /// itself, or the path of a PEM file (read when the session starts; at most 1 MiB and 256 certificates). Set it from
+    /// configuration (<c>SiteLink:TrustedCertificateAuthorities</c>); in code, certificates you already hold can be added
+    /// with <see cref="AddTrustedCertificateAuthorities"/>. Not together with <see cref="PinnedCertificateSha256"/>.
+    /// Default: <see langword="null"/>, meaning the system trust store.
+    /// </summary>
+    public string? TrustedCertificateAuthorities { get; set; }
+
+    /// <summary>
+    /// Adds certificate authorities to trust as <see cref="TrustedCertificateAuthorities"/> does (both count when both
+    /// are given). Only the certificates' public parts are used.
+    /// </summary>
+    /// <returns>These options, for chaining.</returns>
+    public TunnelSessionOptions AddTrustedCertificateAuthorities(IEnumerable<X509Certificate2> certificates)
+    {
+        ArgumentNullException.ThrowIfNull(certificates);
+        foreach (var certificate in certificates)
+        {
+            ArgumentNullException.ThrowIfNull(certificate, nameof(certificates));
+            _trustedAuthorities.Add(certificate);
+        }
+
+        _trustRoots = null;
+        return this;
+    }
+
+    /// <summary>
+    /// The HTTP proxy the agent reaches its relays through: an explicit <see cref="TunnelProxyOptions.Address"/>, or by
+    /// default the environment's <c>HTTPS_PROXY</c>/<c>NO_PROXY</c> (<see cref="TunnelProxyOptions.UseEnvironment"/>).
+    /// TLS to the relay is verified end to end through it.
+    /// </summary>
+    public TunnelProxyOptions Proxy => _proxy;
 
     /// <summary>
     /// Allows <c>http://</c> relay URLs (HTTP/2 without TLS) to a loopback relay (<c>localhost</c>, 127.0.0.0/8, ::1)
@@ -155,6 +196,10 @@ public sealed class TunnelSessionOptions
         copy._metadata = new Dictionary<string, string>(_metadata, StringComparer.Ordinal);
         copy._endpoints = [.. _endpoints.Select(e => e.Snapshot())];
         copy._relayUrls = [.. _relayUrls];
+        copy._proxy = _proxy.Copy();
+        copy._trustedAuthorities = [.. _trustedAuthorities];
+        // Read once per session (the file may be large or gone later); every copy of the copy shares what was read.
+        copy._trustRoots = _trustRoots ?? copy.LoadTrustRoots(out _);
         if (copy.RelayUrl is null && copy._relayUrls.Count == 1)
         {
             // One relay, named in the list: the same as naming it in RelayUrl.
@@ -224,6 +269,18 @@ public sealed class TunnelSessionOptions
         {
             errors.Add("PinnedCertificateSha256 must be 64 hexadecimal digits (colons allowed).");
         }
+
+        if (LoadTrustRoots(out var trustProblem) is { Count: > 0 } && PinnedCertificateSha256 is not null)
+        {
+            errors.Add("PinnedCertificateSha256 and TrustedCertificateAuthorities are both set: a pinned relay is trusted by its fingerprint alone; set one.");
+        }
+
+        if (trustProblem is not null)
+        {
+            errors.Add("TrustedCertificateAuthorities " + trustProblem);
+        }
+
+        Proxy.Validate(errors);
 
         CheckPositive(errors, nameof(ConnectTimeout), ConnectTimeout);
         CheckPositive(errors, nameof(RequestTimeout), RequestTimeout);
@@ -302,6 +359,101 @@ public sealed class TunnelSessionOptions
         }
 
         return errors;
+    }
+
+    /// <summary>The most bytes of a PEM bundle in <see cref="TrustedCertificateAuthorities"/>.</summary>
+    internal const int MaxTrustBundleBytes = 1024 * 1024;
+
+    /// <summary>The most certificates the trust bundle may hold.</summary>
+    internal const int MaxTrustedAuthorities = 256;
+
+    /// <summary>
+    /// The roots to build the relay's chain against: <see cref="TrustedCertificateAuthorities"/> (PEM text or a file)
+    /// and <see cref="AddTrustedCertificateAuthorities"/>; null for the system store. <paramref name="problem"/> says why
+    /// the bundle cannot be used (never quoting it: it is a path or certificates, but kept short).
+    /// </summary>
+    internal X509Certificate2Collection? LoadTrustRoots(out string? problem)
+    {
+        problem = null;
+        if (_trustRoots is not null)
+        {
+            return _trustRoots;
+        }
+
+        var roots = new X509Certificate2Collection();
+        foreach (var certificate in _trustedAuthorities)
+        {
+            roots.Add(certificate);
+        }
+
+        if (TrustedCertificateAuthorities is { } bundle && !string.IsNullOrWhiteSpace(bundle))
+        {
+            string pem;
+            string what;
+            if (bundle.Contains("-----BEGIN", StringComparison.Ordinal))
+            {
+                pem = bundle;
+                what = "(PEM text)";
+            }
+            else
+            {
+                var path = bundle.Trim();
+                what = $"file '{SafeText.Clean(path, 260)}'";
+                try
+                {
+                    var info = new FileInfo(path);
+                    if (!info.Exists)
+                    {
+                        problem = $"names {what}, which does not exist (give the path of a PEM file, or the PEM text itself).";
+                        return null;
+                    }
+
+                    if (info.Length > MaxTrustBundleBytes)
+                    {
+                        problem = $"{what} is larger than {MaxTrustBundleBytes / 1024} KiB; a CA bundle for the relay needs only its roots.";
+                        return null;
+                    }
+
+                    pem = File.ReadAllText(path);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+                {
+                    problem = $"{what} cannot be read: {SafeText.Clean(ex.Message)}";
+                    return null;
+                }
+            }
+
+            if (pem.Length > MaxTrustBundleBytes)
+            {
+                problem = $"{what} is larger than {MaxTrustBundleBytes / 1024} KiB.";
+                return null;
+            }
+
+            var before = roots.Count;
+            try
+            {
+                roots.ImportFromPem(pem);
+            }
+            catch (System.Security.Cryptography.CryptographicException ex)
+            {
+                problem = $"{what} holds a certificate that cannot be read: {SafeText.Clean(ex.Message)}";
+                return null;
+            }
+
+            if (roots.Count == before)
+            {
+                problem = $"{what} holds no PEM certificate (-----BEGIN CERTIFICATE-----).";
+                return null;
+            }
+        }
+
+        if (roots.Count > MaxTrustedAuthorities)
+        {
+            problem = $"holds {roots.Count.ToString(CultureInfo.InvariantCulture)} certificates; at most {MaxTrustedAuthorities.ToString(CultureInfo.InvariantCulture)}.";
+            return null;
+        }
+
+        return roots.Count == 0 ? null : roots;
     }
 
     private static void CheckPositive(List<string> errors, string name, TimeSpan value)

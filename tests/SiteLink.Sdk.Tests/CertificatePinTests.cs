@@ -46,7 +46,7 @@ public sealed class CertificatePinTests
         using var other = CreateCertificate();
         var pin = CertificatePin.TryParse(Convert.ToHexString(SHA256.HashData(certificate.RawData)));
         string? rejection = null;
-        var validate = CertificatePin.CreateValidator(pin, reason => rejection = reason);
+        var validate = CertificatePin.CreateValidator(pin, customRoots: false, reason => rejection = reason);
 
         var pinned = validate(this, certificate, null, SslPolicyErrors.RemoteCertificateChainErrors);
         var foreign = validate(this, other, null, SslPolicyErrors.None);
@@ -65,7 +65,7 @@ public sealed class CertificatePinTests
     public void Validator_WithoutPin_FollowsTheSystemTrustStore(SslPolicyErrors errors, bool expected)
     {
         using var certificate = CreateCertificate();
-        var validate = CertificatePin.CreateValidator(null, _ => { });
+        var validate = CertificatePin.CreateValidator(null, customRoots: false, _ => { });
 
         Assert.That(validate(this, certificate, null, errors), Is.EqualTo(expected));
     }

@@ -120,6 +120,7 @@ public sealed class PublicApiTests
             "SiteLink.TunnelException",
             "SiteLink.TunnelPermissionException",
             "SiteLink.TunnelProtocolException",
+            "SiteLink.TunnelProxyOptions",
             "SiteLink.TunnelReconnectEventArgs",
             "SiteLink.TunnelReconnectOptions",
             "SiteLink.TunnelRelayStatus",

@@ -8,7 +8,11 @@ internal static class FaultAdvice
         TunnelError.AuthenticationFailed =>
             "check the authtoken (SiteLink:AuthToken, or SITELINK_AUTHTOKEN for the standalone agent) against the one the relay's operator issued; it may have been revoked or replaced.",
         TunnelError.CertificateRejected =>
-            "the relay's TLS certificate is not trusted. For a relay with a self-signed certificate, set SiteLink:PinnedCertificateSha256 (--pin) to the SHA-256 the relay prints at start; otherwise make sure this machine trusts the relay's certificate authority (a TLS-inspecting proxy replaces it with its own).",
+            "the relay's TLS certificate is not trusted. For a relay with a self-signed certificate, set SiteLink:PinnedCertificateSha256 (--pin) to the SHA-256 the relay prints at start; for a private CA, or a TLS-inspecting proxy that replaces the certificate with its own, give that CA in SiteLink:TrustedCertificateAuthorities (--ca-file); otherwise make sure this machine trusts the relay's certificate authority.",
+        TunnelError.ProxyAuthenticationFailed =>
+            "the HTTP proxy between this machine and the relay wants credentials: set SiteLink:Proxy:UserName and SiteLink:Proxy:Password (--proxy-user for sitelink-agent), or user:password@ in the proxy's URL, as the network team gives them.",
+        TunnelError.ProxyFailed =>
+            "the HTTP proxy between this machine and the relay refused the tunnel (its answer is named above): ask the network team to allow HTTPS CONNECT to the relay's host and port, or set SiteLink:Proxy:UseEnvironment=false (--no-proxy) if this machine may connect directly. Run 'sitelink-agent diagnose' for a step-by-step report.",
         TunnelError.VersionNotSupported =>
             "the relay does not accept this agent's version (its protocol, or an SDK older than the relay's minimum, as named above): upgrade the agent (or ask the relay's operator which versions it supports); restarting it unchanged fails the same way.",
         TunnelError.PermissionDenied =>

@@ -85,7 +85,7 @@ public sealed class TunnelVersionException : TunnelException
 }
 
 /// <summary>
-/// The relay could not be reached or the connection to it failed: DNS, TCP, TLS (including an
+/// The relay could not be reached or the connection to it failed: DNS, TCP, an HTTP proxy on the way, TLS (including an
 /// untrusted or mismatched certificate), HTTP/2, or the control stream ended.
 /// </summary>
 public sealed class TunnelConnectionException : TunnelException
@@ -147,4 +147,13 @@ public enum TunnelError
 
     /// <summary>The relay broke the protocol.</summary>
     ProtocolError,
+
+    /// <summary>
+    /// The HTTP proxy on the way to the relay (<see cref="TunnelSessionOptions.Proxy"/> or <c>HTTPS_PROXY</c>) could not be
+    /// reached, or refused or failed to open the tunnel; the message says which, with the proxy's answer.
+    /// </summary>
+    ProxyFailed,
+
+    /// <summary>The HTTP proxy on the way to the relay requires authentication the agent did not give, or rejected its credentials.</summary>
+    ProxyAuthenticationFailed,
 }

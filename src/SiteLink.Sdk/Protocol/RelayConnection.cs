@@ -63,8 +63,9 @@ internal sealed class RelayConnection : IAsyncDisposable
     public static async Task<RelayConnection> ConnectAsync(TunnelSessionOptions options, string clientId, string? previousSessionId, CancellationToken cancellationToken)
     {
         var relayUrl = options.RelayUrl!;
-        string? certificateRejection = null;
-        var handler = CreateHandler(options, reason => certificateRejection = reason);
+        var proxy = ProxyRoute.For(relayUrl, options.Proxy);
+        var attempt = new AttemptFailures();
+        var handler = CreateHandler(options, proxy, attempt);
         if (options.ConfigureHttpHandler is { } configure)
         {
             Configure(handler, configure, relayUrl);
@@ -137,26 +138,41 @@ internal sealed class RelayConnection : IAsyncDisposable
             {
                 if (rpc.StatusCode == StatusCode.Cancelled && timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
                 {
-                    throw new TunnelConnectionException($"Connecting to the relay at {relayUrl} timed out after {options.ConnectTimeout}.", ex);
+                    throw TimedOut(relayUrl, proxy, options.ConnectTimeout, ex);
                 }
 
                 cancellationToken.ThrowIfCancellationRequested();
-                throw ErrorMapping.FromRpc(rpc, relayUrl, certificateRejection);
+                // The proxy's own answer says more than the HTTP stack's wrapping of it.
+                throw attempt.ProxyFailure ?? ErrorMapping.FromRpc(rpc, relayUrl, attempt.CertificateRejection);
             }
 
             if (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {
-                throw new TunnelConnectionException($"Connecting to the relay at {relayUrl} timed out after {options.ConnectTimeout}.", ex);
+                throw TimedOut(relayUrl, proxy, options.ConnectTimeout, ex);
             }
 
             throw;
         }
     }
 
+    private static TunnelConnectionException TimedOut(Uri relayUrl, ProxyRoute? proxy, TimeSpan after, Exception ex) =>
+        new(proxy is null
+            ? $"Connecting to the relay at {relayUrl} timed out after {after}."
+            : $"Connecting to the relay at {relayUrl} through the proxy at {proxy.Address} ({proxy.Source}) timed out after {after}.", ex);
+
+    /// <summary>What went wrong in one connection attempt, as the callbacks saw it (they run inside the HTTP stack, which wraps errors).</summary>
+    private sealed class AttemptFailures
+    {
+        public string? CertificateRejection { get; set; }
+
+        public TunnelException? ProxyFailure { get; set; }
+    }
+
     /// <summary>Runs the application's adjustments, then checks it kept what the SDK's trust and protocol depend on.</summary>
     private static void Configure(SocketsHttpHandler handler, Action<SocketsHttpHandler> configure, Uri relayUrl)
     {
         var validation = handler.SslOptions.RemoteCertificateValidationCallback;
+        var chainPolicy = handler.SslOptions.CertificateChainPolicy;
         try
         {
             configure(handler);
@@ -168,9 +184,9 @@ internal sealed class RelayConnection : IAsyncDisposable
         }
 
         string? problem = null;
-        if (!ReferenceEquals(handler.SslOptions.RemoteCertificateValidationCallback, validation))
+        if (!ReferenceEquals(handler.SslOptions.RemoteCertificateValidationCallback, validation) || !ReferenceEquals(handler.SslOptions.CertificateChainPolicy, chainPolicy))
         {
-            problem = "it replaced the relay's certificate validation; trust the relay with PinnedCertificateSha256 (or the system trust store) instead";
+            problem = "it replaced the relay's certificate validation; trust the relay with PinnedCertificateSha256 or TrustedCertificateAuthorities (or the system trust store) instead";
         }
         else if (handler.EnableMultipleHttp2Connections)
         {
@@ -184,10 +200,9 @@ internal sealed class RelayConnection : IAsyncDisposable
         }
     }
 
-    private static SocketsHttpHandler CreateHandler(TunnelSessionOptions options, Action<string> onCertificateRejected)
+    private static SocketsHttpHandler CreateHandler(TunnelSessionOptions options, ProxyRoute? proxy, AttemptFailures attempt)
     {
-        var pin = options.PinnedCertificateSha256 is null ? null : CertificatePin.TryParse(options.PinnedCertificateSha256);
-        return new SocketsHttpHandler
+        var handler = new SocketsHttpHandler
         {
             ConnectTimeout = options.ConnectTimeout,
             PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
@@ -196,11 +211,28 @@ internal sealed class RelayConnection : IAsyncDisposable
             EnableMultipleHttp2Connections = false,
             // The receive window per tunnelled connection starts large (it also grows by itself with the round trip).
             InitialHttp2StreamWindowSize = 4 * 1024 * 1024,
-            SslOptions = new SslClientAuthenticationOptions
-            {
-                RemoteCertificateValidationCallback = CertificatePin.CreateValidator(pin, onCertificateRejected),
-            },
+            SslOptions = CertificatePin.CreateSslOptions(options, reason => attempt.CertificateRejection = reason),
+            // The SDK decides about proxies itself (ProxyRoute): the handler never applies a system proxy of its own.
+            UseProxy = false,
         };
+        if (proxy is not null)
+        {
+            // CONNECT through the proxy; the handler then speaks TLS (and HTTP/2) to the relay inside the tunnel.
+            handler.ConnectCallback = async (context, cancellationToken) =>
+            {
+                try
+                {
+                    return await proxy.ConnectAsync(context.DnsEndPoint.Host, context.DnsEndPoint.Port, cancellationToken).ConfigureAwait(false);
+                }
+                catch (TunnelException ex)
+                {
+                    attempt.ProxyFailure = ex;
+                    throw;
+                }
+            };
+        }
+
+        return handler;
     }
 
     /// <summary>
