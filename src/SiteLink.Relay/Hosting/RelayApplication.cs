@@ -29,6 +29,7 @@ public static class RelayApplication
         ArgumentNullException.ThrowIfNull(builder);
         RelayOptionsValidator.ThrowIfInvalid(options);
         var certificate = RelayCertificate.Load(options.Tls);
+        var chain = RelayCertificate.LoadChain(options.Tls, certificate);
         var agentEndPoint = RelayOptionsValidator.ParseEndPoint(options.AgentListen);
         var weakTokens = RelayOptionsValidator.WeakTokens(options.Tokens).ToArray();
         var limits = options.Limits;
@@ -138,6 +139,8 @@ public static class RelayApplication
                     listen.UseHttps(https =>
                     {
                         https.ServerCertificate = certificate;
+                        // The intermediates of the configured file go with it: agents may trust only the root.
+                        https.ServerCertificateChain = chain;
                         https.HandshakeTimeout = limits.PreAuthenticationTimeout;
                     });
                 }

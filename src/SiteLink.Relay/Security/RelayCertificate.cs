@@ -112,6 +112,54 @@ public static class RelayCertificate
         }
     }
 
+    /// <summary>
+    /// The intermediate certificates to send after the agent port's certificate: the other certificates of the configured
+    /// file (a PEM "fullchain", or those in the PKCS#12 file), so an agent that trusts only the root (a private CA given
+    /// in its <c>TrustedCertificateAuthorities</c>) can build the chain. Null when there are none.
+    /// </summary>
+    public static X509Certificate2Collection? LoadChain(RelayTlsOptions tls, X509Certificate2? certificate)
+    {
+        ArgumentNullException.ThrowIfNull(tls);
+        if (tls.Disabled || certificate is null || tls.CertificatePath is not { } path)
+        {
+            return null;
+        }
+
+        var all = new X509Certificate2Collection();
+        try
+        {
+            if (tls.KeyPath is not null)
+            {
+                all.ImportFromPemFile(path);
+            }
+            else
+            {
+                all = X509CertificateLoader.LoadPkcs12CollectionFromFile(path, tls.CertificatePassword);
+            }
+        }
+        catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException)
+        {
+            // The certificate itself loaded a moment ago (Load reports problems with the file): serve it alone.
+            return null;
+        }
+
+        var chain = new X509Certificate2Collection();
+        foreach (var other in all)
+        {
+            if (other.RawDataMemory.Span.SequenceEqual(certificate.RawDataMemory.Span))
+            {
+                other.Dispose();
+                continue;
+            }
+
+            // Only the public part travels; a key in the file stays with the leaf.
+            chain.Add(X509CertificateLoader.LoadCertificate(other.RawData));
+            other.Dispose();
+        }
+
+        return chain.Count == 0 ? null : chain;
+    }
+
     /// <summary>A line for the log saying which certificate the agent port serves.</summary>
     public static string Describe(X509Certificate2 certificate, RelayTlsOptions tls)
     {
