@@ -36,8 +36,12 @@ await using var echo = EchoServer.Start();
 await using var web = await InternalWebService.StartAsync();
 Console.WriteLine($"Internal services: echo on {echo.EndPoint}, web on {web.Url}");
 
-// 1. The relay, with one token for tenant "quickstart" and a public endpoint per internal endpoint.
-var token = Convert.ToHexString(RandomNumberGenerator.GetBytes(24));
+// 1. The relay, with one token for tenant "quickstart" and a public endpoint per internal endpoint. The token is random,
+// or the one in SITELINK_AUTHTOKEN when set (16 characters or more), so that the standalone agent (and the commands of
+// docs/customer-guide.md) can be tried against this relay without the token ever being printed.
+var token = Environment.GetEnvironmentVariable("SITELINK_AUTHTOKEN") is { Length: >= 16 } chosen
+    ? chosen
+    : Convert.ToHexString(RandomNumberGenerator.GetBytes(24));
 var relayOptions = new RelayOptions { RelayId = "quickstart-relay", Region = "local", AgentListen = "127.0.0.1:0" };
 var tokenOptions = new AuthTokenOptions { Name = "quickstart-agent", Token = token, Tenant = "quickstart" };
 tokenOptions.Allow.Add("*");
@@ -128,6 +132,11 @@ foreach (var (command, what) in commands)
     Console.WriteLine($"  {command.PadRight(width)}# {what}");
 }
 
+Console.WriteLine();
+Console.WriteLine(token == Environment.GetEnvironmentVariable("SITELINK_AUTHTOKEN")
+    ? "The standalone agent (and docs/customer-guide.md) can connect to this relay with the token in SITELINK_AUTHTOKEN:"
+    : "To try the standalone agent (and docs/customer-guide.md) against this relay, start the quickstart with SITELINK_AUTHTOKEN set (16+ characters), then:");
+Console.WriteLine($"  export SiteLink__RelayUrl={relay.AgentUrl} SiteLink__PinnedCertificateSha256={relay.CertificateSha256}");
 Console.WriteLine("Press Ctrl+C to stop.");
 try
 {
