@@ -221,7 +221,7 @@ public sealed class CorporateProxyTests
             "--pin", relay.Server.CertificateSha256!,
             "--endpoint", $"echo=127.0.0.1:{upstream.Port}",
         ];
-        var environment = new Dictionary<string, string> { ["SITELINK_AUTHTOKEN"] = TestRelay.AcmeToken, ["HTTPS_PROXY"] = proxy.Address.ToString(), ["NO_PROXY"] = "" };
+        var environment = new Dictionary<string, string> { ["SITELINK_AUTHTOKEN"] = TestRelay.AcmeToken, ["HTTPS_PROXY"] = proxy.Address.ToString(), ["NO_PROXY"] = "", ["no_proxy"] = "" };
 
         // 1. HTTPS_PROXY alone: the agent goes through the proxy.
         await using (var agent = ProcessRunner.Dotnet(ProcessRunner.AgentDll, args, null, environment))
@@ -238,7 +238,7 @@ public sealed class CorporateProxyTests
         // 2. NO_PROXY naming the relay's address (CIDR): direct. 3. --no-proxy: direct whatever the environment says.
         foreach (var (extraArgs, noProxy) in new[] { (Array.Empty<string>(), "localhost,127.0.0.0/8"), (new[] { "--no-proxy" }, "") })
         {
-            environment["NO_PROXY"] = noProxy;
+            environment["NO_PROXY"] = environment["no_proxy"] = noProxy;
             await using var agent = ProcessRunner.Dotnet(ProcessRunner.AgentDll, [.. args, .. extraArgs], null, environment);
             await Eventually.WaitUntilAsync(() => relay.Server.FindEndpoint("acme", "echo") is not null, "the agent bound echo");
             using var client = await relay.ConnectClientAsync("echo");
