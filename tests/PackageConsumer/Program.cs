@@ -13,6 +13,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using SiteLink;
 
@@ -165,6 +166,7 @@ try
 
     // SiteLink.AspNetCore: a minimal API served by Kestrel over the "web" endpoint only, through the same session.
     var builder = WebApplication.CreateSlimBuilder();
+    builder.Logging.ClearProviders();
     builder.WebHost.UseSiteLink(o => o.Session = session);
     builder.WebHost.ConfigureKestrel(kestrel => kestrel.ListenSiteLink("web"));
     await using (var app = builder.Build())
