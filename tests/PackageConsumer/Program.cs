@@ -1,5 +1,6 @@
 // Uses SiteLink.Sdk as a package: connects to a real relay (the repository's, started here as a process on loopback),
-// serves a forward, a handler and a listener endpoint, and checks megabytes through each with SHA-256.
+// serves a forward, a handler and a listener endpoint, and checks megabytes through each with SHA-256; then serves a
+// minimal API through SiteLink.AspNetCore (Kestrel with no local port) and fetches it through the relay.
 // Exit code 0 when everything arrived intact; 1 with the reason otherwise.
 using System.Diagnostics;
 using System.Net;
@@ -7,8 +8,12 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using SiteLink;
 
@@ -67,7 +72,8 @@ File.WriteAllText(Path.Combine(folder.FullName, "relay.json"), $$"""
     "CloudEndpoints": [
       { "Name": "pkg-forward", "Listen": "127.0.0.1:0", "Tenant": "pkg", "Endpoint": "forward" },
       { "Name": "pkg-handler", "Listen": "127.0.0.1:0", "Tenant": "pkg", "Endpoint": "handler" },
-      { "Name": "pkg-listener", "Listen": "127.0.0.1:0", "Tenant": "pkg", "Endpoint": "listener" }
+      { "Name": "pkg-listener", "Listen": "127.0.0.1:0", "Tenant": "pkg", "Endpoint": "listener" },
+      { "Name": "pkg-web", "Listen": "127.0.0.1:0", "Tenant": "pkg", "Endpoint": "web" }
     ]
   }
 }
@@ -83,6 +89,8 @@ try
     {
         ports[name] = int.Parse(await relay.WaitForAsync($@"Cloud endpoint '{name}' on tcp://127\.0\.0\.1:(\d+)"), System.Globalization.CultureInfo.InvariantCulture);
     }
+
+    var webPort = await relay.WaitForAsync(@"Cloud endpoint 'pkg-web' on tcp://127\.0\.0\.1:(\d+)");
 
     // An internal TCP service: echoes what it reads.
     using var upstream = new TcpListener(IPAddress.Loopback, 0);
@@ -156,8 +164,28 @@ try
         }
     }
 
+    // SiteLink.AspNetCore: a minimal API served by Kestrel over the "web" endpoint only, through the same session.
+    var builder = WebApplication.CreateSlimBuilder();
+    builder.Logging.ClearProviders();
+    builder.WebHost.UseSiteLink(o => o.Session = session);
+    builder.WebHost.ConfigureKestrel(kestrel => kestrel.ListenSiteLink("web"));
+    await using (var app = builder.Build())
+    {
+        app.MapGet("/", (HttpContext context) => $"hello {context.Connection.RemoteIpAddress}");
+        await app.StartAsync();
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+        var reply = await http.GetStringAsync($"http://127.0.0.1:{webPort}/");
+        Console.WriteLine($"SiteLink.AspNetCore: '{reply}'");
+        await app.StopAsync();
+        if (reply != "hello 127.0.0.1")
+        {
+            Console.Error.WriteLine("SiteLink.AspNetCore: wrong reply");
+            return 1;
+        }
+    }
+
     await session.CloseAsync();
-    Console.WriteLine($"OK: the SiteLink.Sdk package works on {RuntimeInformation.FrameworkDescription}.");
+    Console.WriteLine($"OK: the SiteLink.Sdk and SiteLink.AspNetCore packages work on {RuntimeInformation.FrameworkDescription}.");
     return 0;
 }
 catch (Exception ex)

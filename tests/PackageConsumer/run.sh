@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Packs SiteLink.Sdk, checks what the package holds, then builds and runs tests/PackageConsumer against it from a
-# local folder feed, for net8.0 and net10.0 (the net8.0 build runs on the newest installed runtime when .NET 8 is not
+# Packs SiteLink.Sdk and SiteLink.AspNetCore, checks what the packages hold, then builds and runs tests/PackageConsumer
+# against them from a local folder feed, for net8.0 and net10.0 (the net8.0 build runs on the newest installed runtime when .NET 8 is not
 # installed: it still loads the package's lib/net8.0 assembly and its net8.0 dependencies).
 # Needs the Release build of the solution (for the relay the consumer talks to). Exit code 0 when all is well.
 set -euo pipefail
@@ -59,6 +59,42 @@ if problems:
 print("package contents OK")
 PY
 
+echo "-- SiteLink.AspNetCore package (same version; depends on SiteLink.Sdk of that version)"
+dotnet pack "$root/src/SiteLink.AspNetCore" -c Release -o "$feed" -p:ContinuousIntegrationBuild=true -p:PackageVersion="$version" --nologo -v q
+python3 - "$feed/SiteLink.AspNetCore.$version.nupkg" "$feed/SiteLink.AspNetCore.$version.snupkg" "$version" <<'PY'
+import re, sys, zipfile
+nupkg, snupkg, version = zipfile.ZipFile(sys.argv[1]), zipfile.ZipFile(sys.argv[2]), sys.argv[3]
+names, problems = set(nupkg.namelist()), []
+for tfm in ["net8.0", "net10.0"]:
+    for needed in [f"lib/{tfm}/SiteLink.AspNetCore.dll", f"lib/{tfm}/SiteLink.AspNetCore.xml"]:
+        if needed not in names:
+            problems.append(f"missing {needed}")
+    if f"lib/{tfm}/SiteLink.AspNetCore.pdb" not in snupkg.namelist():
+        problems.append(f"symbols package lacks lib/{tfm}/SiteLink.AspNetCore.pdb")
+    doc = nupkg.read(f"lib/{tfm}/SiteLink.AspNetCore.xml").decode()
+    if "SiteLink.AspNetCore.Transport." in doc:
+        problems.append(f"{tfm} XML docs describe internals")
+for needed in ["README.md", "icon.png"]:
+    if needed not in names:
+        problems.append(f"missing {needed}")
+nuspec = nupkg.read("SiteLink.AspNetCore.nuspec").decode()
+for tfm in ["net8.0", "net10.0"]:
+    group = nuspec.split(f'targetFramework="{tfm}"')[1].split("</group>")[0]
+    if f'id="SiteLink.Sdk" version="[{version}]"' not in group and f'id="SiteLink.Sdk" version="{version}"' not in group:
+        problems.append(f"{tfm} does not depend on SiteLink.Sdk {version}")
+if 'frameworkReference name="Microsoft.AspNetCore.App"' not in nuspec:
+    problems.append("nuspec lacks the Microsoft.AspNetCore.App framework reference")
+for tag in ["<license type=\"expression\">MIT</license>", "<icon>icon.png</icon>", "<readme>README.md</readme>"]:
+    if tag not in nuspec:
+        problems.append(f"nuspec lacks {tag}")
+if re.search(r"\]\((?!https?://)[^)]+\)", nupkg.read("README.md").decode()):
+    problems.append("README.md links into the repository (relative link)")
+if problems:
+    print("PACKAGE PROBLEMS (SiteLink.AspNetCore):\n  " + "\n  ".join(problems))
+    sys.exit(1)
+print("SiteLink.AspNetCore package contents OK")
+PY
+
 echo "-- Source Link (a clone of HEAD whose origin is a GitHub URL, as on a release build machine)"
 git clone -q "$root" "$work/clone"
 git -C "$work/clone" remote set-url origin https://github.com/sitelink-example/sitelink.git
@@ -84,7 +120,7 @@ if problems:
 print(f"Source Link OK: /_/* -> raw.githubusercontent.com/.../{commit[:12]}/*, deterministic paths, repository in the nuspec")
 PY
 
-echo "-- consumer (restores SiteLink.Sdk $version from the folder feed)"
+echo "-- consumer (restores SiteLink.Sdk and SiteLink.AspNetCore $version from the folder feed)"
 consumer="$work/consumer"
 mkdir -p "$consumer"
 cp "$root/tests/PackageConsumer/PackageConsumer.csproj" "$root/tests/PackageConsumer/Program.cs" "$consumer/"

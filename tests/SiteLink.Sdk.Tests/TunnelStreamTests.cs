@@ -173,6 +173,29 @@ public sealed class TunnelStreamTests
     }
 
     [Test]
+    public async Task DisposeAsync_WhileAReadIsPending_WaitsForTheRelaysEndInsteadOfCancellingTheCall()
+    {
+        // A pipe reading ahead (Kestrel's transport) has a read waiting when the connection is closed.
+        var (stream, call) = Create();
+        var reading = stream.ReadAsync(new byte[16]).AsTask();
+
+        var disposing = stream.DisposeAsync().AsTask();
+        await Task.Delay(50);
+        var (completedEarly, disposedEarly, finishedEarly) = (call.Completed, call.Disposed, disposing.IsCompleted);
+        call.Incoming.Writer.Complete();
+
+        Assert.Multiple(async () =>
+        {
+            Assert.That(completedEarly, Is.True, "the agent's side of the call ends at once");
+            Assert.That(disposedEarly, Is.Zero, "the call is not cancelled under the pending read (a reset could drop what the relay still delivers)");
+            Assert.That(finishedEarly, Is.False);
+            Assert.That(await reading.WaitAsync(Limit), Is.Zero, "the pending read sees the relay's end of the call");
+            await disposing.WaitAsync(Limit);
+            Assert.That(call.Disposed, Is.EqualTo(1));
+        });
+    }
+
+    [Test]
     public void Abort_DisposesTheCallAndReportsOnce()
     {
         var aborts = 0;

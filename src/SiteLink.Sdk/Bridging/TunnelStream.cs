@@ -26,7 +26,8 @@ public sealed class TunnelStream : Stream
     private bool _readEof;
     private bool _remoteFinished;
     private bool _writesCompleted;
-    private int _reading;
+    // Held by a read while it runs; a graceful close takes it for good once the read in progress (if any) ended.
+    private readonly SemaphoreSlim _readLock = new(1, 1);
     private int _disposed;
     private int _aborted;
     private long _bytesRead;
@@ -87,7 +88,7 @@ public sealed class TunnelStream : Stream
             return 0;
         }
 
-        if (Interlocked.Exchange(ref _reading, 1) != 0)
+        if (!_readLock.Wait(0, CancellationToken.None))
         {
             throw new InvalidOperationException("Another read is already in progress on this TunnelStream.");
         }
@@ -112,7 +113,7 @@ public sealed class TunnelStream : Stream
         }
         finally
         {
-            Volatile.Write(ref _reading, 0);
+            _readLock.Release();
         }
     }
 
@@ -124,7 +125,7 @@ public sealed class TunnelStream : Stream
     internal async ValueTask<ReadOnlyMemory<byte>> ReadChunkAsync(CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        if (Interlocked.Exchange(ref _reading, 1) != 0)
+        if (!_readLock.Wait(0, CancellationToken.None))
         {
             throw new InvalidOperationException("Another read is already in progress on this TunnelStream.");
         }
@@ -144,7 +145,7 @@ public sealed class TunnelStream : Stream
         }
         finally
         {
-            Volatile.Write(ref _reading, 0);
+            _readLock.Release();
         }
     }
 
@@ -324,10 +325,24 @@ public sealed class TunnelStream : Stream
                 _writeLock.Release();
             }
 
-            // Consume what the relay still sends until it ends the call, so the end is clean rather than a reset.
-            if (!_remoteFinished && Interlocked.Exchange(ref _reading, 1) == 0)
+            // Consume what the relay still sends until it ends the call, so the end is clean rather than a reset. A read
+            // in progress (a pipe reading ahead) is waited for, not cancelled under it: it ends when the relay ends the
+            // call, which it does once it delivered what was written — cancelling first could drop some of that.
+            var readWasRunning = false;
+            if (!_remoteFinished && !_readLock.Wait(0))
             {
-                ReleaseFrame();
+                readWasRunning = true;
+                await _readLock.WaitAsync(timeout.Token).ConfigureAwait(false);
+            }
+
+            if (!_remoteFinished)
+            {
+                if (!readWasRunning)
+                {
+                    // (After a read that just ended, its caller may still hold the frame's memory: left to the collector.)
+                    ReleaseFrame();
+                }
+
                 while (await _reader.MoveNext(timeout.Token).ConfigureAwait(false))
                 {
                     _reader.Current.Release();
