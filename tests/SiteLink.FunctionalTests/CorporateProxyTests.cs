@@ -226,7 +226,7 @@ public sealed class CorporateProxyTests
         // 1. HTTPS_PROXY alone: the agent goes through the proxy.
         await using (var agent = ProcessRunner.Dotnet(ProcessRunner.AgentDll, args, null, environment))
         {
-            await Eventually.WaitUntilAsync(() => relay.Server.FindEndpoint("acme", "echo") is not null, "the agent bound echo");
+            await agent.WaitForLineAsync("Endpoint 'echo' bound", TimeSpan.FromSeconds(30));
             using var client = await relay.ConnectClientAsync("echo");
             var (sent, received, _) = await client.EchoRandomAsync(1024 * 1024).DefaultTimeout();
             Assert.That(received, Is.EqualTo(sent));
@@ -240,7 +240,7 @@ public sealed class CorporateProxyTests
         {
             environment["NO_PROXY"] = environment["no_proxy"] = noProxy;
             await using var agent = ProcessRunner.Dotnet(ProcessRunner.AgentDll, [.. args, .. extraArgs], null, environment);
-            await Eventually.WaitUntilAsync(() => relay.Server.FindEndpoint("acme", "echo") is not null, "the agent bound echo");
+            await agent.WaitForLineAsync("Endpoint 'echo' bound", TimeSpan.FromSeconds(30));
             using var client = await relay.ConnectClientAsync("echo");
             var (sent, received, _) = await client.EchoRandomAsync(64 * 1024).DefaultTimeout();
             Assert.That(received, Is.EqualTo(sent));
