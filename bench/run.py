@@ -9,7 +9,8 @@ Every path carries the same traffic to the same upstreams on this machine, in on
   haproxy 2-hop  client -> haproxy -> haproxy -> upstream
 Scenarios: iperf3 one connection both ways, iperf3 64 connections, wrk keep-alive, wrk new connection per request,
 10,000 idle tunnelled connections (memory per connection, then a byte through each), and a WAN variant with 20 ms
-round trip between agent and relay (and between ssh client and sshd) added by a delay proxy of the harness's own.
+round trip between agent and relay (and between ssh client and sshd) added by a delay proxy of the harness's own, and
+a second agent reaching the relay through an HTTP CONNECT proxy (tinyproxy) against the agent connected directly.
 Only loopback addresses are used; every process is stopped at the end.
 """
 import datetime
@@ -118,7 +119,7 @@ http {{
 
 def start_sitelink(upstreams):
     agent_port = free_port()
-    names = ["iperf", "http", "echo", "wan-iperf", "wan-http"]
+    names = ["iperf", "http", "echo", "wan-iperf", "wan-http", "proxied-iperf", "proxied-http"]
     public = {name: free_port() for name in names}
     config = {
         "Logging": {"LogLevel": {"Default": "Warning"}},
@@ -166,8 +167,8 @@ def start_sitelink(upstreams):
     relay = start("relay", ["dotnet", RELAY, "--config", os.path.join(work, "relay.json")])
     pin = wait_log("relay", r"pin it in agents\): ([0-9A-F]{64})").group(1)
 
-    def agent(name, relay_port, endpoints):
-        args = ["dotnet", AGENT, "--relay", f"https://127.0.0.1:{relay_port}", "--pin", pin,
+    def agent(name, relay_port, endpoints, proxy=None):
+        args = ["dotnet", AGENT, "--relay", f"https://127.0.0.1:{relay_port}", "--pin", pin] + (["--proxy", proxy] if proxy else ["--no-proxy"]) + [
                 "--Logging:LogLevel:Default", "Warning",
                 "--SiteLink:MaxConcurrentConnections", "20000", "--SiteLink:MaxConcurrentConnectionsPerEndpoint", "20000"] + os.environ.get("SITELINK_BENCH_AGENT_ARGS", "").split()
         for endpoint, upstream in endpoints.items():
@@ -179,10 +180,18 @@ def start_sitelink(upstreams):
     start("sitelink-wan-link", ["dotnet", HELPER, "delay-proxy", str(wan_port), str(agent_port), str(WAN_ONE_WAY_MS)])
     wait_port(wan_port)
     agent("agent-wan", wan_port, {"wan-iperf": upstreams["iperf"], "wan-http": upstreams["http"]})
+    # An agent behind a corporate HTTP proxy (Debian's tinyproxy): CONNECT to the relay, TLS and HTTP/2 inside.
+    proxy_port = free_port()
+    with open(os.path.join(work, "tinyproxy.conf"), "w") as f:
+        f.write(f"Port {proxy_port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 100\nAllow 127.0.0.1\nLogLevel Warning\nDisableViaHeader Yes\n")
+    start("tinyproxy", ["tinyproxy", "-d", "-c", os.path.join(work, "tinyproxy.conf")])
+    wait_port(proxy_port)
+    agent("agent-proxied", agent_port, {"proxied-iperf": upstreams["iperf"], "proxied-http": upstreams["http"]}, proxy=f"http://127.0.0.1:{proxy_port}")
     wait_http(public["http"])
     wait_http(public["http-endpoint"])
     wait_http(public["http-jwt"], headers=f"Authorization: Bearer {JWT_TOKEN}\r\n")
     wait_http(public["wan-http"])
+    wait_http(public["proxied-http"])
     return public, relay.pid, main_agent.pid
 
 
@@ -409,6 +418,16 @@ def main():
     rows.append(("new connection per request, wrk c=20: p50", "ms", False, {p: [r["p50"] for r in fresh[p]] for p in names}))
     rows.append(("new connection per request, wrk c=20: p99", "ms", False, {p: [r["p99"] for r in fresh[p]] for p in names}))
 
+    # Behind a corporate HTTP proxy: the same endpoints served by an agent that reaches the relay through tinyproxy.
+    proxy_paths = {"sitelink": paths["sitelink"], "sitelink via HTTP proxy": {"iperf": sitelink["proxied-iperf"], "http": sitelink["proxied-http"]}}
+    proxy_rows = []
+    for title, unit, better, measure in [
+        ("one connection, upload (iperf3)", "Gbit/s", True, lambda p: iperf(p["iperf"])),
+        ("one connection, download (iperf3 -R)", "Gbit/s", True, lambda p: iperf(p["iperf"], reverse=True)),
+        ("keep-alive HTTP, wrk c=50: requests/s", "req/s", True, lambda p: wrk(p["http"], 50, close=False)["rps"]),
+    ]:
+        proxy_rows.append((title, unit, better, interleaved(proxy_paths, measure, "HTTP proxy: " + title)))
+
     # WAN: 20 ms round trip between agent and relay (sitelink) and between ssh client and sshd (ssh -R).
     wan_paths = {"direct": paths["direct"],
                  "sitelink": {"iperf": sitelink["wan-iperf"], "http": sitelink["wan-http"]},
@@ -439,7 +458,7 @@ def main():
                    "agent": (agent_before, agent_after, int(closed.group(3)) if closed else None),
                    "closed_after_s": int(closed.group(1)) if closed else None}
 
-    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started, http_endpoint_rows, tls_rows)
+    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started, http_endpoint_rows, tls_rows, proxy_rows)
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
     # A quick run is a smoke test: it must not replace the committed results of a full run.
     with open(os.path.join(ROOT, "bench/results", "quick.md" if QUICK else "latest.md"), "w") as f:
@@ -448,7 +467,7 @@ def main():
     return 0 if ok == count else 1
 
 
-def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_endpoint_rows, tls_rows):
+def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_endpoint_rows, tls_rows, proxy_rows):
     def fmt(unit):
         return {"Gbit/s": lambda v: f"{v:.2f}", "req/s": lambda v: f"{v / 1000:.1f}k", "conn/s": lambda v: f"{v / 1000:.2f}k",
                 "ms": lambda v: f"{v:.2f}"}[unit]
@@ -500,6 +519,10 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
                     "they come) and through a tls cloud endpoint (the relay reads the ClientHello's server name to route, then passes "
                     "the bytes through; TLS ends at nginx behind the agent). Ratio: tls endpoint against tcp endpoint.",
                     ["direct", "sitelink (tcp endpoint)", "sitelink tls endpoint"], tls_rows, ["sitelink (tcp endpoint)"])
+    lines += versus("Behind a corporate HTTP proxy: the same upstreams served by a second agent that reaches the relay through "
+                    "tinyproxy (HTTP CONNECT, then TLS and HTTP/2 to the relay inside the tunnel), against the agent connected "
+                    "directly. Ratio: through the proxy against direct to the relay, above 1.00× better.",
+                    ["sitelink", "sitelink via HTTP proxy"], proxy_rows, ["sitelink"])
     lines += ["", "WAN: 20 ms round trip added between agent and relay (sitelink) and between ssh client and sshd (ssh -R) by the harness's delay proxy; direct has none.", "",
               "| scenario | unit | direct | sitelink | ssh -R | vs ssh -R |", "|---|---|---|---|---|---|"]
     for title, unit, better, results in wan_rows:

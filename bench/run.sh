@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in iperf3 wrk nginx haproxy ssh ssh-keygen python3; do
+for tool in iperf3 wrk nginx haproxy ssh ssh-keygen python3 tinyproxy; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 [ -x /usr/sbin/sshd ] || need+=(sshd)
@@ -17,7 +17,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iperf3 wrk nginx-light haproxy openssh-server openssh-client python3 >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iperf3 wrk nginx-light haproxy openssh-server openssh-client python3 tinyproxy >/dev/null
 fi
 
 echo "== building (Release)"
