@@ -1,17 +1,27 @@
 // A SiteLink agent compiled ahead of time to a native executable: options from configuration ("SiteLink" section:
 // appsettings.json, SiteLink__* environment variables, --SiteLink:RelayUrl=... arguments), one in-process endpoint
-// "status". See AotAgent.csproj for why it exists.
+// "status". `AotAgent diagnose [--json]` prints the connectivity diagnosis instead (so the native build compiles it too).
+// See AotAgent.csproj for why it exists.
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
 using SiteLink;
 
-var builder = Host.CreateApplicationBuilder(args);
+var diagnose = args is ["diagnose", ..];
+var builder = Host.CreateApplicationBuilder(diagnose ? [.. args.Skip(1).Where(a => a != "--json")] : args);
 builder.Services.AddSiteLink()
     .AddConnectionHandler<StatusHandler>("status", endpoint => endpoint.Description = "native agent status")
     .StopHostOnFault();
 
 using var host = builder.Build();
+if (diagnose)
+{
+    var report = await TunnelDiagnostics.RunAsync(host.Services.GetRequiredService<IOptions<TunnelSessionOptions>>().Value);
+    Console.WriteLine(args.Contains("--json") ? report.ToJson() : report.ToString());
+    return report.Succeeded ? 0 : 1;
+}
+
 // Resolved before running: RunAsync disposes the host, and its services with it, when it returns.
 var session = host.Services.GetRequiredService<ITunnelSession>();
 await host.RunAsync();

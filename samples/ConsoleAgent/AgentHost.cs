@@ -41,8 +41,9 @@ internal static class AgentHost
 
         sitelink-agent diagnose [the same options] [--json]
                                check the way to the relay step by step (DNS, TCP, proxy, TLS, HTTP/2, authtoken,
-                               heartbeat) and say what is wrong in plain words; --json for support. Exit code 0 when
-                               every step passed, 7 when one failed.
+                               heartbeat) and say what is wrong in plain words; --json for support (no secrets in
+                               either). --endpoint is accepted and ignored. Exit code 0 when every step passed;
+                               otherwise the code below for what failed (2-8).
 
         Exit codes (for service managers; docs/operations.md):
           0 stopped by a signal    2 configuration    3 authtoken rejected    4 relay certificate not trusted

@@ -43,6 +43,14 @@ internal static partial class AgentProgram
             return ExitStopped;
         }
 
+        // "diagnose" takes the agent's own options, so it checks exactly the configuration the agent would run with.
+        var diagnose = args.Length > 0 && args[0] == "diagnose";
+        var json = diagnose && args.Contains("--json");
+        if (diagnose)
+        {
+            args = [.. args.Skip(1).Where(a => a != "--json")];
+        }
+
         IHost host;
         try
         {
@@ -77,7 +85,7 @@ internal static partial class AgentProgram
         {
             try
             {
-                return await RunHostAsync(host);
+                return diagnose ? await DiagnoseAsync(host, json) : await RunHostAsync(host);
             }
             catch (Exception ex)
             {
@@ -140,17 +148,63 @@ internal static partial class AgentProgram
             return ExitRefused;
         }
 
-        return (Volatile.Read(ref fault) ?? session.Fault)?.TunnelError switch
-        {
-            null => ExitStopped,
-            TunnelError.AuthenticationFailed => ExitAuthentication,
-            TunnelError.CertificateRejected => ExitTrust,
-            TunnelError.VersionNotSupported => ExitVersion,
-            TunnelError.PermissionDenied => ExitRefused,
-            TunnelError.ProxyFailed or TunnelError.ProxyAuthenticationFailed => ExitProxy,
-            _ => ExitUnexpected,
-        };
+        return ExitCodeFor((Volatile.Read(ref fault) ?? session.Fault)?.TunnelError, diagnosing: false);
     }
+
+    /// <summary>
+    /// <c>sitelink-agent diagnose</c>: checks the way to each relay step by step and prints the report (the human text,
+    /// or with <c>--json</c> the JSON alone on standard output); the exit code says what failed, as when running.
+    /// </summary>
+    private static async Task<int> DiagnoseAsync(IHost host, bool json)
+    {
+        var options = host.Services.GetRequiredService<IOptions<TunnelSessionOptions>>().Value;
+        using var cancel = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true;
+            cancel.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        TunnelDiagnosticReport report;
+        try
+        {
+            report = await TunnelDiagnostics.RunAsync(options, cancel.Token);
+        }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+        {
+            await Console.Error.WriteLineAsync("sitelink-agent diagnose: cancelled.");
+            return ExitUnexpected;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+
+        if (json)
+        {
+            Console.WriteLine(report.ToJson());
+        }
+        else
+        {
+            Console.WriteLine(report.ToString());
+            Console.WriteLine("For help, send this output (or that of 'sitelink-agent diagnose --json') to the vendor's support: it contains no secrets (no authtoken, no proxy password).");
+        }
+
+        return ExitCodeFor(report.FailedStep?.Error, diagnosing: true);
+    }
+
+    /// <summary>The documented exit code for a failure of this kind (docs/operations.md); 0 for none.</summary>
+    private static int ExitCodeFor(TunnelError? error, bool diagnosing) => error switch
+    {
+        null => ExitStopped,
+        TunnelError.AuthenticationFailed => ExitAuthentication,
+        TunnelError.CertificateRejected => ExitTrust,
+        TunnelError.VersionNotSupported => ExitVersion,
+        TunnelError.PermissionDenied => ExitRefused,
+        TunnelError.ProxyFailed or TunnelError.ProxyAuthenticationFailed => ExitProxy,
+        TunnelError.ConnectionFailed when diagnosing => ExitUnreachable,
+        _ => ExitUnexpected,
+    };
 
     private static string Cap(string text) => text.Length <= 400 ? text : text[..400] + "…";
 

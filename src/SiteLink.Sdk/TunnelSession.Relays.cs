@@ -27,7 +27,7 @@ public sealed partial class TunnelSession
     /// <summary>The first link connected now, or null (one relay, or none connected).</summary>
     private TunnelSession? CurrentLink => _links?.FirstOrDefault(l => l.State == TunnelSessionState.Connected);
 
-    private static TunnelSessionOptions LinkOptions(TunnelSessionOptions options, Uri url)
+    internal static TunnelSessionOptions LinkOptions(TunnelSessionOptions options, Uri url)
     {
         var copy = options.Snapshot();
         copy.RelayUrl = url;

@@ -144,6 +144,17 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     /// <inheritdoc />
     public event EventHandler<TunnelConnectionEventArgs>? ConnectionClosed;
 
+    /// <summary>Throws <see cref="ArgumentException"/> listing every problem of <paramref name="options"/> (what <see cref="ConnectAsync"/> and diagnose check first).</summary>
+    internal static void ThrowIfInvalid(TunnelSessionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException("Invalid SiteLink session options:" + Environment.NewLine + "- " + string.Join(Environment.NewLine + "- ", errors), nameof(options));
+        }
+    }
+
     /// <summary>
     /// Connects to the relay and returns the running session. This first connection is tried once: a bad token,
     /// refused session or unreachable relay throws at once. Once connected, the session reconnects by itself.
@@ -157,13 +168,7 @@ public sealed partial class TunnelSession : ITunnelSession, IDisposable
     /// <exception cref="TunnelConnectionException">The relay could not be reached, or its certificate was not trusted.</exception>
     public static async Task<TunnelSession> ConnectAsync(TunnelSessionOptions options, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        var errors = options.Validate();
-        if (errors.Count > 0)
-        {
-            throw new ArgumentException("Invalid SiteLink session options:" + Environment.NewLine + "- " + string.Join(Environment.NewLine + "- ", errors), nameof(options));
-        }
-
+        ThrowIfInvalid(options);
         if (options.AllRelayUrls.Count > 1)
         {
             return await ConnectSeveralAsync(options, cancellationToken).ConfigureAwait(false);

@@ -10,7 +10,7 @@ internal static class FaultAdvice
         TunnelError.CertificateRejected =>
             "the relay's TLS certificate is not trusted. For a relay with a self-signed certificate, set SiteLink:PinnedCertificateSha256 (--pin) to the SHA-256 the relay prints at start; for a private CA, or a TLS-inspecting proxy that replaces the certificate with its own, give that CA in SiteLink:TrustedCertificateAuthorities (--ca-file); otherwise make sure this machine trusts the relay's certificate authority.",
         TunnelError.ProxyAuthenticationFailed =>
-            "the HTTP proxy between this machine and the relay wants credentials: set SiteLink:Proxy:UserName and SiteLink:Proxy:Password (--proxy-user for sitelink-agent), or user:password@ in the proxy's URL, as the network team gives them.",
+            "the HTTP proxy between this machine and the relay wants credentials: set SiteLink:Proxy:UserName and SiteLink:Proxy:Password (SiteLink__Proxy__UserName and SiteLink__Proxy__Password in sitelink-agent's environment), or user:password@ in the proxy's URL, as the network team gives them.",
         TunnelError.ProxyFailed =>
             "the HTTP proxy between this machine and the relay refused the tunnel (its answer is named above): ask the network team to allow HTTPS CONNECT to the relay's host and port, or set SiteLink:Proxy:UseEnvironment=false (--no-proxy) if this machine may connect directly. Run 'sitelink-agent diagnose' for a step-by-step report.",
         TunnelError.VersionNotSupported =>
