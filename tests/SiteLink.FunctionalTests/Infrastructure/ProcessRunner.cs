@@ -54,6 +54,8 @@ internal sealed class ProcessRunner : IAsyncDisposable
 
     public static string HostedAgentDll => Binary("samples/HostedAgent", "HostedAgent.dll");
 
+    public static string QuickstartDll => Binary("samples/Quickstart", "Quickstart.dll");
+
     public IReadOnlyCollection<string> Output => _stdout;
 
     public IReadOnlyCollection<string> Errors => _stderr;
