@@ -56,6 +56,50 @@ public sealed class HostingTests
     }
 
     [Test]
+    [Category("Proxy")]
+    [Category("Trust")]
+    public void Configuration_BindsTheProxyAndTheTrustedAuthorities()
+    {
+        var settings = ValidSettings();
+        settings["SiteLink:Proxy:Address"] = "http://proxy.corp.example:3128";
+        settings["SiteLink:Proxy:UserName"] = "alice";
+        settings["SiteLink:Proxy:Password"] = "proxy-secret";
+        settings["SiteLink:Proxy:UseEnvironment"] = "false";
+        var caFile = Path.GetTempFileName();
+        using (var key = System.Security.Cryptography.ECDsa.Create())
+        using (var ca = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=Vendor Root CA", key, System.Security.Cryptography.HashAlgorithmName.SHA256)
+            .CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30)))
+        {
+            File.WriteAllText(caFile, ca.ExportCertificatePem());
+        }
+
+        settings["SiteLink:TrustedCertificateAuthorities"] = caFile;
+        var services = new ServiceCollection();
+        services.AddSingleton(Configuration(settings));
+        services.AddSiteLink();
+
+        using var provider = services.BuildServiceProvider();
+        TunnelSessionOptions options;
+        try
+        {
+            options = provider.GetRequiredService<IOptions<TunnelSessionOptions>>().Value;
+        }
+        finally
+        {
+            File.Delete(caFile);
+        }
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(options.Proxy.Address, Is.EqualTo(new Uri("http://proxy.corp.example:3128")));
+            Assert.That(options.Proxy.UserName, Is.EqualTo("alice"));
+            Assert.That(options.Proxy.Password, Is.EqualTo("proxy-secret"));
+            Assert.That(options.Proxy.UseEnvironment, Is.False);
+            Assert.That(options.TrustedCertificateAuthorities, Is.EqualTo(caFile));
+        });
+    }
+
+    [Test]
     public void Configuration_BindsEverySettingIncludingEndpoints_AndCodeAddsToIt()
     {
         var settings = ValidSettings();
