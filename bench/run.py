@@ -10,7 +10,8 @@ Every path carries the same traffic to the same upstreams on this machine, in on
 Scenarios: iperf3 one connection both ways, iperf3 64 connections, wrk keep-alive, wrk new connection per request,
 10,000 idle tunnelled connections (memory per connection, then a byte through each), and a WAN variant with 20 ms
 round trip between agent and relay (and between ssh client and sshd) added by a delay proxy of the harness's own, and
-a second agent reaching the relay through an HTTP CONNECT proxy (tinyproxy) against the agent connected directly.
+a second agent reaching the relay through an HTTP CONNECT proxy (tinyproxy) against the agent connected directly,
+and an ASP.NET Core minimal API served through SiteLink.AspNetCore against the same app forwarded from its port.
 Only loopback addresses are used; every process is stopped at the end.
 """
 import datetime
@@ -119,7 +120,7 @@ http {{
 
 def start_sitelink(upstreams):
     agent_port = free_port()
-    names = ["iperf", "http", "echo", "wan-iperf", "wan-http", "proxied-iperf", "proxied-http"]
+    names = ["iperf", "http", "echo", "wan-iperf", "wan-http", "proxied-iperf", "proxied-http", "aspnet-transport", "aspnet-forward"]
     public = {name: free_port() for name in names}
     config = {
         "Logging": {"LogLevel": {"Default": "Warning"}},
@@ -191,7 +192,14 @@ def start_sitelink(upstreams):
     wait_http(public["http-endpoint"])
     wait_http(public["http-jwt"], headers=f"Authorization: Bearer {JWT_TOKEN}\r\n")
     wait_http(public["wan-http"])
+    # An ASP.NET Core minimal API served by SiteLink.AspNetCore (no port) and, for comparison, on a loopback port that
+    # the same app's session forwards to.
+    public["aspnet-direct"] = free_port()
+    start("aspnet-app", ["dotnet", HELPER, "aspnet-app", f"https://127.0.0.1:{agent_port}", pin, TOKEN, str(public["aspnet-direct"])])
     wait_http(public["proxied-http"])
+    wait_http(public["aspnet-direct"])
+    wait_http(public["aspnet-transport"])
+    wait_http(public["aspnet-forward"])
     return public, relay.pid, main_agent.pid
 
 
@@ -428,6 +436,20 @@ def main():
     ]:
         proxy_rows.append((title, unit, better, interleaved(proxy_paths, measure, "HTTP proxy: " + title)))
 
+    # ASP.NET Core: the same minimal API in one process, reached directly, through a forward endpoint to its port, and
+    # through SiteLink.AspNetCore (Kestrel over the tunnelled connections, no port).
+    aspnet_paths = {"direct": {"http": sitelink["aspnet-direct"]}, "sitelink forward to the app's port": {"http": sitelink["aspnet-forward"]},
+                    "SiteLink.AspNetCore (no port)": {"http": sitelink["aspnet-transport"]}}
+    warm_up(aspnet_paths, lambda p: wrk(p["http"], 50, close=False, duration=WARM_UP_S))
+    aspnet_keepalive = interleaved(aspnet_paths, lambda p: wrk(p["http"], 50, close=False), "ASP.NET Core keep-alive")
+    aspnet_fresh = interleaved(aspnet_paths, lambda p: wrk(p["http"], 20, close=True), "ASP.NET Core new connection per request")
+    aspnet_rows = [
+        ("keep-alive HTTP, wrk c=50: requests/s", "req/s", True, {p: [r["rps"] for r in aspnet_keepalive[p]] for p in aspnet_paths}),
+        ("keep-alive HTTP, wrk c=50: p50", "ms", False, {p: [r["p50"] for r in aspnet_keepalive[p]] for p in aspnet_paths}),
+        ("new connection per request, wrk c=20: requests/s", "req/s", True, {p: [r["rps"] for r in aspnet_fresh[p]] for p in aspnet_paths}),
+    ]
+    errors.update({f"{path} (ASP.NET Core)": sum(r["errors"] for r in aspnet_keepalive[path] + aspnet_fresh[path]) for path in aspnet_paths})
+
     # WAN: 20 ms round trip between agent and relay (sitelink) and between ssh client and sshd (ssh -R).
     wan_paths = {"direct": paths["direct"],
                  "sitelink": {"iperf": sitelink["wan-iperf"], "http": sitelink["wan-http"]},
@@ -458,7 +480,7 @@ def main():
                    "agent": (agent_before, agent_after, int(closed.group(3)) if closed else None),
                    "closed_after_s": int(closed.group(1)) if closed else None}
 
-    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started, http_endpoint_rows, tls_rows, proxy_rows)
+    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started, http_endpoint_rows, tls_rows, proxy_rows, aspnet_rows)
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
     # A quick run is a smoke test: it must not replace the committed results of a full run.
     with open(os.path.join(ROOT, "bench/results", "quick.md" if QUICK else "latest.md"), "w") as f:
@@ -467,7 +489,7 @@ def main():
     return 0 if ok == count else 1
 
 
-def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_endpoint_rows, tls_rows, proxy_rows):
+def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_endpoint_rows, tls_rows, proxy_rows, aspnet_rows):
     def fmt(unit):
         return {"Gbit/s": lambda v: f"{v:.2f}", "req/s": lambda v: f"{v / 1000:.1f}k", "conn/s": lambda v: f"{v / 1000:.2f}k",
                 "ms": lambda v: f"{v:.2f}"}[unit]
@@ -526,6 +548,11 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
                     "frames of 50 multiplexed keep-alive connections wait for acknowledgements at the proxy; that is what such a "
                     "proxy costs, not the agent's CONNECT (the agent's own socket to the proxy has TCP_NODELAY).",
                     ["sitelink", "sitelink via HTTP proxy"], proxy_rows, ["sitelink"])
+    lines += versus("ASP.NET Core over the tunnel: one minimal API process, reached directly on its loopback port, through a forward "
+                    "endpoint of its own session to that port, and through SiteLink.AspNetCore (Kestrel serving the session's "
+                    "tunnelled connections, no port). Ratio: SiteLink.AspNetCore against each, above 1.00× better.",
+                    ["direct", "sitelink forward to the app's port", "SiteLink.AspNetCore (no port)"], aspnet_rows,
+                    ["direct", "sitelink forward to the app's port"])
     lines += ["", "WAN: 20 ms round trip added between agent and relay (sitelink) and between ssh client and sshd (ssh -R) by the harness's delay proxy; direct has none.", "",
               "| scenario | unit | direct | sitelink | ssh -R | vs ssh -R |", "|---|---|---|---|---|---|"]
     for title, unit, better, results in wan_rows:
