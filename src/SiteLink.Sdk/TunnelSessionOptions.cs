@@ -179,8 +179,9 @@ public sealed class TunnelSessionOptions
     /// Adjusts the <see cref="SocketsHttpHandler"/> the session reaches the relay with — socket options or a
     /// <see cref="SocketsHttpHandler.ConnectCallback"/>, a client certificate, timeouts — called once per connection
     /// attempt, after the SDK configured it. Two settings stay the SDK's: the relay's certificate validation
-    /// (<see cref="PinnedCertificateSha256"/> or the system trust store) and the single HTTP/2 connection the protocol
-    /// needs. A callback that replaces either fails the attempt with a <see cref="TunnelConnectionException"/> that says
+    /// (<see cref="PinnedCertificateSha256"/>, <see cref="TrustedCertificateAuthorities"/> or the system trust store:
+    /// the validation callback, and the chain policy, which the SDK sets after this callback ran) and the single HTTP/2
+    /// connection the protocol needs. A callback that replaces either (or sets a chain policy) fails the attempt with a <see cref="TunnelConnectionException"/> that says
     /// so (not transient) instead of silently weakening trust. Default: <see langword="null"/>.
     /// </summary>
     public Action<SocketsHttpHandler>? ConfigureHttpHandler { get; set; }
@@ -360,6 +361,9 @@ public sealed class TunnelSessionOptions
 
         return errors;
     }
+
+    /// <summary>Whether the relay is to be trusted by CA (<see cref="TrustedCertificateAuthorities"/> or <see cref="AddTrustedCertificateAuthorities"/>).</summary>
+    internal bool HasTrustedAuthorities => !string.IsNullOrWhiteSpace(TrustedCertificateAuthorities) || _trustedAuthorities.Count > 0;
 
     /// <summary>The most bytes of a PEM bundle in <see cref="TrustedCertificateAuthorities"/>.</summary>
     internal const int MaxTrustBundleBytes = 1024 * 1024;

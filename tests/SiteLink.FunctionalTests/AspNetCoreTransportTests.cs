@@ -61,7 +61,7 @@ public sealed class AspNetCoreTransportTests
     }
 
     /// <summary>Starts the test routes on the SiteLink endpoint "api" only.</summary>
-    private static async Task<WebApplication> StartApiAsync(TestRelay relay)
+    internal static async Task<WebApplication> StartApiAsync(TestRelay relay)
     {
         var app = BuildApp(relay, k => k.ListenSiteLink("api"), Routes);
         await app.StartAsync().DefaultTimeout();
@@ -120,7 +120,7 @@ public sealed class AspNetCoreTransportTests
         }
     }
 
-    private static HttpClient ClientFor(TestRelay relay, string cloudEndpoint, HttpMessageHandler? handler = null) =>
+    internal static HttpClient ClientFor(TestRelay relay, string cloudEndpoint, HttpMessageHandler? handler = null) =>
         new(handler ?? new SocketsHttpHandler(), disposeHandler: true)
         {
             BaseAddress = new Uri($"http://{relay.CloudEndpoint(cloudEndpoint)}/"),

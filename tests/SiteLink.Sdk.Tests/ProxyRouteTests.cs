@@ -248,7 +248,8 @@ public sealed class ProxyRouteTests
         return (new DuplexStream(new MemoryStream(Encoding.Latin1.GetBytes(answer)), sink), sink.ToArray);
     }
 
-    private sealed class DuplexStream(Stream reads, Stream writes) : Stream
+    /// <summary>Reads from one stream, writes to another (a proxy's answer, and what the agent sent it).</summary>
+    internal sealed class DuplexStream(Stream reads, Stream writes) : Stream
     {
         public override bool CanRead => true;
         public override bool CanSeek => false;

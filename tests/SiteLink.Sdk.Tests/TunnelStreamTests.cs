@@ -61,10 +61,10 @@ public sealed class TunnelStreamTests
         public void Dispose() => Disposed++;
     }
 
-    private static (TunnelStream Stream, FakeCall Call) Create(int maxFrameSize = 1024, Action? onAbort = null)
+    private static (TunnelStream Stream, FakeCall Call) Create(int maxFrameSize = 1024, Action? onAbort = null, FakeTimeProvider? time = null)
     {
         var call = new FakeCall();
-        var stream = new TunnelStream(call, call, call, maxFrameSize, TimeSpan.FromSeconds(5), new FakeTimeProvider(), onAbort);
+        var stream = new TunnelStream(call, call, call, maxFrameSize, TimeSpan.FromSeconds(5), time ?? new FakeTimeProvider(), onAbort);
         return (stream, call);
     }
 
@@ -192,6 +192,33 @@ public sealed class TunnelStreamTests
             Assert.That(await reading.WaitAsync(Limit), Is.Zero, "the pending read sees the relay's end of the call");
             await disposing.WaitAsync(Limit);
             Assert.That(call.Disposed, Is.EqualTo(1));
+        });
+    }
+
+    [Test]
+    [Category("Hostile")]
+    public async Task DisposeAsync_WhileAReadThatNeverEndsIsPending_GivesUpAtStreamCloseTimeout_AndResets()
+    {
+        // The relay never ends the call (a client that keeps the connection open and silent): the close waits for the
+        // pending read no longer than StreamCloseTimeout, then releases the call (a reset), whatever the read does.
+        var time = new FakeTimeProvider();
+        var released = 0;
+        var call = new FakeCall();
+        var stream = new TunnelStream(call, call, call, 1024, TimeSpan.FromSeconds(5), time, onReleased: () => released++);
+        var reading = stream.ReadAsync(new byte[16]).AsTask();
+
+        var disposing = stream.DisposeAsync().AsTask();
+        time.Advance(TimeSpan.FromSeconds(4.9));
+        var early = disposing.IsCompleted;
+        time.Advance(TimeSpan.FromSeconds(0.2));
+        await disposing.WaitAsync(Limit);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(early, Is.False, "the close waits for the relay's end first");
+            Assert.That(call.Disposed, Is.EqualTo(1), "then the call is released (the connection reset)");
+            Assert.That(released, Is.EqualTo(1));
+            Assert.That(reading.IsCompleted, Is.False, "(the fake call does not cancel its read; a real one fails it)");
         });
     }
 

@@ -115,12 +115,13 @@ internal sealed class ProxyRoute
             }
 
             // An entry may name a port: host:port, 10.0.0.1:443, [::1]:443.
+            // A port that is not one (host:, host:abc, host:99999) makes the entry match nothing rather than every port.
             int? port = null;
             if (entry.StartsWith('[') && entry.IndexOf(']', StringComparison.Ordinal) is > 0 and var close)
             {
-                if (entry.Length > close + 2 && entry[close + 1] == ':' && int.TryParse(entry.AsSpan(close + 2), NumberStyles.None, CultureInfo.InvariantCulture, out var p))
+                if (entry.Length > close + 1)
                 {
-                    port = p;
+                    port = entry[close + 1] == ':' ? ParsePort(entry.AsSpan(close + 2)) : -1;
                 }
 
                 entry = entry[1..close];
@@ -128,11 +129,7 @@ internal sealed class ProxyRoute
             else if (entry.Count(c => c == ':') == 1 && !entry.Contains('/', StringComparison.Ordinal))
             {
                 var colon = entry.IndexOf(':', StringComparison.Ordinal);
-                if (int.TryParse(entry.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var p))
-                {
-                    port = p;
-                }
-
+                port = ParsePort(entry.AsSpan(colon + 1));
                 entry = entry[..colon];
             }
 
@@ -170,6 +167,9 @@ internal sealed class ProxyRoute
 
         return false;
     }
+
+    private static int ParsePort(ReadOnlySpan<char> text) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and <= 65535 ? port : -1;
 
     /// <summary>Connects to the proxy (TCP) and opens the tunnel to <paramref name="host"/>:<paramref name="port"/>.</summary>
     public async Task<Stream> ConnectAsync(string host, int port, CancellationToken cancellationToken)
@@ -226,6 +226,12 @@ internal sealed class ProxyRoute
     /// <summary>Sends CONNECT on <paramref name="stream"/> and reads the proxy's answer; returns when the tunnel is open.</summary>
     public async Task HandshakeAsync(Stream stream, string host, int port, CancellationToken cancellationToken)
     {
+        // The host comes from the relay's URL, which cannot hold these; checked anyway, as it is written into the request.
+        if (host.Length == 0 || host.Any(c => c is <= ' ' or > '~' or '[' or ']' or '/' or '@'))
+        {
+            throw new TunnelConnectionException($"The relay host '{SafeText.Clean(host, 100)}' cannot be sent to the proxy at {Address} in a CONNECT request.", null, isTransient: false, TunnelError.ProxyFailed);
+        }
+
         var authority = (host.Contains(':', StringComparison.Ordinal) ? "[" + host + "]" : host) + ":" + port.ToString(CultureInfo.InvariantCulture);
         var request = new StringBuilder()
             .Append("CONNECT ").Append(authority).Append(" HTTP/1.1\r\n")
@@ -305,8 +311,10 @@ internal sealed class ProxyRoute
                 .Distinct(StringComparer.OrdinalIgnoreCase)
                 .ToList();
             var basic = schemes.Count == 0 || schemes.Contains("Basic", StringComparer.OrdinalIgnoreCase);
+            // A few are enough to say what the proxy wants; a proxy listing hundreds does not fill the message.
+            var named = string.Join(" or ", schemes.Take(4)) + (schemes.Count > 4 ? " (or another of its schemes)" : "");
             var message = !basic
-                ? $"The proxy at {Address} ({Source}) requires {string.Join(" or ", schemes)} authentication ({answer}); the agent supports Basic only. Ask the network team for a Basic account or an exception for the relay."
+                ? $"The proxy at {Address} ({Source}) requires {named} authentication ({answer}); the agent supports Basic only. Ask the network team for a Basic account or an exception for the relay."
                 : _userName is null
                     ? $"The proxy at {Address} ({Source}) requires authentication ({answer}); set Proxy.UserName and Proxy.Password (or user:password@ in {Source})."
                     : $"The proxy at {Address} ({Source}) rejected the credentials of user '{SafeText.Clean(_userName, 64)}' ({answer}); check Proxy.UserName and Proxy.Password.";

@@ -71,6 +71,17 @@ internal sealed class RelayConnection : IAsyncDisposable
             Configure(handler, configure, relayUrl);
         }
 
+        try
+        {
+            // Installed after the application's hook, which thus cannot loosen it in place (a trust store, flags).
+            handler.SslOptions.CertificateChainPolicy = CertificatePin.CreateChainPolicy(options);
+        }
+        catch
+        {
+            handler.Dispose();
+            throw;
+        }
+
         var channel = GrpcChannel.ForAddress(relayUrl, new GrpcChannelOptions
         {
             HttpHandler = handler,
@@ -172,7 +183,6 @@ internal sealed class RelayConnection : IAsyncDisposable
     private static void Configure(SocketsHttpHandler handler, Action<SocketsHttpHandler> configure, Uri relayUrl)
     {
         var validation = handler.SslOptions.RemoteCertificateValidationCallback;
-        var chainPolicy = handler.SslOptions.CertificateChainPolicy;
         try
         {
             configure(handler);
@@ -184,7 +194,7 @@ internal sealed class RelayConnection : IAsyncDisposable
         }
 
         string? problem = null;
-        if (!ReferenceEquals(handler.SslOptions.RemoteCertificateValidationCallback, validation) || !ReferenceEquals(handler.SslOptions.CertificateChainPolicy, chainPolicy))
+        if (!ReferenceEquals(handler.SslOptions.RemoteCertificateValidationCallback, validation) || handler.SslOptions.CertificateChainPolicy is not null)
         {
             problem = "it replaced the relay's certificate validation; trust the relay with PinnedCertificateSha256 or TrustedCertificateAuthorities (or the system trust store) instead";
         }

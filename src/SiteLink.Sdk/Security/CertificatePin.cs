@@ -45,35 +45,47 @@ internal sealed class CertificatePin
     }
 
     /// <summary>
-    /// The TLS client options for a relay: the chain policy when custom roots are trusted (so the handshake builds the
-    /// chain against them only), and the validation callback. <paramref name="onRejected"/> receives the reason for a
-    /// refusal, so that connection errors (and diagnose) can explain it.
+    /// The TLS client options for a relay: the validation callback, which knows whether the chain is built against the
+    /// session's own roots (<see cref="CreateChainPolicy"/>, installed once ConfigureHttpHandler ran, so that the hook
+    /// cannot loosen it). <paramref name="onRejected"/> receives the reason for a refusal, so that connection errors
+    /// (and diagnose) can explain it.
     /// </summary>
     public static SslClientAuthenticationOptions CreateSslOptions(TunnelSessionOptions options, Action<string> onRejected)
     {
         var pin = options.PinnedCertificateSha256 is null ? null : TryParse(options.PinnedCertificateSha256);
-        var roots = pin is null ? options.LoadTrustRoots(out _) : null;
-        var ssl = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = CreateValidator(pin, roots is not null, onRejected) };
-        if (roots is not null)
-        {
-            var policy = new X509ChainPolicy
-            {
-                TrustMode = X509ChainTrustMode.CustomRootTrust,
-                // A private CA rarely publishes revocation lists the agent could reach; the pin and system modes do not
-                // check them either (SslStream's default is no revocation check).
-                RevocationMode = X509RevocationMode.NoCheck,
-                DisableCertificateDownloads = true,
-            };
-            foreach (var root in roots)
-            {
-                // A bundle may carry intermediates too: self-signed certificates are roots, the others help build the chain.
-                (root.SubjectName.RawData.AsSpan().SequenceEqual(root.IssuerName.RawData) ? policy.CustomTrustStore : policy.ExtraStore).Add(root);
-            }
+        return new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = CreateValidator(pin, pin is null && options.HasTrustedAuthorities, onRejected) };
+    }
 
-            ssl.CertificateChainPolicy = policy;
+    /// <summary>
+    /// The chain policy when custom roots are trusted (the handshake builds the chain against them only), or null for a
+    /// pin or the system store. Fails closed: a bundle that was named but cannot be read now is a refusal, never the
+    /// system store.
+    /// </summary>
+    /// <exception cref="TunnelConnectionException">The bundle cannot be used (permanent, <see cref="TunnelError.CertificateRejected"/>).</exception>
+    public static X509ChainPolicy? CreateChainPolicy(TunnelSessionOptions options)
+    {
+        if (options.PinnedCertificateSha256 is not null || !options.HasTrustedAuthorities)
+        {
+            return null;
         }
 
-        return ssl;
+        var roots = options.LoadTrustRoots(out var problem) ?? throw new TunnelConnectionException(
+            $"TrustedCertificateAuthorities {problem ?? "holds no certificate."} The relay is not trusted without it.", null, isTransient: false, TunnelError.CertificateRejected);
+        var policy = new X509ChainPolicy
+        {
+            TrustMode = X509ChainTrustMode.CustomRootTrust,
+            // A private CA rarely publishes revocation lists the agent could reach; the pin and system modes do not
+            // check them either (SslStream's default is no revocation check).
+            RevocationMode = X509RevocationMode.NoCheck,
+            DisableCertificateDownloads = true,
+        };
+        foreach (var root in roots)
+        {
+            // A bundle may carry intermediates too: self-signed certificates are roots, the others help build the chain.
+            (root.SubjectName.RawData.AsSpan().SequenceEqual(root.IssuerName.RawData) ? policy.CustomTrustStore : policy.ExtraStore).Add(root);
+        }
+
+        return policy;
     }
 
     /// <summary>The validation callback; <paramref name="customRoots"/> says the chain was built against the session's own roots.</summary>

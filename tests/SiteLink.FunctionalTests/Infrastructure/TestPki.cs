@@ -40,10 +40,15 @@ internal sealed class TestPki : IDisposable
     /// intermediate; returns the PEM certificate file (the leaf, then the intermediate unless <paramref name="leafOnly"/>)
     /// and its PEM key file, as Relay:Tls:CertificatePath and KeyPath take them.
     /// </summary>
-    public (string CertificatePath, string KeyPath) IssueServer(string file, string? dnsName = null, bool leafOnly = false, DateTimeOffset? notAfter = null)
+    /// <remarks>
+    /// <paramref name="issuer"/> (with its private key) signs it instead of the intermediate, and the file then holds the
+    /// leaf and <paramref name="chain"/>; <paramref name="subject"/> replaces the subject name.
+    /// </remarks>
+    public (string CertificatePath, string KeyPath) IssueServer(string file, string? dnsName = null, bool leafOnly = false, DateTimeOffset? notAfter = null,
+        X509Certificate2? issuer = null, X509Certificate2[]? chain = null, X500DistinguishedName? subject = null)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var request = new CertificateRequest($"CN={dnsName ?? "localhost"}, O=SiteLink Tests", key, HashAlgorithmName.SHA256);
+        var request = new CertificateRequest(subject ?? new X500DistinguishedName($"CN={dnsName ?? "localhost"}, O=SiteLink Tests"), key, HashAlgorithmName.SHA256);
         var names = new SubjectAlternativeNameBuilder();
         if (dnsName is null)
         {
@@ -60,19 +65,45 @@ internal sealed class TestPki : IDisposable
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
-        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(Intermediate, includeKeyIdentifier: true, includeIssuerAndSerial: false));
+        issuer ??= Intermediate;
+        chain ??= leafOnly ? [] : [Intermediate];
+        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(issuer, includeKeyIdentifier: true, includeIssuerAndSerial: false));
         var end = notAfter ?? DateTimeOffset.UtcNow.AddDays(90);
         var start = end < DateTimeOffset.UtcNow ? end.AddDays(-30) : DateTimeOffset.UtcNow.AddDays(-1);
-        using var leaf = request.Create(Intermediate, start, end, Serial());
-        var chain = leaf.ExportCertificatePem() + "\n" + (leafOnly ? "" : Intermediate.ExportCertificatePem() + "\n");
-        return (Write(file + ".pem", chain), Write(file + ".key", key.ExportPkcs8PrivateKeyPem()));
+        // Signed with the issuer's key by name, so that any certificate can be made to issue (a non-CA one too).
+        using var issuerKey = issuer.GetECDsaPrivateKey() ?? throw new ArgumentException("The issuer has no ECDsa private key.", nameof(issuer));
+        using var leaf = request.Create(issuer.SubjectName, X509SignatureGenerator.CreateForECDsa(issuerKey), start, end, Serial());
+        var pem = string.Concat(new[] { leaf }.Concat(chain).Select(c => c.ExportCertificatePem() + "\n"));
+        return (Write(file + ".pem", pem), Write(file + ".key", key.ExportPkcs8PrivateKeyPem()));
     }
 
-    private static CertificateRequest CaRequest(string subject, ECDsa key)
+    /// <summary>
+    /// A certificate with its private key, self-signed or signed by <paramref name="issuer"/>: a CA unless
+    /// <paramref name="isCa"/> is false (then an ordinary end-entity certificate), valid from <paramref name="notBefore"/>
+    /// to <paramref name="notAfter"/> (default: a year either side of now).
+    /// </summary>
+    public static X509Certificate2 CreateAuthority(string subject, X509Certificate2? issuer = null, bool isCa = true, DateTimeOffset? notBefore = null, DateTimeOffset? notAfter = null)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = CaRequest(subject, key, isCa);
+        var (start, end) = (notBefore ?? DateTimeOffset.UtcNow.AddYears(-1), notAfter ?? DateTimeOffset.UtcNow.AddYears(1));
+        if (issuer is null)
+        {
+            return request.CreateSelfSigned(start, end);
+        }
+
+        using var certificate = request.Create(issuer, start, end, Serial());
+        return certificate.CopyWithPrivateKey(key);
+    }
+
+    /// <summary>Writes <paramref name="content"/> (PEM) to a file of this PKI's folder; returns its path.</summary>
+    public string WriteFile(string name, string content) => Write(name, content);
+
+    private static CertificateRequest CaRequest(string subject, ECDsa key, bool isCa = true)
     {
         var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
-        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
-        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(isCa, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(isCa ? X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign : X509KeyUsageFlags.DigitalSignature, true));
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
         return request;
     }
