@@ -26,7 +26,7 @@ public sealed class TunnelProxyOptions
     /// <summary>
     /// When <see cref="Address"/> is not set, use the proxy the environment names, as curl and most tools do:
     /// <c>HTTPS_PROXY</c> (or <c>https_proxy</c>, then <c>ALL_PROXY</c>/<c>all_proxy</c>) for <c>https://</c> relays,
-    /// <c>HTTP_PROXY</c>/<c>http_proxy</c> for <c>http://</c> ones, except for relays <c>NO_PROXY</c>/<c>no_proxy</c> lists
+    /// <c>http_proxy</c> (lower case only, as curl reads it) or <c>ALL_PROXY</c> for <c>http://</c> ones, except for relays <c>NO_PROXY</c>/<c>no_proxy</c> lists
     /// (host names and their subdomains, IP addresses, CIDR ranges, <c>*</c> for all; an entry may end in <c>:port</c>).
     /// Set to <see langword="false"/> to always connect directly unless <see cref="Address"/> is set. Default:
     /// <see langword="true"/>.

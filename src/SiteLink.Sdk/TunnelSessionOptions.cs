@@ -178,11 +178,14 @@ public sealed class TunnelSessionOptions
     /// <summary>
     /// Adjusts the <see cref="SocketsHttpHandler"/> the session reaches the relay with — socket options or a
     /// <see cref="SocketsHttpHandler.ConnectCallback"/>, a client certificate, timeouts — called once per connection
-    /// attempt, after the SDK configured it. Two settings stay the SDK's: the relay's certificate validation
+    /// attempt, after the SDK configured it. Some settings stay the SDK's: the relay's certificate validation
     /// (<see cref="PinnedCertificateSha256"/>, <see cref="TrustedCertificateAuthorities"/> or the system trust store:
-    /// the validation callback, and the chain policy, which the SDK sets after this callback ran) and the single HTTP/2
-    /// connection the protocol needs. A callback that replaces either (or sets a chain policy) fails the attempt with a <see cref="TunnelConnectionException"/> that says
-    /// so (not transient) instead of silently weakening trust. Default: <see langword="null"/>.
+    /// the validation callback, the name it is checked against, and the chain policy, which the SDK sets after this
+    /// callback ran), the single HTTP/2 connection the protocol needs, and, when a proxy is used (<see cref="Proxy"/>),
+    /// the <see cref="SocketsHttpHandler.ConnectCallback"/> that goes through it. A callback that changes one of them (or
+    /// sets a chain policy or <c>SslOptions.TargetHost</c>) fails the attempt with a <see cref="TunnelConnectionException"/>
+    /// that says so (not transient) instead of silently weakening trust or bypassing the proxy. Default:
+    /// <see langword="null"/>.
     /// </summary>
     public Action<SocketsHttpHandler>? ConfigureHttpHandler { get; set; }
 

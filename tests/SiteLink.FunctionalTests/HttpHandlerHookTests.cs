@@ -58,4 +58,47 @@ public sealed class HttpHandlerHookTests
             Assert.That(relay.Server.SessionCount, Is.Zero, "nothing reached the relay with the weakened trust");
         });
     }
+
+    [Test]
+    public async Task AHookThatChangesTheNameTheCertificateIsCheckedAgainst_IsRefused()
+    {
+        await using var relay = await TestRelay.StartAsync([]);
+        var options = relay.AgentOptions();
+        options.ConfigureHttpHandler = handler => handler.SslOptions.TargetHost = "some-other-name.example";
+
+        var ex = Assert.ThrowsAsync<TunnelConnectionException>(async () => await TunnelSession.ConnectAsync(options).DefaultTimeout());
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(ex!.IsTransient, Is.False);
+            Assert.That(ex.Message, Does.Contain("TargetHost"));
+            Assert.That(relay.Server.SessionCount, Is.Zero);
+        });
+    }
+
+    [Test]
+    [Category("Proxy")]
+    public async Task AHookThatReplacesTheProxysConnectCallback_IsRefused_NotAWayAroundTheProxy()
+    {
+        await using var proxy = await TinyproxyServer.StartAsync();
+        await using var relay = await TestRelay.StartAsync([]);
+        var options = relay.AgentOptions();
+        options.Proxy.Address = proxy.Address;
+        options.ConfigureHttpHandler = handler => handler.ConnectCallback = async (context, ct) =>
+        {
+            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            await socket.ConnectAsync(context.DnsEndPoint, ct);
+            return new NetworkStream(socket, ownsSocket: true);
+        };
+
+        var ex = Assert.ThrowsAsync<TunnelConnectionException>(async () => await TunnelSession.ConnectAsync(options).DefaultTimeout());
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(ex!.IsTransient, Is.False);
+            Assert.That(ex.Message, Does.Contain("replaced ConnectCallback"));
+            Assert.That(relay.Server.SessionCount, Is.Zero, "nothing went around the proxy");
+            Assert.That(proxy.ConnectRequests, Is.Empty);
+        });
+    }
 }

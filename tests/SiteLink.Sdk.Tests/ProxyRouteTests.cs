@@ -194,6 +194,8 @@ public sealed class ProxyRouteTests
     [TestCase("HTTP/1.1 502 Bad Gateway\r\n\r\n", TunnelError.ProxyFailed, true, "could not open a tunnel")]
     [TestCase("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy!", TunnelError.ProxyFailed, true, "(503 Service Unavailable)")]
     [TestCase("SSH-2.0-OpenSSH_9.2\r\n\r\n", TunnelError.ProxyFailed, false, "not an HTTP status line")]
+    [TestCase("HTTP/1.1 302 Found\r\nLocation: http://login.corp.example/\r\n\r\n", TunnelError.ProxyFailed, false, "with 302 Found, not a tunnel")]
+    [TestCase("HTTP/1.1 100 Continue\r\n\r\n", TunnelError.ProxyFailed, false, "not a tunnel")]
     [TestCase("HTTP/1.1 200", TunnelError.ProxyFailed, true, "closed the connection without answering CONNECT")]
     [TestCase("", TunnelError.ProxyFailed, true, "closed the connection without answering CONNECT")]
     public void Connect_EachAnswer_IsATypedErrorThatSaysWhatTheProxyDid(string answer, TunnelError error, bool transient, string words)

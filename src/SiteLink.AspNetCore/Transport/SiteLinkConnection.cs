@@ -20,6 +20,12 @@ internal sealed class SiteLinkConnection : ConnectionContext,
     /// <summary>Each read asks for at least this much buffer (what an idle connection holds while it waits).</summary>
     private const int MinimumReadSize = 4096;
 
+    /// <summary>
+    /// When Kestrel is done with the connection, how long what it wrote may take to leave (a client that stopped reading
+    /// holds it in the tunnel's flow control): then the connection is reset instead of held until shutdown.
+    /// </summary>
+    internal static readonly TimeSpan SendDrainTimeout = TimeSpan.FromSeconds(10);
+
     /// <summary>A send gathers Kestrel's small segments into frames of up to this many bytes (the relay's default frame size).</summary>
     private const int MaximumSendChunk = 64 * 1024;
 
@@ -224,7 +230,17 @@ internal sealed class SiteLinkConnection : ConnectionContext,
     {
         await _transport.Input.CompleteAsync().ConfigureAwait(false);
         await _transport.Output.CompleteAsync().ConfigureAwait(false);
-        await _sending.ConfigureAwait(false);
+        try
+        {
+            await _sending.WaitAsync(SendDrainTimeout).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // The client does not take the last of the response: reset it, which ends the write the send loop is in.
+            Abort(new ConnectionAbortedException($"The public client did not read the rest of the response within {SendDrainTimeout.TotalSeconds:0} s."));
+            await _sending.ConfigureAwait(false);
+        }
+
         await _tunnel.DisposeAsync().ConfigureAwait(false);
         await _receiving.ConfigureAwait(false);
         _closed.Dispose();

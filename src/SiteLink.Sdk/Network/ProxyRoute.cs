@@ -321,6 +321,12 @@ internal sealed class ProxyRoute
             throw new TunnelConnectionException(message, null, isTransient: false, TunnelError.ProxyAuthenticationFailed);
         }
 
+        if (code is < 200 or (>= 300 and < 400))
+        {
+            // An informational or redirect answer is not a tunnel: whatever answered is not a CONNECT proxy the agent can use.
+            throw new TunnelConnectionException($"The proxy at {Address} ({Source}) answered CONNECT {authority} with {answer}, not a tunnel: it does not act as an HTTP CONNECT proxy here. Check the proxy's address with the network team.", null, isTransient: false, TunnelError.ProxyFailed);
+        }
+
         // 5xx: the proxy could not reach the relay (down, restarting): retried. 4xx: its policy refuses the tunnel.
         throw code >= 500
             ? new TunnelConnectionException($"The proxy at {Address} ({Source}) could not open a tunnel to {authority} ({answer}): the relay may be down or unreachable from the proxy.", null, isTransient: true, TunnelError.ProxyFailed)

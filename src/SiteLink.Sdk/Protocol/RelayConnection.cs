@@ -183,6 +183,7 @@ internal sealed class RelayConnection : IAsyncDisposable
     private static void Configure(SocketsHttpHandler handler, Action<SocketsHttpHandler> configure, Uri relayUrl)
     {
         var validation = handler.SslOptions.RemoteCertificateValidationCallback;
+        var connect = handler.ConnectCallback;
         try
         {
             configure(handler);
@@ -198,9 +199,17 @@ internal sealed class RelayConnection : IAsyncDisposable
         {
             problem = "it replaced the relay's certificate validation; trust the relay with PinnedCertificateSha256 or TrustedCertificateAuthorities (or the system trust store) instead";
         }
+        else if (handler.SslOptions.TargetHost is not null)
+        {
+            problem = "it set SslOptions.TargetHost; the relay's certificate is checked against the host of its URL (use a RelayUrl with the name the certificate is for)";
+        }
         else if (handler.EnableMultipleHttp2Connections)
         {
             problem = "it enabled several HTTP/2 connections; a session's streams must share its one connection";
+        }
+        else if (connect is not null && !ReferenceEquals(handler.ConnectCallback, connect))
+        {
+            problem = "it replaced ConnectCallback, which carries the connection through the HTTP proxy (Proxy, or HTTPS_PROXY); set the proxy in Proxy, or Proxy.UseEnvironment = false to connect directly with a callback of your own";
         }
 
         if (problem is not null)
