@@ -249,4 +249,28 @@ public sealed class CorporateProxyTests
             await Eventually.WaitUntilAsync(() => relay.Server.SessionCount == 0, "the agent's session ended");
         }
     }
+
+    [Test]
+    public async Task StandaloneAgent_ProxyRejectingItsCredentials_ExitsWithCode7_SayingWhatToSet()
+    {
+        await using var proxy = await TinyproxyServer.StartAsync("alice", "correct-horse");
+        await using var relay = await TestRelay.StartAsync([]);
+        var environment = new Dictionary<string, string>
+        {
+            ["SITELINK_AUTHTOKEN"] = TestRelay.AcmeToken,
+            ["SiteLink__Proxy__UserName"] = "alice",
+            ["SiteLink__Proxy__Password"] = "battery-staple",
+        };
+
+        await using var agent = ProcessRunner.Dotnet(ProcessRunner.AgentDll,
+            ["--relay", relay.Server.AgentUrl.ToString(), "--pin", relay.Server.CertificateSha256!, "--proxy", proxy.Address.ToString()], null, environment);
+        var exit = await agent.WaitForExitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exit, Is.EqualTo(7), agent.AllOutput);
+            Assert.That(agent.AllOutput, Does.Contain("rejected the credentials of user 'alice'").And.Contain("SiteLink__Proxy__UserName"));
+            Assert.That(agent.AllOutput, Does.Not.Contain("battery-staple"));
+        });
+    }
 }
