@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SiteLink benchmark harness: one command, from a fresh clone (the data path, then the admin API: bench/admin_api.py).
+# SiteLink benchmark harness: one command, from a fresh clone (the data path, then the admin API: bench/admin_api.py,
+# then density: bench/density.py).
 #   bench/run.sh          full run (about 12 minutes): every scenario, every path, median of 5 runs taken round-robin
 #   bench/run.sh --quick  a small version of each scenario (about 1-2 minutes), as CI's smoke test
 # Installs what it needs from Debian packages if missing, starts every process itself on loopback with ports it
@@ -35,4 +36,8 @@ admin_args=()
 for arg in "$@"; do
   [ "$arg" = "--quick" ] && admin_args+=(--quick)
 done
-exec python3 bench/admin_api.py "${admin_args[@]}"
+python3 bench/admin_api.py "${admin_args[@]}"
+
+# Density: thousands of agent sessions on one relay, memory per idle session, connect and reconnect herds
+# (bench/results/density-latest.md, or -quick.md).
+exec python3 bench/density.py "${admin_args[@]}"

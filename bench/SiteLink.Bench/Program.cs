@@ -8,6 +8,8 @@
 //                                         later (default: SECONDS)
 //   attack NAME --key value ...           a hostile agent or client against a relay (bench/hostile.py); prints "RESULT {json}"
 //   jwt JWKS_FILE ISSUER AUDIENCE         write a new RSA key's JWKS document to JWKS_FILE, print a token it signed (valid 2 h)
+//   sessions RELAY_URL PIN TOKEN FIRST COUNT
+//                                         COUNT agent sessions, session i binding the echo endpoint d{i} (bench/density.py)
 //   aspnet-app RELAY_URL PIN TOKEN PORT   a minimal API over SiteLink.AspNetCore (endpoint aspnet-transport) and on
 //                                         127.0.0.1:PORT, which the same session forwards (endpoint aspnet-forward)
 using System.Net;
@@ -24,6 +26,7 @@ return args.FirstOrDefault() switch
         args.Skip(4).Select(int.Parse).ToArray()),
     "attack" when args.Length > 1 => await SiteLink.Bench.Attacks.Attack.RunAsync(args[1], args.Skip(2)),
     "jwt" when args.Length == 4 => Jwt(args[1], args[2], args[3]),
+    "sessions" when args.Length == 6 => await AgentSessions.RunAsync(new Uri(args[1]), args[2], args[3], int.Parse(args[4]), int.Parse(args[5])),
     "aspnet-app" when args.Length == 5 => await AspNetCoreApp.RunAsync(new Uri(args[1]), args[2], args[3], int.Parse(args[4])),
     _ => Usage(),
 };
