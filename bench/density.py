@@ -45,12 +45,17 @@ parser.add_argument("--quick", action="store_true", help="400 sessions, 20 probe
 parser.add_argument("--sessions", type=int)
 parser.add_argument("--processes", type=int)
 parser.add_argument("--probes", type=int)
+parser.add_argument("--root", help="run the Release binaries of another checkout (an A/B against an older build)")
+parser.add_argument("--gcdump", help="write a gcdump of the relay with every session connected here (dotnet-gcdump on PATH)")
 ARGS = parser.parse_args()
+if ARGS.root:
+    RELAY = os.path.join(os.path.abspath(ARGS.root), "src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Relay.dll")
+    HELPER = os.path.join(os.path.abspath(ARGS.root), "bench/SiteLink.Bench/bin/Release/net10.0/SiteLink.Bench.dll")
 SESSIONS = ARGS.sessions or (400 if ARGS.quick else 10000)
 PROCESSES = ARGS.processes or (2 if ARGS.quick else 4)
 PROBES = min(ARGS.probes or (20 if ARGS.quick else 200), SESSIONS)
 SETTLE_S = 5 if ARGS.quick else 15
-LABEL = "quick" if ARGS.quick else "latest"
+LABEL = "quick" if ARGS.quick or ARGS.root or ARGS.sessions else "latest"
 
 INSECURE = ssl.create_default_context()
 INSECURE.check_hostname = False
@@ -235,6 +240,9 @@ def main():
     sessions_seen = status(admin)["sessions"]
     per_session = (relay_after - relay_before) / SESSIONS
     log(f"   all connected in {all_connected_s:.1f} s; relay {relay_before / 1024:.0f} -> {relay_after / 1024:.0f} MiB: {per_session:.1f} KiB per session")
+
+    if ARGS.gcdump:
+        subprocess.run(["dotnet-gcdump", "collect", "-p", str(relay.pid), "-o", ARGS.gcdump], check=True, capture_output=True, timeout=600)
 
     log(f"-- {PROBES} probes through randomly chosen sessions")
     probes_ok = probe_all(probe_ports)
