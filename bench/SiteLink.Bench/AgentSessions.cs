@@ -28,7 +28,7 @@ internal static class AgentSessions
                 ClientId = $"density-{index}",
             };
             options.Proxy.UseEnvironment = false;
-            // For A/B runs of the density scenario: SITELINK_BENCH_PARKED overrides the parked streams (SDK default 32, 8 at first).
+            // For A/B runs of the density scenario: SITELINK_BENCH_PARKED overrides the parked streams (SDK default 32, 2 at first).
             if (int.TryParse(Environment.GetEnvironmentVariable("SITELINK_BENCH_PARKED"), out var parked))
             {
                 options.ParkedStreams = parked;

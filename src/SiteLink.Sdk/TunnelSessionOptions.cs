@@ -137,7 +137,7 @@ public sealed class TunnelSessionOptions
 
     /// <summary>
     /// The most idle data streams the agent keeps parked at the relay so that a new connection is paired at once,
-    /// without the OpenStream round trip (the relay may allow fewer; the reference relay allows 32). The agent parks 8
+    /// without the OpenStream round trip (the relay may allow fewer; the reference relay allows 32). The agent parks 2
     /// at first and doubles that, up to this number, whenever a connection arrives with none parked. 0 turns parking
     /// off. Default: 32.
     /// </summary>

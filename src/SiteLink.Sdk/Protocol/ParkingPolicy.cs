@@ -7,8 +7,12 @@ namespace SiteLink.Protocol;
 /// </summary>
 internal sealed class ParkingPolicy(int limit)
 {
-    /// <summary>Streams parked on a fresh connection.</summary>
-    public const int Initial = 8;
+    /// <summary>
+    /// Streams parked on a fresh connection: few, because an idle agent is the common case and each parked call costs the
+    /// relay ~12 KB (bench/density.py: 8 → 2 took the relay from 179 to 126 KiB per idle session, with no measurable cost
+    /// to a burst of 20 new connections to a fresh agent over a 20 ms link, bench/ab_parking.py --wan).
+    /// </summary>
+    public const int Initial = 2;
 
     private int _target = Math.Min(Initial, Math.Max(0, limit));
 
