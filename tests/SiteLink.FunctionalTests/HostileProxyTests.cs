@@ -64,6 +64,35 @@ public sealed class HostileProxyTests
         AssertNoPassword(relay, ex);
     }
 
+    [Test]
+    public async Task ASlowlorisProxy_CutByTheHttpHandlersOwnTimeout_IsStillNamedAsTheProxysFailure()
+    {
+        // The handler's connect timer firing before the attempt's own (here forced: 1 s against 10 s) used to surface as
+        // "could not reach the relay" with nothing about the proxy that was trickling its answer.
+        await using var proxy = new HostileHttpProxy(async (client, _, ct) =>
+        {
+            await client.SendAsync("HTTP/1.1 200 OK\r\n"u8.ToArray(), ct);
+            while (true)
+            {
+                await client.SendAsync("x"u8.ToArray(), ct);
+                await Task.Delay(50, ct);
+            }
+        });
+        await using var relay = await TestRelay.StartAsync([]);
+        var options = Through(relay, proxy);
+        options.ConfigureHttpHandler = handler => handler.ConnectTimeout = TimeSpan.FromSeconds(1);
+
+        var ex = Assert.ThrowsAsync<TunnelConnectionException>(() => TunnelSession.ConnectAsync(options).DefaultTimeout());
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(ex!.TunnelError, Is.EqualTo(TunnelError.ProxyFailed), ex.Message);
+            Assert.That(ex.IsTransient, Is.True);
+            Assert.That(ex.Message, Does.Contain("timed out").And.Contain(proxy.Address.Authority));
+        });
+        AssertNoPassword(relay, ex);
+    }
+
     [TestCase("garbage")]
     [TestCase("close")]
     [TestCase("silence")]

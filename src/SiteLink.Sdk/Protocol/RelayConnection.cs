@@ -248,6 +248,15 @@ internal sealed class RelayConnection : IAsyncDisposable
                     attempt.ProxyFailure = ex;
                     throw;
                 }
+                catch (OperationCanceledException ex)
+                {
+                    // The handler's ConnectTimeout (or the attempt's own) ended a proxy that was slow to open the tunnel:
+                    // say so, whichever of the two timers fired first. A caller's cancellation still wins (ConnectAsync).
+                    attempt.ProxyFailure = new TunnelConnectionException(
+                        $"Opening the tunnel through the proxy at {proxy.Address} ({proxy.Source}) to {context.DnsEndPoint.Host}:{context.DnsEndPoint.Port} timed out after {options.ConnectTimeout}.",
+                        ex, isTransient: true, TunnelError.ProxyFailed);
+                    throw;
+                }
             };
         }
 
