@@ -27,6 +27,17 @@ public sealed class HostileProxyTests
         return options;
     }
 
+    /// <summary>A proxy answering "200" and then one byte of a header that never ends every 50 ms: never silent long enough for an idle timer.</summary>
+    private static HostileHttpProxy SlowlorisProxy() => new(async (client, _, ct) =>
+    {
+        await client.SendAsync("HTTP/1.1 200 OK\r\n"u8.ToArray(), ct);
+        while (true)
+        {
+            await client.SendAsync("x"u8.ToArray(), ct);
+            await Task.Delay(50, ct);
+        }
+    });
+
     private static void AssertNoPassword(TestRelay relay, Exception? ex)
     {
         Assert.Multiple(() =>
@@ -40,16 +51,7 @@ public sealed class HostileProxyTests
     [Test]
     public async Task ASlowlorisProxy_TricklingItsAnswerForever_IsCutAtConnectTimeout()
     {
-        await using var proxy = new HostileHttpProxy(async (client, _, ct) =>
-        {
-            await client.SendAsync("HTTP/1.1 200 OK\r\n"u8.ToArray(), ct);
-            while (true)
-            {
-                // One byte of a header that never ends, every 50 ms: never silent long enough for an idle timer.
-                await client.SendAsync("x"u8.ToArray(), ct);
-                await Task.Delay(50, ct);
-            }
-        });
+        await using var proxy = SlowlorisProxy();
         await using var relay = await TestRelay.StartAsync([]);
         var watch = System.Diagnostics.Stopwatch.StartNew();
 
@@ -69,15 +71,7 @@ public sealed class HostileProxyTests
     {
         // The handler's connect timer firing before the attempt's own (here forced: 1 s against 10 s) used to surface as
         // "could not reach the relay" with nothing about the proxy that was trickling its answer.
-        await using var proxy = new HostileHttpProxy(async (client, _, ct) =>
-        {
-            await client.SendAsync("HTTP/1.1 200 OK\r\n"u8.ToArray(), ct);
-            while (true)
-            {
-                await client.SendAsync("x"u8.ToArray(), ct);
-                await Task.Delay(50, ct);
-            }
-        });
+        await using var proxy = SlowlorisProxy();
         await using var relay = await TestRelay.StartAsync([]);
         var options = Through(relay, proxy);
         options.ConfigureHttpHandler = handler => handler.ConnectTimeout = TimeSpan.FromSeconds(1);
