@@ -30,6 +30,13 @@ Console.CancelKeyPress += (_, e) =>
     e.Cancel = true;
     stop.Cancel();
 };
+// SIGTERM (a service manager, `timeout`, `kill`) stops it the same way: the embedded relay's host would otherwise hold
+// the process open waiting for Main to return, which waits for Ctrl+C.
+using var terminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, context =>
+{
+    context.Cancel = true;
+    stop.Cancel();
+});
 
 // 2. Internal services, reachable only on this machine's loopback.
 await using var echo = EchoServer.Start();
