@@ -70,6 +70,40 @@ public sealed class DiagnoseTests
     }
 
     [Test]
+    [Category("Trust")]
+    public async Task PrivateCa_TheTlsStepTrustsExactlyWhatTheSessionTrusts()
+    {
+        // The TLS step builds the chain as the session does: against TrustedCertificateAuthorities only.
+        using var pki = new TestPki("Vendor");
+        using var other = new TestPki("Other");
+        var (certificate, key) = pki.IssueServer("relay");
+        await using var relay = await TestRelay.StartAsync([], o =>
+        {
+            o.Tls.CertificatePath = certificate;
+            o.Tls.KeyPath = key;
+        });
+        TunnelSessionOptions Trusting(string root)
+        {
+            var options = Direct(relay);
+            options.PinnedCertificateSha256 = null;
+            options.TrustedCertificateAuthorities = root;
+            return options;
+        }
+
+        var trusted = await TunnelDiagnostics.RunAsync(Trusting(pki.RootPem)).DefaultTimeout();
+        var refused = await TunnelDiagnostics.RunAsync(Trusting(other.RootPem)).DefaultTimeout();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(trusted.Succeeded, Is.True, trusted.ToString());
+            Assert.That(Step(trusted, TunnelDiagnosticStepKind.TlsHandshake).Detail, Does.Contain("its chain leads to TrustedCertificateAuthorities"));
+            Assert.That(refused.FailedStep?.Kind, Is.EqualTo(TunnelDiagnosticStepKind.TlsHandshake), refused.ToString());
+            Assert.That(refused.FailedStep?.Error, Is.EqualTo(TunnelError.CertificateRejected));
+            Assert.That(refused.FailedStep?.Detail, Does.Contain("does not lead to one of TrustedCertificateAuthorities"));
+        });
+    }
+
+    [Test]
     public async Task EveryStepPasses_ThroughTinyproxy_WithTheProxyStep()
     {
         await using var proxy = await TinyproxyServer.StartAsync("alice", ProxyPassword);

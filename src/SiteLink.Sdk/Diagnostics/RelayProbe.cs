@@ -249,7 +249,17 @@ internal sealed class RelayProbe : IAsyncDisposable
         _stream ??= new NetworkStream(TakeSocket(), ownsSocket: true);
         string? rejection = null;
         string? presented = null;
-        var ssl = CertificatePin.CreateSslOptions(_options, reason => rejection = reason);
+        SslClientAuthenticationOptions ssl;
+        try
+        {
+            // The session's own trust: the pin, the custom roots' chain policy, or the system store.
+            ssl = CertificatePin.CreateSslOptions(_options, reason => rejection = reason);
+        }
+        catch (TunnelConnectionException ex)
+        {
+            return Outcome.Fail(ex.TunnelError, ex.Message, FaultAdvice.For(ex.TunnelError));
+        }
+
         var validate = ssl.RemoteCertificateValidationCallback!;
         ssl.RemoteCertificateValidationCallback = (sender, certificate, chain, errors) =>
         {
@@ -287,7 +297,7 @@ internal sealed class RelayProbe : IAsyncDisposable
         }
 
         var trust = _options.PinnedCertificateSha256 is not null ? "it matches PinnedCertificateSha256"
-            : _options.LoadTrustRoots(out _) is not null ? "its chain leads to TrustedCertificateAuthorities"
+            : _options.HasTrustedAuthorities ? "its chain leads to TrustedCertificateAuthorities"
             : "this machine's certificate store trusts it";
         var expires = certificate.NotAfter.ToUniversalTime();
         var detail = $"{Protocol(_tls.SslProtocol)}; certificate {CertificatePin.Describe(certificate)}, valid until {expires:yyyy-MM-dd HH:mm} UTC, SHA-256 {CertificatePin.Fingerprint(certificate)}; {trust}";

@@ -69,17 +69,9 @@ internal sealed class RelayConnection : IAsyncDisposable
         if (options.ConfigureHttpHandler is { } configure)
         {
             Configure(handler, configure, relayUrl);
-        }
-
-        try
-        {
-            // Installed after the application's hook, which thus cannot loosen it in place (a trust store, flags).
+            // A fresh chain policy after the application's hook, which thus cannot loosen it in place (a trust store,
+            // flags); a hook that replaced it was refused above.
             handler.SslOptions.CertificateChainPolicy = CertificatePin.CreateChainPolicy(options);
-        }
-        catch
-        {
-            handler.Dispose();
-            throw;
         }
 
         var channel = GrpcChannel.ForAddress(relayUrl, new GrpcChannelOptions
@@ -183,6 +175,7 @@ internal sealed class RelayConnection : IAsyncDisposable
     private static void Configure(SocketsHttpHandler handler, Action<SocketsHttpHandler> configure, Uri relayUrl)
     {
         var validation = handler.SslOptions.RemoteCertificateValidationCallback;
+        var chainPolicy = handler.SslOptions.CertificateChainPolicy;
         var connect = handler.ConnectCallback;
         try
         {
@@ -195,7 +188,7 @@ internal sealed class RelayConnection : IAsyncDisposable
         }
 
         string? problem = null;
-        if (!ReferenceEquals(handler.SslOptions.RemoteCertificateValidationCallback, validation) || handler.SslOptions.CertificateChainPolicy is not null)
+        if (!ReferenceEquals(handler.SslOptions.RemoteCertificateValidationCallback, validation) || !ReferenceEquals(handler.SslOptions.CertificateChainPolicy, chainPolicy))
         {
             problem = "it replaced the relay's certificate validation; trust the relay with PinnedCertificateSha256 or TrustedCertificateAuthorities (or the system trust store) instead";
         }
@@ -221,6 +214,8 @@ internal sealed class RelayConnection : IAsyncDisposable
 
     private static SocketsHttpHandler CreateHandler(TunnelSessionOptions options, ProxyRoute? proxy, AttemptFailures attempt)
     {
+        // First: it throws when the trust bundle cannot be used, before there is a handler to dispose.
+        var ssl = CertificatePin.CreateSslOptions(options, reason => attempt.CertificateRejection = reason);
         var handler = new SocketsHttpHandler
         {
             ConnectTimeout = options.ConnectTimeout,
@@ -230,7 +225,7 @@ internal sealed class RelayConnection : IAsyncDisposable
             EnableMultipleHttp2Connections = false,
             // The receive window per tunnelled connection starts large (it also grows by itself with the round trip).
             InitialHttp2StreamWindowSize = 4 * 1024 * 1024,
-            SslOptions = CertificatePin.CreateSslOptions(options, reason => attempt.CertificateRejection = reason),
+            SslOptions = ssl,
             // The SDK decides about proxies itself (ProxyRoute): the handler never applies a system proxy of its own.
             UseProxy = false,
         };

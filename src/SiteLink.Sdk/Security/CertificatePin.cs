@@ -45,15 +45,20 @@ internal sealed class CertificatePin
     }
 
     /// <summary>
-    /// The TLS client options for a relay: the validation callback, which knows whether the chain is built against the
-    /// session's own roots (<see cref="CreateChainPolicy"/>, installed once ConfigureHttpHandler ran, so that the hook
-    /// cannot loosen it). <paramref name="onRejected"/> receives the reason for a refusal, so that connection errors
-    /// (and diagnose) can explain it.
+    /// The TLS client options for a relay, for the session's handler and diagnose's own handshake alike: the validation
+    /// callback and, when custom roots are trusted, the chain policy (<see cref="CreateChainPolicy"/>).
+    /// <paramref name="onRejected"/> receives the reason for a refusal, so that connection errors (and diagnose) can
+    /// explain it.
     /// </summary>
+    /// <exception cref="TunnelConnectionException">The trust bundle cannot be used (<see cref="CreateChainPolicy"/>).</exception>
     public static SslClientAuthenticationOptions CreateSslOptions(TunnelSessionOptions options, Action<string> onRejected)
     {
         var pin = options.PinnedCertificateSha256 is null ? null : TryParse(options.PinnedCertificateSha256);
-        return new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = CreateValidator(pin, pin is null && options.HasTrustedAuthorities, onRejected) };
+        return new SslClientAuthenticationOptions
+        {
+            RemoteCertificateValidationCallback = CreateValidator(pin, pin is null && options.HasTrustedAuthorities, onRejected),
+            CertificateChainPolicy = CreateChainPolicy(options),
+        };
     }
 
     /// <summary>
