@@ -63,6 +63,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(count):
+    """`count` different free loopback ports (sockets held open together, so none is handed out twice)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def wait_port(port, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:

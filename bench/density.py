@@ -174,24 +174,10 @@ def probe_all(ports):
     return sum(results)
 
 
-def distinct_free_ports(count):
-    """`count` different free loopback ports (sockets held open together, so none is handed out twice)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def main():
     started = time.time()
     log(f"== SiteLink density: {SESSIONS} sessions in {PROCESSES} processes, {PROBES} probes; work dir {work}")
-    agent_port, admin_port, *probe_ports = distinct_free_ports(PROBES + 2)
+    agent_port, admin_port, *probe_ports = benchlib.free_ports(PROBES + 2)
     chosen = random.sample(range(SESSIONS), PROBES)
     config = {
         "Logging": {"LogLevel": {"Default": "Warning", "SiteLink.Relay.Hosting": "Information"}},
