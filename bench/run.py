@@ -7,17 +7,22 @@ Every path carries the same traffic to the same upstreams on this machine, in on
                  shipped Release builds, separate processes
   ssh -R         client -> sshd remote forward -> ssh client -> upstream
   haproxy 2-hop  client -> haproxy -> haproxy -> upstream
-Scenarios: iperf3 one connection both ways, iperf3 64 connections, wrk keep-alive, wrk new connection per request,
+Scenarios: iperf3 one connection both ways, iperf3 64 connections (with the CPU seconds per GiB moved of each path's
+forwarding processes, from /proc), wrk keep-alive, wrk new connection per request, PostgreSQL (a throwaway cluster the
+harness starts; pgbench -c 8 and -C after pgbench -i -s 10) and Redis (redis-server; redis-benchmark GET with 50
+connections, with and without -P 16),
 10,000 idle tunnelled connections (memory per connection, then a byte through each), and a WAN variant with 20 ms
 round trip between agent and relay (and between ssh client and sshd) added by a delay proxy of the harness's own, and
 a second agent reaching the relay through an HTTP CONNECT proxy (tinyproxy) against the agent connected directly,
 and an ASP.NET Core minimal API served through SiteLink.AspNetCore against the same app forwarded from its port.
 Only loopback addresses are used; every process is stopped at the end.
 """
+import atexit
 import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -37,12 +42,14 @@ IDLE_CONNECTIONS = 300 if QUICK else 10000
 IDLE_AFTER_CLOSE_S = 5 if QUICK else 30
 WAN_ONE_WAY_MS = 10
 WARM_UP_S = 1 if QUICK else 3
+PGBENCH_SCALE = 1 if QUICK else 10  # pgbench -i -s: 10 is ~160 MB, 1,000,000 accounts
 
 RELAY = os.path.join(ROOT, "src/SiteLink.Relay/bin/Release/net10.0/SiteLink.Relay.dll")
 AGENT = os.path.join(ROOT, "samples/ConsoleAgent/bin/Release/net10.0/sitelink-agent.dll")
 HELPER = os.path.join(ROOT, "bench/SiteLink.Bench/bin/Release/net10.0/SiteLink.Bench.dll")
 TOKEN = "bench-token-" + os.urandom(12).hex()
 JWT_TOKEN = ""  # set by start_sitelink: a token for the jwt-rule endpoint
+POSTGRES_BIN = ""  # set by start_postgres: the newest /usr/lib/postgresql/<version>/bin
 
 work = tempfile.mkdtemp(prefix="sitelink-bench-")
 group = benchlib.ProcessGroup(work)
@@ -115,12 +122,57 @@ http {{
     start("echo-server", ["dotnet", HELPER, "echo-server", str(ports["echo"])])
     for port in ports.values():
         wait_port(port)
+    ports["postgres"] = start_postgres()
+    ports["redis"] = start_redis()
     return ports
+
+
+def start_postgres():
+    """A throwaway PostgreSQL cluster (Debian's newest installed version) on a loopback port, loaded by pgbench -i."""
+    global POSTGRES_BIN
+    versions = sorted((v for v in os.listdir("/usr/lib/postgresql") if v.isdigit()), key=int)
+    POSTGRES_BIN = f"/usr/lib/postgresql/{versions[-1]}/bin"
+    # postgres refuses to run as root: as root, run it as Debian's postgres user (nobody if there is none), in a
+    # directory of its own outside the run's work dir, which is root's alone (it holds the bench's token and keys).
+    wrap, data_root = [], os.path.join(work, "postgres")
+    if os.geteuid() == 0:
+        user = "postgres" if subprocess.run(["id", "-u", "postgres"], capture_output=True).returncode == 0 else "nobody"
+        wrap = ["runuser", "-u", user, "--"]
+        data_root = tempfile.mkdtemp(prefix="sitelink-bench-postgres-")
+        shutil.chown(data_root, user)
+    os.makedirs(data_root, exist_ok=True)
+    # The cluster is ~160 MB after pgbench -i -s 10: remove it when the harness exits (after stop_all, in finally).
+    atexit.register(shutil.rmtree, data_root, True)
+    data = os.path.join(data_root, "data")
+    subprocess.run(wrap + [f"{POSTGRES_BIN}/initdb", "-D", data, "-U", "bench", "-E", "UTF8", "--no-locale", "--no-sync"],
+                   check=True, capture_output=True)
+    # Trust, but from 127.0.0.1 and the cluster's own socket directory only.
+    with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+        f.write("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    port = free_port()
+    # fsync and synchronous commit off: the rows compare network paths, not this machine's (shared) disk.
+    start("postgres", wrap + [f"{POSTGRES_BIN}/postgres", "-D", data, "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+                              "-c", f"unix_socket_directories={data_root}", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                              "-c", "full_page_writes=off"])
+    wait_log("postgres", "ready to accept connections")
+    log(f"-- pgbench -i -s {PGBENCH_SCALE} (directly)")
+    subprocess.run([f"{POSTGRES_BIN}/pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "-i", "-s", str(PGBENCH_SCALE), "-q", "postgres"],
+                   check=True, capture_output=True, timeout=600)
+    return port
+
+
+def start_redis():
+    """redis-server on a loopback port, nothing persisted."""
+    port = free_port()
+    start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work])
+    wait_port(port)
+    return port
 
 
 def start_sitelink(upstreams):
     agent_port = free_port()
-    names = ["iperf", "http", "echo", "wan-iperf", "wan-http", "proxied-iperf", "proxied-http", "aspnet-transport", "aspnet-forward"]
+    names = ["iperf", "http", "echo", "wan-iperf", "wan-http", "proxied-iperf", "proxied-http", "aspnet-transport", "aspnet-forward",
+             "postgres", "redis"]
     public = {name: free_port() for name in names}
     config = {
         "Logging": {"LogLevel": {"Default": "Warning"}},
@@ -176,7 +228,7 @@ def start_sitelink(upstreams):
             args += ["--endpoint", f"{endpoint}=127.0.0.1:{upstream}"]
         return start(name, args, env={"SITELINK_AUTHTOKEN": TOKEN})
 
-    main_agent = agent("agent", agent_port, {"iperf": upstreams["iperf"], "http": upstreams["http"], "echo": upstreams["echo"], "https": upstreams["https"]})
+    main_agent = agent("agent", agent_port, {name: upstreams[name] for name in ["iperf", "http", "echo", "https", "postgres", "redis"]})
     wan_port = free_port()
     start("sitelink-wan-link", ["dotnet", HELPER, "delay-proxy", str(wan_port), str(agent_port), str(WAN_ONE_WAY_MS)])
     wait_port(wan_port)
@@ -200,12 +252,13 @@ def start_sitelink(upstreams):
     wait_http(public["aspnet-direct"])
     wait_http(public["aspnet-transport"])
     wait_http(public["aspnet-forward"])
+    public["forwarders"] = Forwarders(relay.pid, main_agent.pid)
     return public, relay.pid, main_agent.pid
 
 
 def start_ssh(upstreams):
     sshd_port, wan_port = free_port(), free_port()
-    forwards = {name: free_port() for name in ["iperf", "http", "wan-iperf", "wan-http"]}
+    forwards = {name: free_port() for name in ["iperf", "http", "wan-iperf", "wan-http", "postgres", "redis"]}
     host_key, user_key = os.path.join(work, "ssh_host_key"), os.path.join(work, "user_key")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", user_key], check=True)
@@ -230,7 +283,7 @@ AllowTcpForwarding yes
 GatewayPorts no
 LogLevel ERROR
 """)
-    start("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", config])
+    sshd = start("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", config])
     wait_port(sshd_port)
     start("ssh-wan-link", ["dotnet", HELPER, "delay-proxy", str(wan_port), str(sshd_port), str(WAN_ONE_WAY_MS)])
     wait_port(wan_port)
@@ -241,18 +294,20 @@ LogLevel ERROR
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=ERROR"]
         for remote, upstream in remotes.items():
             args += ["-R", f"127.0.0.1:{forwards[remote]}:127.0.0.1:{upstream}"]
-        start(name, args + [f"{user}@127.0.0.1"])
+        return start(name, args + [f"{user}@127.0.0.1"])
 
-    client("ssh", sshd_port, {"iperf": upstreams["iperf"], "http": upstreams["http"]})
+    ssh = client("ssh", sshd_port, {name: upstreams[name] for name in ["iperf", "http", "postgres", "redis"]})
     client("ssh-wan", wan_port, {"wan-iperf": upstreams["iperf"], "wan-http": upstreams["http"]})
     wait_http(forwards["http"])
     wait_http(forwards["wan-http"])
+    # sshd forks per client connection: its descendants (the one serving "ssh") count with it.
+    forwards["forwarders"] = Forwarders(sshd.pid, ssh.pid)
     return forwards
 
 
 def start_haproxy(upstreams):
-    first = {name: free_port() for name in ["iperf", "http"]}
-    second = {name: free_port() for name in ["iperf", "http"]}
+    first = {name: free_port() for name in ["iperf", "http", "postgres", "redis"]}
+    second = {name: free_port() for name in ["iperf", "http", "postgres", "redis"]}
 
     def hop(name, listens, targets):
         config = os.path.join(work, name + ".cfg")
@@ -260,10 +315,9 @@ def start_haproxy(upstreams):
             f.write("global\n  maxconn 9000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n")
             for service, port in listens.items():
                 f.write(f"listen {service}\n  bind 127.0.0.1:{port}\n  server s1 127.0.0.1:{targets[service]}\n")
-        start(name, ["haproxy", "-db", "-f", config])
+        return start(name, ["haproxy", "-db", "-f", config])
 
-    hop("haproxy-2", second, upstreams)
-    hop("haproxy-1", first, second)
+    hops = [hop("haproxy-2", second, upstreams), hop("haproxy-1", first, second)]
     # The peer of an http cloud endpoint: a reverse proxy that parses HTTP (haproxy in http mode, keeping connections to
     # its backend alive and reusing them across clients) in front of the same 2-hop path.
     first["http-proxy"] = free_port()
@@ -275,6 +329,7 @@ def start_haproxy(upstreams):
     start("haproxy-http", ["haproxy", "-db", "-f", config])
     wait_http(first["http"])
     wait_http(first["http-proxy"])
+    first["forwarders"] = Forwarders(*(h.pid for h in hops))
     return first
 
 
@@ -283,6 +338,11 @@ def start_haproxy(upstreams):
 # ---------------------------------------------------------------------------------------------------------------
 
 def iperf(port, reverse=False, parallel=1):
+    return iperf_received(port, reverse, parallel)["bits_per_second"] / 1e9
+
+
+def iperf_received(port, reverse=False, parallel=1):
+    """iperf3's end.sum_received: bits_per_second and bytes."""
     args = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(DURATION), "-J", "-P", str(parallel)]
     if reverse:
         args.append("-R")
@@ -291,11 +351,101 @@ def iperf(port, reverse=False, parallel=1):
         try:
             data = json.loads(result.stdout)
             if "error" not in data:
-                return data["end"]["sum_received"]["bits_per_second"] / 1e9
+                return data["end"]["sum_received"]
         except (json.JSONDecodeError, KeyError):
             pass
         time.sleep(1)
     raise RuntimeError(f"iperf3 through port {port} failed: {result.stdout[-500:]} {result.stderr[-500:]}")
+
+
+class Forwarders:
+    """The processes that forward one path's bytes (relay + agent, sshd + ssh, both haproxys), and the CPU seconds per
+    GiB moved they spent in each iperf3 row (per_gib: row -> one figure per run)."""
+
+    def __init__(self, *pids):
+        self.pids = pids
+        self.per_gib = {}
+
+    def cpu_seconds(self):
+        """utime + stime of each process and of all its descendants (sshd forks per connection), by pid. A process's
+        /proc/<pid>/stat counts all its threads."""
+        stats = {}
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": the name may hold spaces
+            except (OSError, IndexError):
+                continue  # not a process, or it ended
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        found, todo = {}, list(self.pids)
+        while todo:
+            pid = todo.pop()
+            if pid in stats and pid not in found:
+                found[pid] = stats[pid][1]
+                todo += [child for child, (parent, _) in stats.items() if parent == pid]
+        return found
+
+
+def iperf_cpu(p, row, reverse=False, parallel=1):
+    """iperf() through path p; for a path with forwarding processes (p["forwarders"]), their CPU seconds per GiB moved
+    (iperf3's received bytes) are kept under `row`. A process that ended during the run is not counted."""
+    forwarders = p.get("forwarders")
+    before = forwarders.cpu_seconds() if forwarders else {}
+    received = iperf_received(p["iperf"], reverse, parallel)
+    if forwarders:
+        spent = sum(seconds - before.get(pid, 0) for pid, seconds in forwarders.cpu_seconds().items())
+        forwarders.per_gib.setdefault(row, []).append(spent / (received["bytes"] / 2 ** 30))
+    return received["bits_per_second"] / 1e9
+
+
+def pgbench(port, connect_each=False):
+    """The default TPC-B-like transaction, 8 clients on 2 threads, for DURATION s (-C: a new connection each)."""
+    args = [f"{POSTGRES_BIN}/pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "-c", "8", "-j", "2", "-T", str(DURATION)]
+    result = subprocess.run(args + (["-C"] if connect_each else []) + ["postgres"], capture_output=True, text=True, timeout=DURATION + 300)
+    tps = re.search(r"^tps = ([\d.]+)", result.stdout, re.M)
+    latency = re.search(r"^latency average = ([\d.]+) ms", result.stdout, re.M)
+    if result.returncode != 0 or not tps or not latency:
+        raise RuntimeError(f"pgbench through port {port} failed: {result.stdout[-500:]} {result.stderr[-500:]}")
+    return {"tps": float(tps.group(1)), "latency": float(latency.group(1))}
+
+
+def redis_get(pipeline=1):
+    """A measure: redis-benchmark GET with 50 connections through a path, requests/s. It has no time limit, so -n is
+    sized from the path's previous rate to last about DURATION s; a short unrecorded run gives the first rate."""
+    rates = {}
+
+    def run(port, requests):
+        args = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "get", "-c", "50", "-n", str(requests), "--csv"]
+        result = subprocess.run(args + (["-P", str(pipeline)] if pipeline > 1 else []), capture_output=True, text=True,
+                                timeout=10 * DURATION + 120)
+        rate = re.search(r'^"GET","([\d.]+)"', result.stdout, re.M)
+        if not rate:
+            raise RuntimeError(f"redis-benchmark through port {port} failed: {result.stdout[-500:]} {result.stderr[-500:]}")
+        return float(rate.group(1))
+
+    def measure(p):
+        if p["redis"] not in rates:
+            rates[p["redis"]] = run(p["redis"], 5000 * pipeline)
+        rates[p["redis"]] = run(p["redis"], max(1000, int(rates[p["redis"]] * DURATION)))
+        return rates[p["redis"]]
+    return measure
+
+
+def database_rows(paths):
+    """PostgreSQL (pgbench) and Redis (redis-benchmark) rows for the main table, over the paths that forward to them."""
+    paths = {name: p for name, p in paths.items() if "postgres" in p and "redis" in p}
+    bench = f"pgbench -c 8 -j 2 -T {DURATION}"
+    kept = interleaved(paths, lambda p: pgbench(p["postgres"]), "PostgreSQL " + bench)
+    fresh = interleaved(paths, lambda p: pgbench(p["postgres"], connect_each=True), f"PostgreSQL {bench} -C")
+    get = interleaved(paths, redis_get(), "Redis GET c=50")
+    pipelined = interleaved(paths, redis_get(16), "Redis GET c=50 -P 16")
+    return [
+        (f"PostgreSQL `{bench}` (TPC-B-like): transactions/s", "tps", True, {p: [r["tps"] for r in kept[p]] for p in paths}),
+        (f"PostgreSQL `{bench}`: latency average", "ms", False, {p: [r["latency"] for r in kept[p]] for p in paths}),
+        (f"PostgreSQL, new connection per transaction, `{bench} -C`: transactions/s", "tps", True, {p: [r["tps"] for r in fresh[p]] for p in paths}),
+        ("Redis `redis-benchmark -t get -c 50`: requests/s", "req/s", True, get),
+        ("Redis `redis-benchmark -t get -c 50 -P 16`: requests/s", "req/s", True, pipelined),
+    ]
 
 
 def to_ms(value, unit):
@@ -375,7 +525,7 @@ def main():
     ssh = start_ssh(upstreams)
     haproxy = start_haproxy(upstreams)
     paths = {
-        "direct": {"iperf": upstreams["iperf"], "http": upstreams["http"]},
+        "direct": {"iperf": upstreams["iperf"], "http": upstreams["http"], "postgres": upstreams["postgres"], "redis": upstreams["redis"]},
         "sitelink": sitelink,
         "ssh -R": ssh,
         "haproxy 2-hop": haproxy,
@@ -386,9 +536,11 @@ def main():
     def scenario(title, unit, higher_is_better, measure):
         rows.append((title, unit, higher_is_better, interleaved(paths, measure, title)))
 
-    scenario("one connection, upload (iperf3)", "Gbit/s", True, lambda p: iperf(p["iperf"]))
-    scenario("one connection, download (iperf3 -R)", "Gbit/s", True, lambda p: iperf(p["iperf"], reverse=True))
-    scenario("64 connections (iperf3 -P 64)", "Gbit/s", True, lambda p: iperf(p["iperf"], parallel=64))
+    scenario("one connection, upload (iperf3)", "Gbit/s", True, lambda p: iperf_cpu(p, "one connection, upload"))
+    scenario("one connection, download (iperf3 -R)", "Gbit/s", True, lambda p: iperf_cpu(p, "one connection, download", reverse=True))
+    scenario("64 connections (iperf3 -P 64)", "Gbit/s", True, lambda p: iperf_cpu(p, "64 connections", parallel=64))
+    cpu_rows = [(row, "s/GiB", False, {name: p["forwarders"].per_gib.get(row, []) for name, p in paths.items() if "forwarders" in p})
+                for row in ["one connection, upload", "one connection, download", "64 connections"]]
 
     http_paths = dict(paths)
     http_paths["haproxy http 2-hop"] = {"http": haproxy["http-proxy"]}
@@ -425,6 +577,7 @@ def main():
     rows.append(("new connection per request, wrk c=20: connections/s", "conn/s", True, {p: [r["rps"] for r in fresh[p]] for p in names}))
     rows.append(("new connection per request, wrk c=20: p50", "ms", False, {p: [r["p50"] for r in fresh[p]] for p in names}))
     rows.append(("new connection per request, wrk c=20: p99", "ms", False, {p: [r["p99"] for r in fresh[p]] for p in names}))
+    rows += database_rows(paths)
 
     # Behind a corporate HTTP proxy: the same endpoints served by an agent that reaches the relay through tinyproxy.
     proxy_paths = {"sitelink": paths["sitelink"], "sitelink via HTTP proxy": {"iperf": sitelink["proxied-iperf"], "http": sitelink["proxied-http"]}}
@@ -480,7 +633,8 @@ def main():
                    "agent": (agent_before, agent_after, int(closed.group(3)) if closed else None),
                    "closed_after_s": int(closed.group(1)) if closed else None}
 
-    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started, http_endpoint_rows, tls_rows, proxy_rows, aspnet_rows)
+    table = render(names, rows, wan_rows, link_rtt, errors, idle_memory, time.time() - started, http_endpoint_rows, tls_rows, proxy_rows, aspnet_rows,
+                   cpu_rows)
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
     # A quick run is a smoke test: it must not replace the committed results of a full run.
     with open(os.path.join(ROOT, "bench/results", "quick.md" if QUICK else "latest.md"), "w") as f:
@@ -489,10 +643,11 @@ def main():
     return 0 if ok == count else 1
 
 
-def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_endpoint_rows, tls_rows, proxy_rows, aspnet_rows):
+def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_endpoint_rows, tls_rows, proxy_rows, aspnet_rows,
+           cpu_rows):
     def fmt(unit):
         return {"Gbit/s": lambda v: f"{v:.2f}", "req/s": lambda v: f"{v / 1000:.1f}k", "conn/s": lambda v: f"{v / 1000:.2f}k",
-                "ms": lambda v: f"{v:.2f}"}[unit]
+                "ms": lambda v: f"{v:.2f}", "tps": lambda v: f"{v:,.0f}", "s/GiB": lambda v: f"{v:.2f}"}[unit]
 
     def ratio(results, better, other):
         if "sitelink" not in results or other not in results:
@@ -515,6 +670,25 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
     ]
     for title, unit, better, results in rows:
         lines.append(f"| {title} | {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in names)
+                     + f" | {ratio(results, better, 'ssh -R')} | {ratio(results, better, 'haproxy 2-hop')} |")
+    postgres_version = os.path.basename(os.path.dirname(POSTGRES_BIN))
+    lines += ["", f"Database rows: PostgreSQL {postgres_version}, a throwaway cluster on loopback (fsync and synchronous commit off: "
+              f"the rows compare paths, not this machine's disk), loaded once directly by `pgbench -i -s {PGBENCH_SCALE}`; then through "
+              f"each path `pgbench -c 8 -j 2 -T {DURATION}` (the default TPC-B-like transaction: five statements, each a round "
+              "trip through the path, in a transaction) with its latency average as pgbench reports it, and the same with `-C` "
+              "(a new connection, and a new postgres backend, per transaction). Redis (no persistence): "
+              f"`redis-benchmark -t get -c 50 --csv` with and without `-P 16`, its `-n` sized from the path's previous run to last "
+              f"about {DURATION} s (after one short unrecorded run per path)."]
+    cpu_names = [p for p in names if any(p in results for _, _, _, results in cpu_rows)]
+    lines += ["", "CPU seconds per GiB moved by each path's forwarding processes in the iperf3 rows above: utime + stime from "
+              "/proc/<pid>/stat of the processes and all their descendants, read before and after each run, divided by the GiB "
+              "iperf3 received. sitelink: relay + agent; ssh -R: ssh client + sshd (the listener and the per-connection sshd "
+              "processes it forked); haproxy 2-hop: both haproxy processes. iperf3 itself is not counted. Lower is better; the "
+              "ratios are oriented like the rest (above 1.00× means sitelink spends less CPU per byte).", "",
+              "| CPU seconds per GiB moved | unit | " + " | ".join(cpu_names) + " | vs ssh -R | vs haproxy 2-hop |",
+              "|---|---|" + "---|" * len(cpu_names) + "---|---|"]
+    for title, unit, better, results in cpu_rows:
+        lines.append(f"| {title} | CPU {unit} | " + " | ".join(cell(results.get(p, []), fmt(unit)) for p in cpu_names)
                      + f" | {ratio(results, better, 'ssh -R')} | {ratio(results, better, 'haproxy 2-hop')} |")
     def versus(intro, columns, rows_of, others):
         """A table of rows over `columns`, with the last column against each of `others` (above 1.00× better)."""

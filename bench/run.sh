@@ -9,16 +9,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in iperf3 wrk nginx haproxy ssh ssh-keygen python3 tinyproxy; do
+for tool in iperf3 wrk nginx haproxy ssh ssh-keygen python3 tinyproxy redis-server redis-benchmark; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 [ -x /usr/sbin/sshd ] || need+=(sshd)
+# The database rows start their own PostgreSQL cluster: initdb, postgres and pgbench from /usr/lib/postgresql/<version>/bin
+# (pgbench is in postgresql-<version> on Debian 12, in postgresql-contrib on older releases).
+compgen -G "/usr/lib/postgresql/*/bin/pgbench" >/dev/null || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "== installing: ${need[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iperf3 wrk nginx-light haproxy openssh-server openssh-client python3 tinyproxy >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iperf3 wrk nginx-light haproxy openssh-server openssh-client python3 tinyproxy \
+    postgresql postgresql-contrib redis-server redis-tools >/dev/null
 fi
 
 echo "== building (Release)"
