@@ -674,11 +674,15 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
     postgres_version = os.path.basename(os.path.dirname(POSTGRES_BIN))
     lines += ["", f"Database rows: PostgreSQL {postgres_version}, a throwaway cluster on loopback (fsync and synchronous commit off: "
               f"the rows compare paths, not this machine's disk), loaded once directly by `pgbench -i -s {PGBENCH_SCALE}`; then through "
-              f"each path `pgbench -c 8 -j 2 -T {DURATION}` (the default TPC-B-like transaction: five statements, each a round "
-              "trip through the path, in a transaction) with its latency average as pgbench reports it, and the same with `-C` "
+              f"each path `pgbench -c 8 -j 2 -T {DURATION}` (the default TPC-B-like transaction: BEGIN, five statements and END, "
+              "each a round trip through the path) with its latency average as pgbench reports it, and the same with `-C` "
               "(a new connection, and a new postgres backend, per transaction). Redis (no persistence): "
               f"`redis-benchmark -t get -c 50 --csv` with and without `-P 16`, its `-n` sized from the path's previous run to last "
-              f"about {DURATION} s (after one short unrecorded run per path)."]
+              f"about {DURATION} s (after one short unrecorded run per path). ssh -R: sshd sets no TCP_NODELAY on the connection of "
+              "a non-interactive `ssh -N` session (strace shows it only on the forwarded connections), so a small write to the ssh "
+              "client that follows another before it is acknowledged waits for the client's delayed ACK (~40 ms; strace shows such "
+              "pauses in pgbench runs); round-trip-bound traffic on few connections, pgbench most, pays it, and pgbench's row locks "
+              "(few branches: one with `-s 1`) make every client wait for the stalled one."]
     cpu_names = [p for p in names if any(p in results for _, _, _, results in cpu_rows)]
     lines += ["", "CPU seconds per GiB moved by each path's forwarding processes in the iperf3 rows above: utime + stime from "
               "/proc/<pid>/stat of the processes and all their descendants, read before and after each run, divided by the GiB "
