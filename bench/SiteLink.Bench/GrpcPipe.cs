@@ -91,7 +91,10 @@ internal static class GrpcPipe
     // Server
     // ------------------------------------------------------------------------------------------------------------
 
-    /// <summary>Serves the pipe on 127.0.0.1:<paramref name="port"/> until killed; prints "grpc-pipe-server listening PORT pin SHA256".</summary>
+    /// <summary>
+    /// Serves the pipe on 127.0.0.1:<paramref name="port"/> until killed; prints "grpc-pipe-server listening PORT pin
+    /// SHA256 gc server|workstation" (the relay runs with server GC: start it with DOTNET_gcServer=1 to match).
+    /// </summary>
     public static async Task<int> ServeAsync(int port)
     {
         using var certificate = CreateCertificate();
@@ -126,7 +129,8 @@ internal static class GrpcPipe
         var app = builder.Build();
         app.MapGrpcService<PipeService>();
         await app.StartAsync();
-        Console.WriteLine($"grpc-pipe-server listening {port} pin {Convert.ToHexString(SHA256.HashData(certificate.RawData))}");
+        Console.WriteLine($"grpc-pipe-server listening {port} pin {Convert.ToHexString(SHA256.HashData(certificate.RawData))}"
+            + $" gc {(System.Runtime.GCSettings.IsServerGC ? "server" : "workstation")}");
         await app.WaitForShutdownAsync();
         return 0;
     }
