@@ -602,6 +602,9 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
             fraction = f"{a / b:.2f}" if b else "—"
             fmt2 = lambda v: f"{v:.2f}"
             lines.append(f"| {title} | Gbit/s | {cell(results['sitelink'], fmt2)} | {cell(results['bare gRPC'], fmt2)} | **{fraction}** |")
+    else:
+        lines += ["", "sitelink one connection as a fraction of its transport's ceiling (bare gRPC): not measured, no row's title is "
+                  "in BARE_GRPC_DIRECTIONS (bench/run.py)."]
     lines += ["", "WAN: 20 ms round trip added between agent and relay (sitelink) and between ssh client and sshd (ssh -R) by the harness's delay proxy; direct has none.", "",
               "| scenario | unit | direct | sitelink | ssh -R | vs ssh -R |", "|---|---|---|---|---|---|"]
     for title, unit, better, results in wan_rows:
