@@ -16,6 +16,11 @@ round trip between agent and relay (and between ssh client and sshd) added by a 
 a second agent reaching the relay through an HTTP CONNECT proxy (tinyproxy) against the agent connected directly,
 and an ASP.NET Core minimal API served through SiteLink.AspNetCore against the same app forwarded from its port.
 Only loopback addresses are used; every process is stopped at the end.
+
+The one-connection rows also run over "bare gRPC", SiteLink's transport with nothing of SiteLink (the helper's
+grpc-pipe-server and grpc-pipe-client: one gRPC call of 64 KiB messages one way over HTTP/2 + TLS, the relay's Kestrel
+settings and the SDK's handler settings, in two processes), in the same round-robin: sitelink's fraction of that
+ceiling gets a table of its own.
 """
 import atexit
 import datetime
@@ -488,6 +493,30 @@ def link_round_trip_ms(echo_port, samples=50):
     return statistics.median(times)
 
 
+def start_grpc_pipe():
+    """The bare-gRPC server (the relay's stand-in: server GC, as the relay's Web SDK gives it); returns (port, pin)."""
+    port = free_port()
+    start("grpc-pipe-server", ["dotnet", HELPER, "grpc-pipe-server", str(port)], env={"DOTNET_gcServer": "1"})
+    match = wait_log("grpc-pipe-server", r"grpc-pipe-server listening \d+ pin ([0-9A-F]{64})")
+    return {"port": port, "pin": match.group(1)}
+
+
+# The direction a one-connection row's bytes take inside the gRPC call that carries them: an upload (client -> upstream)
+# goes relay -> agent, the server's response stream; a download goes agent -> relay, the client's request stream.
+BARE_GRPC_DIRECTIONS = {"one connection, upload (iperf3)": "server-to-client", "one connection, download (iperf3 -R)": "client-to-server"}
+
+
+def grpc_pipe(server, direction):
+    """Gbit/s of one bare-gRPC call moving 64 KiB messages one way for DURATION s (after a 1 s unrecorded call on the
+    same connection: the client process is new, the relay and agent it stands in for are not), as its receiver counts."""
+    args = ["dotnet", HELPER, "grpc-pipe-client", str(server["port"]), server["pin"], direction, str(DURATION), "1"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 120)
+    match = re.search(r"bytes/s (\d+)", result.stdout)
+    if result.returncode != 0 or not match:
+        raise RuntimeError(f"grpc-pipe-client {direction} failed: {result.stdout[-500:]} {result.stderr[-500:]}")
+    return int(match.group(1)) * 8 / 1e9
+
+
 def warm_up(paths, measure):
     """One unrecorded run per path before a scenario's measured ones: code a path has not run yet (an http endpoint's
     Kestrel, YARP and HttpClient, when only TCP ran before) is compiled and tiered up before it is measured, not during
@@ -524,6 +553,7 @@ def main():
     sitelink, relay_pid, agent_pid = start_sitelink(upstreams)
     ssh = start_ssh(upstreams)
     haproxy = start_haproxy(upstreams)
+    bare_grpc = start_grpc_pipe()
     paths = {
         "direct": {"iperf": upstreams["iperf"], "http": upstreams["http"], "postgres": upstreams["postgres"], "redis": upstreams["redis"]},
         "sitelink": sitelink,
@@ -534,7 +564,12 @@ def main():
     rows = []  # (scenario, unit, higher_is_better, {path: [values]})
 
     def scenario(title, unit, higher_is_better, measure):
-        rows.append((title, unit, higher_is_better, interleaved(paths, measure, title)))
+        over, direction = dict(paths), BARE_GRPC_DIRECTIONS.get(title)
+        if direction:
+            # One connection: also over SiteLink's bare transport, in the same round-robin (not a column of the main table).
+            over["bare gRPC"] = {"bare gRPC": bare_grpc}
+        rows.append((title, unit, higher_is_better,
+                     interleaved(over, lambda p: grpc_pipe(p["bare gRPC"], direction) if "bare gRPC" in p else measure(p), title)))
 
     scenario("one connection, upload (iperf3)", "Gbit/s", True, lambda p: iperf_cpu(p, "one connection, upload"))
     scenario("one connection, download (iperf3 -R)", "Gbit/s", True, lambda p: iperf_cpu(p, "one connection, download", reverse=True))
@@ -731,6 +766,23 @@ def render(names, rows, wan_rows, link_rtt, errors, idle_memory, elapsed, http_e
                     "tunnelled connections, no port). Ratio: SiteLink.AspNetCore against each, above 1.00× better.",
                     ["direct", "sitelink forward to the app's port", "SiteLink.AspNetCore (no port)"], aspnet_rows,
                     ["direct", "sitelink forward to the app's port"])
+    ceiling = [(title, results) for title, _, _, results in rows if "bare gRPC" in results and "sitelink" in results]
+    if ceiling:
+        lines += ["", "sitelink one connection as a fraction of its transport's ceiling (bare gRPC): the same iperf3 rows' sitelink "
+                  "figures against one gRPC bidirectional-streaming call between two .NET processes over TLS and HTTP/2 with "
+                  "nothing of SiteLink (the helper's grpc-pipe-server, Kestrel with the relay's HTTP/2 windows, frame size and "
+                  "gRPC limits and server GC; grpc-pipe-client, SocketsHttpHandler/GrpcChannel with the SDK's settings), 64 KiB "
+                  "messages one way in the direction the row's bytes take between relay and agent (upload: server to client, "
+                  "download: client to server), measured by the receiver, in the same round-robin. Target ≥ 0.85.", "",
+                  "| one connection | unit | sitelink | bare gRPC | sitelink / bare gRPC |", "|---|---|---|---|---|"]
+        for title, results in ceiling:
+            a, b = statistics.median(results["sitelink"]), statistics.median(results["bare gRPC"])
+            fraction = f"{a / b:.2f}" if b else "—"
+            fmt2 = lambda v: f"{v:.2f}"
+            lines.append(f"| {title} | Gbit/s | {cell(results['sitelink'], fmt2)} | {cell(results['bare gRPC'], fmt2)} | **{fraction}** |")
+    else:
+        lines += ["", "sitelink one connection as a fraction of its transport's ceiling (bare gRPC): not measured, no row's title is "
+                  "in BARE_GRPC_DIRECTIONS (bench/run.py)."]
     lines += ["", "WAN: 20 ms round trip added between agent and relay (sitelink) and between ssh client and sshd (ssh -R) by the harness's delay proxy; direct has none.", "",
               "| scenario | unit | direct | sitelink | ssh -R | vs ssh -R |", "|---|---|---|---|---|---|"]
     for title, unit, better, results in wan_rows:

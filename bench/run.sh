@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SiteLink benchmark harness: one command, from a fresh clone (the data path, then the admin API: bench/admin_api.py,
-# then density: bench/density.py).
+# then density: bench/density.py, then churn: bench/churn.py).
 #   bench/run.sh          full run (about 12 minutes): every scenario, every path, median of 5 runs taken round-robin
 #   bench/run.sh --quick  a small version of each scenario (about 1-2 minutes), as CI's smoke test
 # Installs what it needs from Debian packages if missing, starts every process itself on loopback with ports it
@@ -44,4 +44,8 @@ python3 bench/admin_api.py "${admin_args[@]}"
 
 # Density: thousands of agent sessions on one relay, memory per idle session, connect and reconnect herds
 # (bench/results/density-latest.md, or -quick.md).
-exec python3 bench/density.py "${admin_args[@]}"
+python3 bench/density.py "${admin_args[@]}"
+
+# Churn: 100,000 short connections through one agent session, relay and agent memory every 10,000
+# (bench/results/churn-latest.md, or -quick.md: 5,000 connections).
+exec python3 bench/churn.py "${admin_args[@]}"

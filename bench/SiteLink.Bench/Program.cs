@@ -12,6 +12,15 @@
 //                                         COUNT agent sessions, session i binding the echo endpoint d{i} (bench/density.py)
 //   aspnet-app RELAY_URL PIN TOKEN PORT   a minimal API over SiteLink.AspNetCore (endpoint aspnet-transport) and on
 //                                         127.0.0.1:PORT, which the same session forwards (endpoint aspnet-forward)
+//   grpc-pipe-server PORT                 bare gRPC over HTTP/2 + TLS with the relay's Kestrel settings (GrpcPipe.cs);
+//                                         prints "grpc-pipe-server listening PORT pin SHA256"
+//   grpc-pipe-client PORT PIN DIRECTION SECONDS [WARM_UP_SECONDS]
+//                                         one call of 64 KiB messages one way (server-to-client or client-to-server)
+//                                         with the SDK's handler settings; prints the receiver's bytes/s
+//   churn TARGET_PORT TOTAL CONCURRENCY BYTES CHECKPOINT SETTLE_SECONDS PID...
+//                                         TOTAL short connections (send BYTES random bytes, read them back, compare,
+//                                         close), CONCURRENCY at once; every CHECKPOINT connections: none open, wait
+//                                         SETTLE_SECONDS, print the PIDs' RSS (bench/churn.py)
 using System.Net;
 using System.Net.Sockets;
 using SiteLink.Bench;
@@ -28,6 +37,12 @@ return args.FirstOrDefault() switch
     "jwt" when args.Length == 4 => Jwt(args[1], args[2], args[3]),
     "sessions" when args.Length == 6 => await AgentSessions.RunAsync(new Uri(args[1]), args[2], args[3], int.Parse(args[4]), int.Parse(args[5])),
     "aspnet-app" when args.Length == 5 => await AspNetCoreApp.RunAsync(new Uri(args[1]), args[2], args[3], int.Parse(args[4])),
+    "grpc-pipe-server" when args.Length == 2 => await GrpcPipe.ServeAsync(int.Parse(args[1])),
+    "grpc-pipe-client" when args.Length is 5 or 6 => await GrpcPipe.ClientAsync(int.Parse(args[1]), args[2], args[3],
+        double.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture),
+        args.Length == 6 ? double.Parse(args[5], System.Globalization.CultureInfo.InvariantCulture) : 1),
+    "churn" when args.Length >= 7 => await Churn.RunAsync(int.Parse(args[1]), int.Parse(args[2]), int.Parse(args[3]), int.Parse(args[4]),
+        int.Parse(args[5]), TimeSpan.FromSeconds(double.Parse(args[6], System.Globalization.CultureInfo.InvariantCulture)), args.Skip(7).Select(int.Parse).ToArray()),
     _ => Usage(),
 };
 
@@ -64,6 +79,6 @@ static int FreePorts(int count)
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: free-ports N | echo-server PORT | delay-proxy LISTEN TARGET MS | idle TARGET COUNT SECONDS[:CLOSED_SECONDS] PID... | attack NAME --key value ...");
+    Console.Error.WriteLine("usage: free-ports N | echo-server PORT | delay-proxy LISTEN TARGET MS | idle TARGET COUNT SECONDS[:CLOSED_SECONDS] PID... | attack NAME --key value ... | grpc-pipe-server PORT | grpc-pipe-client PORT PIN DIRECTION SECONDS [WARM_UP] | churn TARGET TOTAL CONCURRENCY BYTES CHECKPOINT SETTLE PID...");
     return 2;
 }
