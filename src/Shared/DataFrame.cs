@@ -21,8 +21,20 @@ internal sealed class DataFrame
     /// <summary>The sender closed its sending direction (field 2).</summary>
     public bool HalfClose { get; set; }
 
-    /// <summary>The connection a parked stream now carries (field 3; relay to agent, first frame only).</summary>
+    /// <summary>The connection a parked stream now carries (field 3; relay to agent, first frame only), or on the Mux call the connection this frame opens.</summary>
     public OpenStream? Open { get; set; }
+
+    /// <summary>Mux call only: the connection the frame is about (field 4).</summary>
+    public ulong ConnectionId { get; set; }
+
+    /// <summary>Mux call only: the sender is finished with the connection (field 5).</summary>
+    public bool Close { get; set; }
+
+    /// <summary>Mux call only: the connection is aborted, with this status (field 6).</summary>
+    public StreamReset? Reset { get; set; }
+
+    /// <summary>Mux call only: credit, in bytes, the sender grants its peer on the connection (field 7).</summary>
+    public uint Window { get; set; }
 
     /// <summary>A frame carrying <paramref name="data"/>; the memory must stay untouched until the write completed.</summary>
     public static DataFrame ForData(ReadOnlyMemory<byte> data) => new() { Data = data };
@@ -75,18 +87,48 @@ internal sealed class DataFrame
     public static Method<DataFrame, DataFrame> StreamMethod { get; } =
         new(MethodType.DuplexStreaming, WireNames.ServiceName, "Stream", Marshaller, Marshaller);
 
+    /// <summary>The multiplexed data RPC of protocol version 2, sitelink.v1.Tunnel/Mux, with <see cref="Marshaller"/>.</summary>
+    public static Method<DataFrame, DataFrame> MuxMethod { get; } =
+        new(MethodType.DuplexStreaming, WireNames.ServiceName, "Mux", Marshaller, Marshaller);
+
+    /// <summary>Parses one serialized frame (the marshaller's decoder, for tests and fuzzing).</summary>
+    internal static DataFrame Parse(ReadOnlySequence<byte> payload) => Deserialize(payload);
+
+    /// <summary>Serializes one frame into a new array (tests and fuzzing).</summary>
+    internal static byte[] ToArray(DataFrame frame)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        Write(frame, buffer);
+        return buffer.WrittenSpan.ToArray();
+    }
+
     private const byte DataTag = (1 << 3) | 2;
     private const byte HalfCloseTag = (2 << 3) | 0;
     private const byte OpenTag = (3 << 3) | 2;
+    private const byte ConnectionIdTag = (4 << 3) | 0;
+    private const byte CloseTag = (5 << 3) | 0;
+    private const byte ResetTag = (6 << 3) | 2;
+    private const byte WindowTag = (7 << 3) | 0;
 
     private static void Serialize(DataFrame frame, SerializationContext context)
     {
-        var data = frame.Data.Span;
-        var openSize = frame.Open?.CalculateSize() ?? 0;
+        context.SetPayloadLength(Size(frame));
+        Write(frame, context.GetBufferWriter());
+        context.Complete();
+    }
+
+    private static int Size(DataFrame frame)
+    {
         var size = 0;
-        if (!data.IsEmpty)
+        var length = frame.Data.Length;
+        if (frame.ConnectionId != 0)
         {
-            size += 1 + CodedOutputStream.ComputeLengthSize(data.Length) + data.Length;
+            size += 1 + CodedOutputStream.ComputeUInt64Size(frame.ConnectionId);
+        }
+
+        if (length > 0)
+        {
+            size += 1 + CodedOutputStream.ComputeLengthSize(length) + length;
         }
 
         if (frame.HalfClose)
@@ -94,13 +136,32 @@ internal sealed class DataFrame
             size += 2;
         }
 
-        if (frame.Open is not null)
+        if (frame.Open is { } open)
         {
-            size += 1 + CodedOutputStream.ComputeLengthSize(openSize) + openSize;
+            size += 1 + CodedOutputStream.ComputeMessageSize(open);
         }
 
-        context.SetPayloadLength(size);
-        var writer = context.GetBufferWriter();
+        if (frame.Close)
+        {
+            size += 2;
+        }
+
+        if (frame.Reset is { } reset)
+        {
+            size += 1 + CodedOutputStream.ComputeMessageSize(reset);
+        }
+
+        if (frame.Window != 0)
+        {
+            size += 1 + CodedOutputStream.ComputeUInt32Size(frame.Window);
+        }
+
+        return size;
+    }
+
+    private static void Write(DataFrame frame, IBufferWriter<byte> writer)
+    {
+        var data = frame.Data.Span;
         if (!data.IsEmpty)
         {
             WriteHeader(writer, DataTag, data.Length);
@@ -116,19 +177,58 @@ internal sealed class DataFrame
 
         if (frame.HalfClose)
         {
-            var span = writer.GetSpan(2);
-            span[0] = HalfCloseTag;
-            span[1] = 1;
-            writer.Advance(2);
+            WriteBool(writer, HalfCloseTag);
         }
 
         if (frame.Open is { } open)
         {
-            WriteHeader(writer, OpenTag, openSize);
+            WriteHeader(writer, OpenTag, open.CalculateSize());
             open.WriteTo(writer);
         }
 
-        context.Complete();
+        if (frame.ConnectionId != 0)
+        {
+            WriteVarint(writer, ConnectionIdTag, frame.ConnectionId);
+        }
+
+        if (frame.Close)
+        {
+            WriteBool(writer, CloseTag);
+        }
+
+        if (frame.Reset is { } reset)
+        {
+            WriteHeader(writer, ResetTag, reset.CalculateSize());
+            reset.WriteTo(writer);
+        }
+
+        if (frame.Window != 0)
+        {
+            WriteVarint(writer, WindowTag, frame.Window);
+        }
+    }
+
+    private static void WriteBool(IBufferWriter<byte> writer, byte tag)
+    {
+        var span = writer.GetSpan(2);
+        span[0] = tag;
+        span[1] = 1;
+        writer.Advance(2);
+    }
+
+    private static void WriteVarint(IBufferWriter<byte> writer, byte tag, ulong value)
+    {
+        var span = writer.GetSpan(11);
+        span[0] = tag;
+        var n = 1;
+        while (value >= 0x80)
+        {
+            span[n++] = (byte)(value | 0x80);
+            value >>= 7;
+        }
+
+        span[n++] = (byte)value;
+        writer.Advance(n);
     }
 
     private static void WriteHeader(IBufferWriter<byte> writer, byte tag, int length)
@@ -147,9 +247,10 @@ internal sealed class DataFrame
         writer.Advance(n);
     }
 
-    private static DataFrame Deserialize(DeserializationContext context)
+    private static DataFrame Deserialize(DeserializationContext context) => Deserialize(context.PayloadAsReadOnlySequence());
+
+    private static DataFrame Deserialize(ReadOnlySequence<byte> payload)
     {
-        var payload = context.PayloadAsReadOnlySequence();
         var reader = new SequenceReader<byte>(payload);
         var frame = new DataFrame();
         try
@@ -186,6 +287,30 @@ internal sealed class DataFrame
                             frame.Open.MergeFrom(message);
                         }
 
+                        break;
+                    case (4, 0):
+                        frame.ConnectionId = ReadVarint(ref reader);
+                        break;
+                    case (5, 0):
+                        frame.Close = ReadVarint(ref reader) != 0;
+                        break;
+                    case (6, 2):
+                        var resetLength = ReadLength(ref reader);
+                        var reset = StreamReset.Parser.ParseFrom(payload.Slice(reader.Position, resetLength));
+                        reader.Advance(resetLength);
+                        if (frame.Reset is null)
+                        {
+                            frame.Reset = reset;
+                        }
+                        else
+                        {
+                            frame.Reset.MergeFrom(reset);
+                        }
+
+                        break;
+                    case (7, 0):
+                        // uint32 on the wire: a larger varint is truncated to its low 32 bits, as protobuf does.
+                        frame.Window = unchecked((uint)ReadVarint(ref reader));
                         break;
                     default:
                         SkipField(ref reader, field, wireType);

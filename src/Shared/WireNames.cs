@@ -6,8 +6,14 @@ namespace SiteLink.Internal;
 /// </summary>
 internal static class WireNames
 {
-    /// <summary>The wire protocol version of protos/sitelink/v1.</summary>
+    /// <summary>The base wire protocol version of protos/sitelink/v1 (Hello.protocol_version): every relay speaks it.</summary>
     public const uint ProtocolVersion = 1;
+
+    /// <summary>The version that adds the multiplexed data call (Tunnel/Mux): the highest either end speaks.</summary>
+    public const uint MultiplexedProtocolVersion = 2;
+
+    /// <summary>On the Mux call: the agent's receive window per connection, in bytes (decimal).</summary>
+    public const string WindowHeader = "sitelink-window";
 
     /// <summary>The gRPC service of protos/sitelink/v1 (its Control and Stream methods).</summary>
     public const string ServiceName = "sitelink.v1.Tunnel";

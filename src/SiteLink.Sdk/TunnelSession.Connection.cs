@@ -98,7 +98,15 @@ public sealed partial class TunnelSession
         Relay = new RelayInfo(welcome.RelayId, welcome.Region, Options.RelayUrl!);
         _run = run;
         run.Start();
-        EnsureParked(run);
+        if (connection.CanMultiplex)
+        {
+            StartMultiplexed(run);
+        }
+        else
+        {
+            EnsureParked(run);
+        }
+
         SessionLog.Connected(_logger, welcome.RelayId, welcome.Region, Options.RelayUrl!, welcome.SessionId);
         return run;
     }

@@ -37,9 +37,14 @@ public sealed partial class TunnelSession
 
                 break;
             case RelayMessage.KindOneofCase.OpenStream:
-                // No parked stream was there for it: park more, so the next burst is paired at once.
-                run.Parking.Grow();
-                EnsureParked(run);
+                // No parked stream was there for it: park more, so the next burst is paired at once (unless the
+                // session's connections are multiplexed: the offer came before the data call was attached).
+                if (run.Mux is null)
+                {
+                    run.Parking.Grow();
+                    EnsureParked(run);
+                }
+
                 _ = ServeAsync(run, message.OpenStream);
                 break;
             case RelayMessage.KindOneofCase.Heartbeat:
@@ -64,10 +69,68 @@ public sealed partial class TunnelSession
         }
     }
 
+    /// <summary>
+    /// Opens the session's multiplexed data call (protocol version 2): every connection the relay opens on it is served
+    /// like an offer on a parked stream. Nobody awaits the call's read loop; when the call ends while the connection to
+    /// the relay lives, connections go by parked Stream calls again.
+    /// </summary>
+    private void StartMultiplexed(ConnectionRun run)
+    {
+        AsyncDuplexStreamingCall<DataFrame, DataFrame> call;
+        try
+        {
+            call = run.Connection.OpenMux(run.SessionId, run.Connection.Lifetime);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or RpcException)
+        {
+            EnsureParked(run);
+            return;
+        }
+
+        var window = MuxSettings.ClampWindow(run.Connection.Welcome.Limits.MuxWindow);
+        var mux = new Multiplexer(
+            call.RequestStream,
+            new MuxSettings(ProtocolConstants.MuxWindow, window, ProtocolConstants.DefaultMaxFrameSize, ProtocolConstants.MuxBufferBudget, Options.MaxConcurrentConnections * 2),
+            opens: false)
+        {
+            Accepted = (connection, open) => _ = ServeAsync(run, open, AsCall(connection)),
+            ProtocolError = detail =>
+            {
+                if (_offerLog.ShouldLog(OfferEvent.RelayError, out var held))
+                {
+                    SessionLog.RelayError(_logger, "multiplexing", SafeText.Clean(detail), held);
+                }
+            },
+        };
+        run.Mux = mux;
+        _ = RunMultiplexedAsync(run, mux, call);
+    }
+
+    private async Task RunMultiplexedAsync(ConnectionRun run, Multiplexer mux, AsyncDuplexStreamingCall<DataFrame, DataFrame> call)
+    {
+        try
+        {
+            await mux.RunAsync(call.ResponseStream, run.Connection.Lifetime).ConfigureAwait(false);
+        }
+        finally
+        {
+            run.Mux = null;
+            call.Dispose();
+            if (!run.HasEnded && !_stopping.IsCancellationRequested)
+            {
+                EnsureParked(run);
+            }
+        }
+    }
+
+    /// <summary>A multiplexed connection as the call a parked stream would have been: the same code serves both.</summary>
+    private static AsyncDuplexStreamingCall<DataFrame, DataFrame> AsCall(MuxConnection connection) =>
+        new(connection, connection, Task.FromResult(new Metadata()), static () => Status.DefaultSuccess, static () => new Metadata(), connection.Dispose);
+
     /// <summary>Keeps the run's parked data streams at their target, so new connections are paired without a round trip.</summary>
     private void EnsureParked(ConnectionRun run)
     {
-        while (!_stopping.IsCancellationRequested && run.TryReserveParked())
+        while (!_stopping.IsCancellationRequested && run.Mux is null && run.TryReserveParked())
         {
             AsyncDuplexStreamingCall<DataFrame, DataFrame> call;
             try

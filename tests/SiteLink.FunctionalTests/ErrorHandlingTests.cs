@@ -311,7 +311,7 @@ public sealed class ErrorHandlingTests
             {
                 Assert.That(noHelloError!.StatusCode, Is.EqualTo(StatusCode.InvalidArgument));
                 Assert.That(versionError!.StatusCode, Is.EqualTo(StatusCode.FailedPrecondition));
-                Assert.That(versionError.Status.Detail, Does.Contain("version 1"));
+                Assert.That(versionError.Status.Detail, Does.Contain("versions 1 to 2"));
                 Assert.That(error.Code, Is.EqualTo(ErrorCode.Protocol));
                 Assert.That(invalid.Status, Is.EqualTo(BindStatus.Invalid), "the session survives a bad message and answers the next one");
             });

@@ -127,7 +127,7 @@ public sealed class HostileAgentTests
     [Test]
     public async Task DataOnAParkedStreamBeforeItIsPaired_EndsThatStream_AndNothingElse()
     {
-        await using var relay = await TestRelay.StartAsync([GoodAgent.CloudEndpoint]);
+        await using var relay = await TestRelay.StartAsync([GoodAgent.CloudEndpoint], ParkedStreamTests.VersionOne);
         await using var good = await GoodAgent.StartAsync(relay);
         using var raw = new RawAgent(relay);
         var (control, welcome) = await raw.HandshakeAsync();
@@ -226,7 +226,7 @@ public sealed class HostileAgentTests
     {
         var relayTime = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var agentTime = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        await using var relay = await TestRelay.StartAsync(["echo"], o => o.Limits.ParkedStreamLifetime = TimeSpan.FromMinutes(1), relayTime);
+        await using var relay = await TestRelay.StartAsync(["echo"], o => { ParkedStreamTests.VersionOne(o); o.Limits.ParkedStreamLifetime = TimeSpan.FromMinutes(1); }, relayTime);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync(configure: o =>
         {

@@ -5,10 +5,16 @@ using SiteLink.FunctionalTests.Infrastructure;
 
 namespace SiteLink.FunctionalTests;
 
-/// <summary>Parked data streams: new connections paired at once, and the OpenStream path when parking is off.</summary>
+/// <summary>
+/// Parked data streams (protocol version 1, a relay that does not multiplex): new connections paired at once, and the
+/// OpenStream path when parking is off.
+/// </summary>
 [TestFixture]
 public sealed class ParkedStreamTests
 {
+    /// <summary>A relay that speaks protocol version 1 only: its sessions' connections go by Stream calls.</summary>
+    internal static void VersionOne(SiteLink.Relay.Configuration.RelayOptions options) => options.Limits.Multiplexing = false;
+
     private static async Task<byte[]> EchoAsync(TestRelay relay, byte[] payload)
     {
         using var client = await relay.ConnectClientAsync("echo");
@@ -22,7 +28,7 @@ public sealed class ParkedStreamTests
     [TestCase(0, false)]
     public async Task Connections_ArePairedWithParkedStreams_OnlyWhenParkingIsOn(int parked, bool expectParked)
     {
-        await using var relay = await TestRelay.StartAsync(["echo"]);
+        await using var relay = await TestRelay.StartAsync(["echo"], VersionOne);
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync(configure: o => o.ParkedStreams = parked);
         await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
@@ -54,7 +60,7 @@ public sealed class ParkedStreamTests
     [Test]
     public async Task ParkedOffer_ForAnUnreachableUpstream_IsRefusedAndCounted_LikeAnOpenStreamOne()
     {
-        await using var relay = await TestRelay.StartAsync(["dead"]);
+        await using var relay = await TestRelay.StartAsync(["dead"], VersionOne);
         var session = await relay.ConnectAgentAsync();
         using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
@@ -74,7 +80,7 @@ public sealed class ParkedStreamTests
     [Test]
     public async Task Burst_EveryConnectionIsCarried_AndMissesGrowTheParkedStreamsWithinTheLimit()
     {
-        await using var relay = await TestRelay.StartAsync(["echo"], o => o.Limits.MaxParkedStreamsPerSession = 24);
+        await using var relay = await TestRelay.StartAsync(["echo"], o => { VersionOne(o); o.Limits.MaxParkedStreamsPerSession = 24; });
         await using var upstream = TestUpstream.Echo();
         var session = await relay.ConnectAgentAsync();
         await session.ForwardAsync("echo", upstream.Uri).DefaultTimeout();
@@ -100,7 +106,7 @@ public sealed class ParkedStreamTests
     {
         // ASP.NET Core creates an Activity and a log scope per request when this category is enabled at any level;
         // a data stream is a request that lives as long as its tunnelled connection.
-        await using var relay = await TestRelay.StartAsync([]);
+        await using var relay = await TestRelay.StartAsync([], VersionOne);
         var logger = relay.Server.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Microsoft.AspNetCore.Hosting.Diagnostics");
 
         Assert.That(logger.IsEnabled(LogLevel.Critical), Is.False);

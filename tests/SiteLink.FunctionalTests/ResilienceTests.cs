@@ -180,10 +180,10 @@ public sealed class ResilienceTests
         await load.DefaultTimeout();
         await AssertEchoesAsync(relay, "echo");
         await Eventually.WaitUntilAsync(() => session.ActiveConnections == 0 && relay.Server.Counters.ActiveConnections == 0, "no tunnelled connection left");
-        // The control call, and the data streams the agent keeps parked at the relay (2 to start with, more after bursts).
+        // The control call and the session's multiplexed data call: nothing parked, nothing left of the old connections.
         await Eventually.WaitUntilAsync(
-            () => relay.Server.ParkedStreams >= 2 && calls.OpenClientCalls == 1 + relay.Server.ParkedStreams && calls.OpenServerCalls == calls.OpenClientCalls,
-            "only the control call and the parked streams are open");
+            () => relay.Server.ParkedStreams == 0 && calls.OpenClientCalls == 2 && calls.OpenServerCalls == 2,
+            "only the control call and the multiplexed data call are open");
         await Eventually.WaitUntilAsync(() => relay.Server.SessionCount == 1, "one session on the relay");
         await Eventually.WaitUntilAsync(() => OpenSockets() <= socketsBefore + 2, "sockets back to where they were");
         TestContext.Out.WriteLine($"verified connections under load: {verified}; sockets before {socketsBefore}, after {OpenSockets()}; " +

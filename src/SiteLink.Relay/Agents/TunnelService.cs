@@ -84,6 +84,8 @@ internal sealed class TunnelService
         }
 
         var limits = _options.Limits;
+        // The highest version both speak: 2 (multiplexed data calls) when the agent offers it and this relay allows it.
+        var version = Math.Min(Math.Max(hello.ProtocolVersion, hello.MaxProtocolVersion), limits.Multiplexing ? WireNames.MultiplexedProtocolVersion : WireNames.ProtocolVersion);
         var session = new AgentSession(
             NewId("s_"),
             token,
@@ -98,6 +100,7 @@ internal sealed class TunnelService
         {
             Metadata = CleanMetadata(hello.Metadata),
             RoundTrip = TcpRoundTrip.Of(http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionSocketFeature>()?.Socket),
+            ProtocolVersion = version,
         };
         if (_registry.IsDraining)
         {
@@ -141,7 +144,7 @@ internal sealed class TunnelService
                 SessionId = session.Id,
                 RelayId = _options.RelayId,
                 Region = _options.Region,
-                ProtocolVersion = WireNames.ProtocolVersion,
+                ProtocolVersion = version,
                 Limits = new Limits
                 {
                     MaxBinds = (uint)limits.MaxBindsPerSession,
@@ -149,6 +152,7 @@ internal sealed class TunnelService
                     MaxPendingStreams = (uint)limits.MaxPendingStreamsPerSession,
                     MaxFrameSize = (uint)limits.MaxFrameSize,
                     MaxParkedStreams = (uint)limits.MaxParkedStreamsPerSession,
+                    MuxWindow = version >= WireNames.MultiplexedProtocolVersion ? (uint)limits.MuxWindow : 0,
                 },
             },
         });
@@ -314,10 +318,10 @@ internal sealed class TunnelService
             throw Refuse(context, StatusCode.InvalidArgument, $"the first control message must be Hello, not {first.KindCase}");
         }
 
-        if (first.Hello.ProtocolVersion != WireNames.ProtocolVersion)
+        if (first.Hello.ProtocolVersion is < WireNames.ProtocolVersion or > WireNames.MultiplexedProtocolVersion)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition,
-                $"protocol version {first.Hello.ProtocolVersion.ToString(CultureInfo.InvariantCulture)} is not supported; this relay speaks version {WireNames.ProtocolVersion.ToString(CultureInfo.InvariantCulture)}"));
+                $"protocol version {first.Hello.ProtocolVersion.ToString(CultureInfo.InvariantCulture)} is not supported; this relay speaks versions {WireNames.ProtocolVersion.ToString(CultureInfo.InvariantCulture)} to {WireNames.MultiplexedProtocolVersion.ToString(CultureInfo.InvariantCulture)}"));
         }
 
         return first.Hello;
@@ -460,21 +464,7 @@ internal sealed class TunnelService
     public async Task Stream(IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
     {
         var http = context.GetHttpContext();
-        var token = Authenticate(context);
-        var sessionId = context.RequestHeaders.GetValue(WireNames.SessionIdHeader) ?? "";
-        if (!_registry.TryGetSession(sessionId, out var session) || session.Token.Name != token.Name)
-        {
-            OnUnknownStream(SafeText.Clean(sessionId, SafeText.MaxIdLength), SafeText.Clean(context.RequestHeaders.GetValue(WireNames.StreamIdHeader), SafeText.MaxIdLength));
-            throw new RpcException(new Status(StatusCode.NotFound, "unknown session for this authtoken"));
-        }
-
-        if (session.ConnectionId.Length > 0 && session.ConnectionId != http.Connection.Id)
-        {
-            // A session's streams share its one HTTP/2 connection, whose flow-control windows bound what the session
-            // can make the relay buffer; streams on other connections would multiply that.
-            OnUnknownStream(session.Id, "(on another connection than the session's)");
-            throw new RpcException(new Status(StatusCode.NotFound, "a session's data streams must use the connection of its control stream"));
-        }
+        var session = FindDataCallSession(context, http);
 
         PendingStream pending;
         IAsyncStreamReader<DataFrame> reader = requestStream;
@@ -517,13 +507,134 @@ internal sealed class TunnelService
                 return;
             }
 
-            await BridgeAsync(session, pending, reader, responseStream, context).ConfigureAwait(false);
+            if (await BridgeAsync(session, pending, reader, responseStream, context.CancellationToken).ConfigureAwait(false) is { } failure)
+            {
+                throw new RpcException(failure);
+            }
         }
         finally
         {
             session.PairedParked.TryRemove(pending.Id, out _);
             pending.Refusal?.Dispose();
             (reader as PrefetchedReader)?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The session a data call (Stream or Mux) names, after the same checks for both: the call's token is the session's,
+    /// and the call came on the session's own connection.
+    /// </summary>
+    private AgentSession FindDataCallSession(ServerCallContext context, HttpContext http)
+    {
+        var token = Authenticate(context);
+        var sessionId = context.RequestHeaders.GetValue(WireNames.SessionIdHeader) ?? "";
+        if (!_registry.TryGetSession(sessionId, out var session) || session.Token.Name != token.Name)
+        {
+            OnUnknownStream(SafeText.Clean(sessionId, SafeText.MaxIdLength), SafeText.Clean(context.RequestHeaders.GetValue(WireNames.StreamIdHeader), SafeText.MaxIdLength));
+            throw new RpcException(new Status(StatusCode.NotFound, "unknown session for this authtoken"));
+        }
+
+        if (session.ConnectionId.Length > 0 && session.ConnectionId != http.Connection.Id)
+        {
+            // A session's streams share its one HTTP/2 connection, whose flow-control windows bound what the session
+            // can make the relay buffer; streams on other connections would multiply that.
+            OnUnknownStream(session.Id, "(on another connection than the session's)");
+            throw new RpcException(new Status(StatusCode.NotFound, "a session's data streams must use the connection of its control stream"));
+        }
+
+        return session;
+    }
+
+    /// <summary>
+    /// The session's multiplexed data call (protocol version 2): every tunnelled connection of the session from now on,
+    /// each opened by a frame of the relay's, until the call or the session ends (connections on it fail then; new ones
+    /// go by Stream calls again).
+    /// </summary>
+    public async Task Mux(IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
+    {
+        var http = context.GetHttpContext();
+        var session = FindDataCallSession(context, http);
+        if (session.ProtocolVersion < WireNames.MultiplexedProtocolVersion)
+        {
+            OnProtocolError(session, "a multiplexed data call on a session that did not agree to protocol version 2");
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, "the session did not agree to protocol version 2 at Hello; it has no multiplexed data call"));
+        }
+
+        var limits = _options.Limits;
+        var window = long.TryParse(context.RequestHeaders.GetValue(WireNames.WindowHeader), NumberStyles.None, CultureInfo.InvariantCulture, out var announced)
+            ? MuxSettings.ClampWindow(announced)
+            : MuxSettings.MinWindow;
+        var mux = new Multiplexer(responseStream, new MuxSettings(limits.MuxWindow, window, limits.MaxFrameSize, limits.AgentConnectionWindow, limits.MaxConcurrentStreamsPerSession), opens: true)
+        {
+            ProtocolError = detail => OnProtocolError(session, detail),
+        };
+        if (!session.TryAttachMux(mux, pending => OpenMultiplexed(session, mux, pending)))
+        {
+            OnProtocolError(session, "a second multiplexed data call for one session");
+            throw new RpcException(new Status(StatusCode.AlreadyExists, "the session has a multiplexed data call already (or is ending)"));
+        }
+
+        MarkProductive(http);
+        try
+        {
+            using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
+            await mux.RunAsync(requestStream, lifetime.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            session.DetachMux(mux);
+            mux.Stop("the multiplexed data call ended");
+        }
+    }
+
+    /// <summary>Opens a public connection on the session's data call and carries it there; false when the call just ended.</summary>
+    private bool OpenMultiplexed(AgentSession session, Multiplexer mux, PendingStream pending)
+    {
+        var connection = mux.Open(new OpenStream { StreamId = pending.Id, BindId = pending.BindId, EndpointName = pending.EndpointName, ClientAddress = pending.ClientAddress, Sni = pending.Client.Sni ?? "" });
+        if (connection is null)
+        {
+            return false;
+        }
+
+        pending.Refusal = new CancellationTokenSource();
+        session.PairedParked[pending.Id] = pending;
+        _ = CarryMultiplexedAsync(session, mux, connection, pending);
+        return true;
+    }
+
+    private async Task CarryMultiplexedAsync(AgentSession session, Multiplexer mux, MuxConnection connection, PendingStream pending)
+    {
+        try
+        {
+            try
+            {
+                await connection.SendOpenAsync(mux.Lifetime).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is RpcException or OperationCanceledException or IOException or InvalidOperationException)
+            {
+                _router.CountRefusal(pending.Client, RefusalReason.AgentRefused);
+                pending.Client.Reset();
+                return;
+            }
+
+            var status = await BridgeAsync(session, pending, connection, connection, mux.Lifetime).ConfigureAwait(false);
+            await connection.FinishAsync(status).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Nobody awaits this task: whatever failed, the client is not left open and the connection leaves the call.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            pending.Client.Reset();
+            if (ex is not (RpcException or OperationCanceledException or IOException or InvalidOperationException))
+            {
+                RelayLog.ProtocolError(_logger, session.Id, $"internal error carrying a multiplexed connection: {ex.GetType().Name}: {ex.Message}", 0);
+            }
+        }
+        finally
+        {
+            session.PairedParked.TryRemove(pending.Id, out _);
+            pending.Refusal?.Dispose();
+            connection.Dispose();
         }
     }
 
@@ -620,7 +731,8 @@ internal sealed class TunnelService
         return null;
     }
 
-    private async Task BridgeAsync(AgentSession session, PendingStream pending, IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
+    /// <summary>Carries one connection; the status the agent's side of it ends with, null for OK.</summary>
+    private async Task<Status?> BridgeAsync(AgentSession session, PendingStream pending, IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, CancellationToken callEnded)
     {
         _counters.OnAccepted();
         session.OnStreamStarted();
@@ -629,7 +741,7 @@ internal sealed class TunnelService
         Status? agentStatus;
         try
         {
-            using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime, pending.Refusal?.Token ?? CancellationToken.None);
+            using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(callEnded, session.Lifetime, pending.Refusal?.Token ?? CancellationToken.None);
             pending.Client.Transport.OnBridged();
             (outcome, agentStatus) = await ClientBridge.RunAsync(
                 pending.Client,
@@ -651,14 +763,16 @@ internal sealed class TunnelService
         switch (outcome)
         {
             case ClientBridgeOutcome.ClientFailed:
-                throw new RpcException(new Status(StatusCode.Aborted, "the public client's connection failed"));
+                return new Status(StatusCode.Aborted, "the public client's connection failed");
             case ClientBridgeOutcome.IdleTimeout:
                 _counters.OnIdleTimeout();
-                throw new RpcException(new Status(StatusCode.DeadlineExceeded, $"the connection carried nothing for {pending.Client.Endpoint.IdleTimeout} (the cloud endpoint's IdleTimeout)"));
-            case ClientBridgeOutcome.AgentFailed when !context.CancellationToken.IsCancellationRequested:
-                throw new RpcException(agentStatus is { StatusCode: not StatusCode.Cancelled } status
+                return new Status(StatusCode.DeadlineExceeded, $"the connection carried nothing for {pending.Client.Endpoint.IdleTimeout} (the cloud endpoint's IdleTimeout)");
+            case ClientBridgeOutcome.AgentFailed when !callEnded.IsCancellationRequested:
+                return agentStatus is { StatusCode: not StatusCode.Cancelled } status
                     ? status
-                    : new Status(StatusCode.Aborted, "the connection was aborted"));
+                    : new Status(StatusCode.Aborted, "the connection was aborted");
+            default:
+                return null;
         }
     }
 

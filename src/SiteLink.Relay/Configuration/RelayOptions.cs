@@ -413,6 +413,20 @@ public sealed class RelayLimits
     /// <summary>Largest data frame, in bytes, a session may send. Default: 64 KiB.</summary>
     public int MaxFrameSize { get; set; } = 64 * 1024;
 
+    /// <summary>
+    /// Carry a session's tunnelled connections on one multiplexed data call (protocol version 2) when its agent speaks
+    /// it; false makes every agent use a Stream call per connection (version 1). Default: true.
+    /// </summary>
+    public bool Multiplexing { get; set; } = true;
+
+    /// <summary>
+    /// Multiplexed connections: what an agent may send on one connection before the relay passed it on (its credit),
+    /// so the most one connection whose public client stops reading holds here. Together a session's connections hold
+    /// at most <see cref="AgentConnectionWindow"/> (then the relay stops reading the session's data call until some is
+    /// passed on). Caps one connection's throughput from the agent at window / round trip. Default: 4 MiB.
+    /// </summary>
+    public int MuxWindow { get; set; } = 4 * 1024 * 1024;
+
     /// <summary>How long an offered connection waits for the agent to open its stream. Default: 10 seconds.</summary>
     public TimeSpan PendingStreamTimeout { get; set; } = TimeSpan.FromSeconds(10);
 

@@ -616,6 +616,11 @@ public static class RelayOptionsValidator
             errors.Add($"Relay:Limits:MaxFrameSize must be between 1024 and 1048576 bytes (was {limits.MaxFrameSize.ToString(CultureInfo.InvariantCulture)}).");
         }
 
+        if (limits.MuxWindow is < SiteLink.Internal.MuxSettings.MinWindow or > SiteLink.Internal.MuxSettings.MaxWindow)
+        {
+            errors.Add($"Relay:Limits:MuxWindow must be between {SiteLink.Internal.MuxSettings.MinWindow.ToString(CultureInfo.InvariantCulture)} and {SiteLink.Internal.MuxSettings.MaxWindow.ToString(CultureInfo.InvariantCulture)} bytes (was {limits.MuxWindow.ToString(CultureInfo.InvariantCulture)}).");
+        }
+
         if (limits.PendingStreamTimeout <= TimeSpan.Zero)
         {
             errors.Add("Relay:Limits:PendingStreamTimeout must be positive.");

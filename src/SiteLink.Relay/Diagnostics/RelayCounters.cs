@@ -59,6 +59,7 @@ public sealed class RelayCounters
     private long _sessionsTimedOut;
     private long _sessionsTakenOver;
     private long _pairedParked;
+    private long _multiplexed;
     private long _authenticationFailures;
     private long _protocolErrors;
     private long _idleTimeouts;
@@ -151,6 +152,9 @@ public sealed class RelayCounters
     /// <summary>Public connections paired at once with a stream the agent had parked (no OpenStream round trip).</summary>
     public long ConnectionsPairedParked => Interlocked.Read(ref _pairedParked);
 
+    /// <summary>Connections carried on a session's multiplexed data call (protocol version 2).</summary>
+    public long ConnectionsMultiplexed => Interlocked.Read(ref _multiplexed);
+
     /// <summary>Tunnelled connections being bridged now.</summary>
     public long ActiveConnections => ConnectionsAccepted - ConnectionsCompleted;
 
@@ -189,6 +193,8 @@ public sealed class RelayCounters
     }
 
     internal void OnPairedParked() => Interlocked.Increment(ref _pairedParked);
+
+    internal void OnMultiplexed() => Interlocked.Increment(ref _multiplexed);
 
     internal void OnSessionStarted() => _sessions.Add(1);
 

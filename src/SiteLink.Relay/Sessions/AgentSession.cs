@@ -95,6 +95,47 @@ internal sealed class AgentSession
 
     public int ActiveStreams => Volatile.Read(ref _activeStreams);
 
+    /// <summary>The wire protocol version agreed at Hello: 2 when the session's connections may be multiplexed.</summary>
+    public uint ProtocolVersion { get; init; } = SiteLink.Internal.WireNames.ProtocolVersion;
+
+    private MuxAttachment? _mux;
+
+    /// <summary>The session's multiplexed data call while it is open, else null (connections then go by Stream calls).</summary>
+    public SiteLink.Internal.Multiplexer? Mux => Volatile.Read(ref _mux)?.Mux;
+
+    /// <summary>Makes <paramref name="mux"/> the session's data call; false when it has one, or is leaving or over.</summary>
+    public bool TryAttachMux(SiteLink.Internal.Multiplexer mux, Func<PendingStream, bool> open)
+    {
+        lock (_parkGate)
+        {
+            if (_mux is not null || IsLeaving || Lifetime.IsCancellationRequested)
+            {
+                return false;
+            }
+
+            Volatile.Write(ref _mux, new MuxAttachment(mux, open));
+            return true;
+        }
+    }
+
+    /// <summary>The data call ended: new connections go by Stream calls again.</summary>
+    public void DetachMux(SiteLink.Internal.Multiplexer mux)
+    {
+        lock (_parkGate)
+        {
+            if (_mux?.Mux == mux)
+            {
+                Volatile.Write(ref _mux, null);
+            }
+        }
+    }
+
+    /// <summary>Carries a connection on the session's data call; false when there is none (or it just ended).</summary>
+    public bool TryOpenMultiplexed(PendingStream pending) =>
+        Volatile.Read(ref _mux) is { } attached && !attached.Mux.IsOver && attached.Open(pending);
+
+    private sealed record MuxAttachment(SiteLink.Internal.Multiplexer Mux, Func<PendingStream, bool> Open);
+
     /// <summary>Streams the agent has parked here and that wait for a connection.</summary>
     public int ParkedCount
     {

@@ -64,6 +64,14 @@ internal sealed class ConnectionRouter : IDisposable
         }
 
         var pending = new PendingStream(NewStreamId(), session, bindId, client);
+        if (session.TryOpenMultiplexed(pending))
+        {
+            // The session's data call carries it from here: no new stream, no round trip, no expiry to watch.
+            _counters.OnMultiplexed();
+            RelayLog.ConnectionOffered(_logger, endpoint.Name, pending.Id, client.Address, session.Id);
+            return;
+        }
+
         if (session.TryPairParked(pending))
         {
             // A parked stream carries it from here: no OpenStream round trip, no expiry to watch.

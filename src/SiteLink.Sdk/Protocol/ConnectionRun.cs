@@ -79,6 +79,9 @@ internal sealed class ConnectionRun : IAsyncDisposable
 
     public void OnParkedDone() => Interlocked.Decrement(ref _parked);
 
+    /// <summary>The session's multiplexed data call while it is open (protocol version 2), else null.</summary>
+    public Multiplexer? Mux { get; set; }
+
     /// <summary>The tunnelled connections open on this relay connection.</summary>
     public ActivityCounter Streams { get; } = new();
 

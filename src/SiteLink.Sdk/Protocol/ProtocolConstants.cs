@@ -14,6 +14,15 @@ internal static class ProtocolConstants
     /// </summary>
     public const int MaxMessageSize = (1024 * 1024) + 1024;
 
+    /// <summary>
+    /// Multiplexed data call: the agent's receive window per connection, what the relay may send on one connection
+    /// before the agent's reader consumed it (a connection whose application stops reading holds at most this).
+    /// </summary>
+    public const int MuxWindow = 4 * 1024 * 1024;
+
+    /// <summary>Multiplexed data call: data held for all connections together before the agent stops reading the call.</summary>
+    public const long MuxBufferBudget = 32 * 1024 * 1024;
+
     /// <summary>Control messages queued for the relay and not yet written; a relay that stops reading fills it.</summary>
     public const int MaxControlQueue = 1024;
 

@@ -91,6 +91,7 @@ internal sealed class RelayConnection : IAsyncDisposable
             var hello = new Hello
             {
                 ProtocolVersion = WireNames.ProtocolVersion,
+                MaxProtocolVersion = WireNames.MultiplexedProtocolVersion,
                 SdkVersion = ProtocolConstants.SdkVersion,
                 ClientId = clientId,
                 PreviousSessionId = previousSessionId ?? "",
@@ -296,6 +297,21 @@ internal sealed class RelayConnection : IAsyncDisposable
         };
         var call = _invoker.AsyncDuplexStreamingCall(DataFrame.StreamMethod, null, new CallOptions(headers, cancellationToken: cancellationToken));
         return WrapStream(call, onAbort, onReleased);
+    }
+
+    /// <summary>Whether the relay agreed to multiplex this session's connections on one data call (protocol version 2).</summary>
+    public bool CanMultiplex => Welcome.ProtocolVersion >= WireNames.MultiplexedProtocolVersion && Welcome.Limits is { MuxWindow: > 0 };
+
+    /// <summary>Opens the session's multiplexed data call (protocol version 2).</summary>
+    public AsyncDuplexStreamingCall<DataFrame, DataFrame> OpenMux(string sessionId, CancellationToken cancellationToken)
+    {
+        var headers = new Metadata
+        {
+            _authHeaders[0],
+            { WireNames.SessionIdHeader, sessionId },
+            { WireNames.WindowHeader, ProtocolConstants.MuxWindow.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+        };
+        return _invoker.AsyncDuplexStreamingCall(DataFrame.MuxMethod, null, new CallOptions(headers, cancellationToken: cancellationToken));
     }
 
     /// <summary>Opens a data stream that waits at the relay until it is given a connection (see Limits.max_parked_streams).</summary>
