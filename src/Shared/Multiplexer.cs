@@ -102,8 +102,11 @@ internal sealed class Multiplexer
         return connection;
     }
 
-    /// <summary>Reads the call until it ends; then fails every connection left on it. Never throws.</summary>
-    public async Task RunAsync(IAsyncStreamReader<DataFrame> input, CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads the call until it ends; then fails every connection left on it. Never throws: returns the status the
+    /// connections failed with (<see cref="StatusCode.InvalidArgument"/> when the peer broke the protocol).
+    /// </summary>
+    public async Task<Status> RunAsync(IAsyncStreamReader<DataFrame> input, CancellationToken cancellationToken)
     {
         var status = new Status(StatusCode.Unavailable, "the multiplexed data call ended");
         try
@@ -136,6 +139,8 @@ internal sealed class Multiplexer
         {
             Fail(status);
         }
+
+        return status;
     }
 
     /// <summary>Ends the call's connections with <paramref name="status"/> (their readers and writers fail with it).</summary>

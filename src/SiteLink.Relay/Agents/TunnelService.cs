@@ -575,15 +575,21 @@ internal sealed class TunnelService
         }
 
         MarkProductive(http);
+        Status ended;
         try
         {
             using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Lifetime);
-            await mux.RunAsync(requestStream, lifetime.Token).ConfigureAwait(false);
+            ended = await mux.RunAsync(requestStream, lifetime.Token).ConfigureAwait(false);
         }
         finally
         {
             session.DetachMux(mux);
             mux.Stop("the multiplexed data call ended");
+        }
+
+        if (ended.StatusCode == StatusCode.InvalidArgument)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "the agent broke the multiplexing protocol (only the relay opens connections)"));
         }
     }
 
