@@ -87,9 +87,6 @@ internal sealed class DataFrame
     public static Method<DataFrame, DataFrame> StreamMethod { get; } =
         new(MethodType.DuplexStreaming, WireNames.ServiceName, "Stream", Marshaller, Marshaller);
 
-    /// <summary>The multiplexed data RPC of protocol version 2, sitelink.v1.Tunnel/Mux, with <see cref="Marshaller"/>.</summary>
-    public static Method<DataFrame, DataFrame> MuxMethod { get; } =
-        new(MethodType.DuplexStreaming, WireNames.ServiceName, "Mux", Marshaller, Marshaller);
 
     /// <summary>Parses one serialized frame (the marshaller's decoder, for tests and fuzzing).</summary>
     internal static DataFrame Parse(ReadOnlySequence<byte> payload) => Deserialize(payload);
@@ -117,7 +114,7 @@ internal sealed class DataFrame
         context.Complete();
     }
 
-    private static int Size(DataFrame frame)
+    internal static int Size(DataFrame frame)
     {
         var size = 0;
         var length = frame.Data.Length;
@@ -159,7 +156,7 @@ internal sealed class DataFrame
         return size;
     }
 
-    private static void Write(DataFrame frame, IBufferWriter<byte> writer)
+    internal static void Write(DataFrame frame, IBufferWriter<byte> writer)
     {
         var data = frame.Data.Span;
         if (!data.IsEmpty)
@@ -231,7 +228,7 @@ internal sealed class DataFrame
         writer.Advance(n);
     }
 
-    private static void WriteHeader(IBufferWriter<byte> writer, byte tag, int length)
+    internal static void WriteHeader(IBufferWriter<byte> writer, byte tag, int length)
     {
         var span = writer.GetSpan(6);
         span[0] = tag;
@@ -249,7 +246,7 @@ internal sealed class DataFrame
 
     private static DataFrame Deserialize(DeserializationContext context) => Deserialize(context.PayloadAsReadOnlySequence());
 
-    private static DataFrame Deserialize(ReadOnlySequence<byte> payload)
+    internal static DataFrame Deserialize(ReadOnlySequence<byte> payload)
     {
         var reader = new SequenceReader<byte>(payload);
         var frame = new DataFrame();
@@ -327,7 +324,7 @@ internal sealed class DataFrame
         return frame;
     }
 
-    private static ulong ReadVarint(ref SequenceReader<byte> reader)
+    internal static ulong ReadVarint(ref SequenceReader<byte> reader)
     {
         ulong value = 0;
         for (var shift = 0; shift < 64; shift += 7)
@@ -347,7 +344,7 @@ internal sealed class DataFrame
         throw Malformed("a varint is longer than 10 bytes");
     }
 
-    private static int ReadLength(ref SequenceReader<byte> reader)
+    internal static int ReadLength(ref SequenceReader<byte> reader)
     {
         var length = ReadVarint(ref reader);
         if (length > (ulong)reader.Remaining)
@@ -358,7 +355,7 @@ internal sealed class DataFrame
         return (int)length;
     }
 
-    private static void SkipField(ref SequenceReader<byte> reader, ulong field, int wireType)
+    internal static void SkipField(ref SequenceReader<byte> reader, ulong field, int wireType)
     {
         // Fields of later protocol versions are skipped, as protobuf does.
         switch (wireType)
@@ -391,6 +388,6 @@ internal sealed class DataFrame
     }
 
     // An IOException, as protobuf's own parse errors are: readers treat it as the connection failing.
-    private static IOException Malformed(string reason) =>
+    internal static IOException Malformed(string reason) =>
         new($"Malformed sitelink.v1.StreamFrame: {reason}.");
 }

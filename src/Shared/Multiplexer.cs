@@ -31,12 +31,13 @@ internal sealed record MuxSettings(int ReceiveWindow, int SendWindow, int MaxFra
 /// agent accepts them (<see cref="Accepted"/>). Each connection is a <see cref="MuxConnection"/>: the reader and writer
 /// a Stream call would have, so the code above is the same for both kinds of data call.
 /// </summary>
-#pragma warning disable CA1001 // Lives as long as its call; its CancellationTokenSource has no timer and its SemaphoreSlim never allocates a wait handle: nothing to release.
+#pragma warning disable CA1001 // Lives as long as its call; its CancellationTokenSource has no timer: nothing to release.
 internal sealed class Multiplexer
 #pragma warning restore CA1001
 {
-    private readonly IAsyncStreamWriter<DataFrame> _output;
-    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly IAsyncStreamWriter<MuxBatch> _output;
+    private readonly Queue<PendingWrite> _queue = new();
+    private bool _writing;
     private readonly ConcurrentDictionary<ulong, MuxConnection> _connections = new();
     private readonly CancellationTokenSource _lifetime = new();
     private readonly bool _opens;
@@ -48,12 +49,16 @@ internal sealed class Multiplexer
     /// <param name="output">The call's sending side; only this multiplexer writes to it.</param>
     /// <param name="settings">Windows and limits.</param>
     /// <param name="opens">True at the relay (it opens connections), false at the agent (it accepts them).</param>
-    public Multiplexer(IAsyncStreamWriter<DataFrame> output, MuxSettings settings, bool opens)
+    public Multiplexer(IAsyncStreamWriter<MuxBatch> output, MuxSettings settings, bool opens)
     {
         _output = output;
         Settings = settings;
         _opens = opens;
+        // A message stays within what the relay accepts (MaxFrameSize + 1 KiB): one full data frame, or many small ones.
+        _maxBatchBytes = settings.MaxFrameSize + 512;
     }
+
+    private readonly int _maxBatchBytes;
 
     public MuxSettings Settings { get; }
 
@@ -106,7 +111,7 @@ internal sealed class Multiplexer
     /// Reads the call until it ends; then fails every connection left on it. Never throws: returns the status the
     /// connections failed with (<see cref="StatusCode.InvalidArgument"/> when the peer broke the protocol).
     /// </summary>
-    public async Task<Status> RunAsync(IAsyncStreamReader<DataFrame> input, CancellationToken cancellationToken)
+    public async Task<Status> RunAsync(IAsyncStreamReader<MuxBatch> input, CancellationToken cancellationToken)
     {
         var status = new Status(StatusCode.Unavailable, "the multiplexed data call ended");
         try
@@ -114,8 +119,7 @@ internal sealed class Multiplexer
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _lifetime.Token);
             while (await input.MoveNext(linked.Token).ConfigureAwait(false))
             {
-                var frame = input.Current;
-                if (!Dispatch(frame))
+                if (!DispatchAll(input.Current.Frames))
                 {
                     status = new Status(StatusCode.InvalidArgument, "the peer broke the multiplexing protocol");
                     break;
@@ -159,6 +163,47 @@ internal sealed class Multiplexer
 
         _connections.Clear();
         Volatile.Read(ref _drained)?.TrySetResult();
+        FailQueued();
+    }
+
+    private void FailQueued()
+    {
+        List<PendingWrite> failed;
+        lock (_queue)
+        {
+            if (_writing)
+            {
+                // The writer fails what is queued when its write ends.
+                return;
+            }
+
+            failed = [.. _queue];
+            _queue.Clear();
+        }
+
+        foreach (var write in failed)
+        {
+            write.Done.TrySetException(new RpcException(_failure ?? new Status(StatusCode.Unavailable, "the multiplexed data call ended")));
+        }
+    }
+
+    /// <summary>Handles the frames of one message in order; false (the rest released) when one ends the call.</summary>
+    internal bool DispatchAll(List<DataFrame> frames)
+    {
+        for (var i = 0; i < frames.Count; i++)
+        {
+            if (!Dispatch(frames[i]))
+            {
+                for (var j = i + 1; j < frames.Count; j++)
+                {
+                    frames[j].Release();
+                }
+
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>Handles one received frame; false when it breaks the protocol badly enough to end the call.</summary>
@@ -240,30 +285,132 @@ internal sealed class Multiplexer
         Volatile.Write(ref _drained, null);
     }
 
-    /// <summary>Writes one frame; frames are written one at a time, in the order they got the lock (FIFO).</summary>
+    /// <summary>
+    /// Writes one frame, after the frames queued before it. Whoever finds no write in progress writes — its own frame
+    /// and every frame queued meanwhile, several per message — and hands on to a background writer once its own frame
+    /// is out, so a connection's caller is never kept writing for the others. A queued frame is always written (or the
+    /// call fails): <paramref name="cancellationToken"/> counts only before it is queued, since the caller's memory must
+    /// stay untouched until then.
+    /// </summary>
     internal async Task WriteAsync(DataFrame frame, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         if (_failure is { } failure)
         {
             throw new RpcException(failure);
         }
 
-        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        var write = new PendingWrite(frame);
+        bool lead;
+        lock (_queue)
         {
-            // Not the caller's token: a write cancelled half-way would break the call for every connection on it.
-            await _output.WriteAsync(frame, _lifetime.Token).ConfigureAwait(false);
+            _queue.Enqueue(write);
+            lead = !_writing;
+            _writing = true;
         }
-        catch (Exception ex) when (ex is RpcException or IOException or InvalidOperationException or OperationCanceledException or ObjectDisposedException)
+
+        if (lead)
         {
-            var status = new Status(StatusCode.Unavailable, "the multiplexed data call failed: " + (ex is RpcException rpc ? SafeText.Clean(rpc.Status.Detail) : ex.GetType().Name));
-            Fail(status);
-            throw new RpcException(_failure ?? status);
+            await DrainAsync(write).ConfigureAwait(false);
         }
-        finally
+
+        await write.Done.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>Writes queued frames until none is left (or, for a caller's write, until its own frame is out).</summary>
+    private async Task DrainAsync(PendingWrite? own)
+    {
+        var batch = new List<PendingWrite>();
+        while (true)
         {
-            _writeLock.Release();
+            batch.Clear();
+            lock (_queue)
+            {
+                if (_queue.Count == 0)
+                {
+                    _writing = false;
+                    return;
+                }
+
+                if (own is not null && own.Done.Task.IsCompleted)
+                {
+                    // The caller's frame is out: a background writer takes over (the queue stays marked as being written).
+                    _ = Task.Run(() => DrainAsync(null));
+                    return;
+                }
+
+                var bytes = 0;
+                while (_queue.TryPeek(out var next))
+                {
+                    var size = MuxBatch.SizeInBatch(next.Frame);
+                    if (batch.Count > 0 && bytes + size > _maxBatchBytes)
+                    {
+                        break;
+                    }
+
+                    batch.Add(_queue.Dequeue());
+                    bytes += size;
+                }
+            }
+
+            var frames = new List<DataFrame>(batch.Count);
+            foreach (var write in batch)
+            {
+                frames.Add(write.Frame);
+            }
+
+            Exception? error = null;
+            try
+            {
+                if (_failure is { } failure)
+                {
+                    throw new RpcException(failure);
+                }
+
+                // Not a caller's token: a write cancelled half-way would break the call for every connection on it.
+                await _output.WriteAsync(new MuxBatch(frames), _lifetime.Token).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // Whatever the write threw, the call is failed and every waiting frame told: nothing may hang on a dead writer.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                var status = ex is RpcException { StatusCode: not StatusCode.OK } rpc && _failure is not null
+                    ? rpc.Status
+                    : new Status(StatusCode.Unavailable, "the multiplexed data call failed: " + (ex is RpcException r ? SafeText.Clean(r.Status.Detail) : ex.GetType().Name));
+                Fail(status);
+                error = new RpcException(_failure ?? status);
+            }
+
+            foreach (var write in batch)
+            {
+                if (error is null)
+                {
+                    write.Done.TrySetResult();
+                }
+                else
+                {
+                    write.Done.TrySetException(error);
+                }
+            }
+
+            if (error is not null)
+            {
+                lock (_queue)
+                {
+                    _writing = false;
+                }
+
+                FailQueued();
+                return;
+            }
         }
+    }
+
+    private sealed class PendingWrite(DataFrame frame)
+    {
+        public DataFrame Frame { get; } = frame;
+
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>Writes a frame nobody waits for (credit, resets); a failure fails the call, which is what matters.</summary>

@@ -26,6 +26,7 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
     private long _credit;
     private TaskCompletionSource? _creditWaiter;
     private bool _localClosed;
+    private bool _sentReset;
     private int _disposed;
 
     internal MuxConnection(Multiplexer mux, ulong id, OpenStream open)
@@ -152,6 +153,7 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
         lock (_lock)
         {
             _localClosed = true;
+            _sentReset = true;
         }
 
         OnCallFailed(status);
@@ -350,6 +352,7 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
             }
 
             _localClosed = true;
+            _sentReset = status is not null;
         }
 
         var frame = status is { } s
@@ -379,13 +382,9 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
         bool reset;
         lock (_lock)
         {
-            reset = !_localClosed && _remoteReset is null;
+            // Not finished gracefully both ways, and neither end said so with a reset yet: say it now.
+            reset = _remoteReset is null && !_sentReset && (!_localClosed || !_remoteClosed);
             _localClosed = true;
-            if (!(_remoteClosed && _received.Count == 0) && _remoteReset is null)
-            {
-                reset = true;
-            }
-
             _remoteReset ??= new Status(StatusCode.Cancelled, "the connection was released");
             DropReceived();
         }

@@ -76,7 +76,7 @@ public sealed partial class TunnelSession
     /// </summary>
     private void StartMultiplexed(ConnectionRun run)
     {
-        AsyncDuplexStreamingCall<DataFrame, DataFrame> call;
+        AsyncDuplexStreamingCall<MuxBatch, MuxBatch> call;
         try
         {
             call = run.Connection.OpenMux(run.SessionId, run.Connection.Lifetime);
@@ -106,7 +106,7 @@ public sealed partial class TunnelSession
         _ = RunMultiplexedAsync(run, mux, call);
     }
 
-    private async Task RunMultiplexedAsync(ConnectionRun run, Multiplexer mux, AsyncDuplexStreamingCall<DataFrame, DataFrame> call)
+    private async Task RunMultiplexedAsync(ConnectionRun run, Multiplexer mux, AsyncDuplexStreamingCall<MuxBatch, MuxBatch> call)
     {
         try
         {

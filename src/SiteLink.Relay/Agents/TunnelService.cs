@@ -550,7 +550,7 @@ internal sealed class TunnelService
     /// each opened by a frame of the relay's, until the call or the session ends (connections on it fail then; new ones
     /// go by Stream calls again).
     /// </summary>
-    public async Task Mux(IAsyncStreamReader<DataFrame> requestStream, IServerStreamWriter<DataFrame> responseStream, ServerCallContext context)
+    public async Task Mux(IAsyncStreamReader<MuxBatch> requestStream, IServerStreamWriter<MuxBatch> responseStream, ServerCallContext context)
     {
         var http = context.GetHttpContext();
         var session = FindDataCallSession(context, http);

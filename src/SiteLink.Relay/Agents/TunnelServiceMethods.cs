@@ -41,7 +41,7 @@ internal sealed class TunnelServiceMethods : IServiceMethodProvider<TunnelServic
     {
         context.AddDuplexStreamingMethod(ControlMethod, [], (service, requests, responses, call) => service.Control(requests, responses, call));
         context.AddDuplexStreamingMethod(DataFrame.StreamMethod, [], (service, requests, responses, call) => service.Stream(requests, responses, call));
-        context.AddDuplexStreamingMethod(DataFrame.MuxMethod, [], (service, requests, responses, call) => service.Mux(requests, responses, call));
+        context.AddDuplexStreamingMethod(MuxBatch.MuxMethod, [], (service, requests, responses, call) => service.Mux(requests, responses, call));
     }
 
     private static Marshaller<T> ProtobufMarshaller<T>(MessageParser<T> parser)

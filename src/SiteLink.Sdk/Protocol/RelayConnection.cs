@@ -303,7 +303,7 @@ internal sealed class RelayConnection : IAsyncDisposable
     public bool CanMultiplex => Welcome.ProtocolVersion >= WireNames.MultiplexedProtocolVersion && Welcome.Limits is { MuxWindow: > 0 };
 
     /// <summary>Opens the session's multiplexed data call (protocol version 2).</summary>
-    public AsyncDuplexStreamingCall<DataFrame, DataFrame> OpenMux(string sessionId, CancellationToken cancellationToken)
+    public AsyncDuplexStreamingCall<MuxBatch, MuxBatch> OpenMux(string sessionId, CancellationToken cancellationToken)
     {
         var headers = new Metadata
         {
@@ -311,7 +311,7 @@ internal sealed class RelayConnection : IAsyncDisposable
             { WireNames.SessionIdHeader, sessionId },
             { WireNames.WindowHeader, ProtocolConstants.MuxWindow.ToString(System.Globalization.CultureInfo.InvariantCulture) },
         };
-        return _invoker.AsyncDuplexStreamingCall(DataFrame.MuxMethod, null, new CallOptions(headers, cancellationToken: cancellationToken));
+        return _invoker.AsyncDuplexStreamingCall(MuxBatch.MuxMethod, null, new CallOptions(headers, cancellationToken: cancellationToken));
     }
 
     /// <summary>Opens a data stream that waits at the relay until it is given a connection (see Limits.max_parked_streams).</summary>
