@@ -254,7 +254,8 @@ internal sealed class DataFrame
         {
             while (!reader.End)
             {
-                var tag = ReadVarint(ref reader);
+                // A tag is a uint32 on the wire: higher bits are dropped, as protobuf's parser does.
+                var tag = (uint)ReadVarint(ref reader);
                 var field = tag >> 3;
                 var wireType = (int)(tag & 7);
                 if (field == 0)
@@ -272,18 +273,10 @@ internal sealed class DataFrame
                         break;
                     case (3, 2):
                         var length = ReadLength(ref reader);
-                        var message = OpenStream.Parser.ParseFrom(payload.Slice(reader.Position, length));
+                        // Repeated occurrences of a message field merge, parsed in place as protobuf's parser does.
+                        frame.Open ??= new OpenStream();
+                        frame.Open.MergeFrom(payload.Slice(reader.Position, length));
                         reader.Advance(length);
-                        // Repeated occurrences of a message field merge, as protobuf's parser does.
-                        if (frame.Open is null)
-                        {
-                            frame.Open = message;
-                        }
-                        else
-                        {
-                            frame.Open.MergeFrom(message);
-                        }
-
                         break;
                     case (4, 0):
                         frame.ConnectionId = ReadVarint(ref reader);
@@ -293,17 +286,9 @@ internal sealed class DataFrame
                         break;
                     case (6, 2):
                         var resetLength = ReadLength(ref reader);
-                        var reset = StreamReset.Parser.ParseFrom(payload.Slice(reader.Position, resetLength));
+                        frame.Reset ??= new StreamReset();
+                        frame.Reset.MergeFrom(payload.Slice(reader.Position, resetLength));
                         reader.Advance(resetLength);
-                        if (frame.Reset is null)
-                        {
-                            frame.Reset = reset;
-                        }
-                        else
-                        {
-                            frame.Reset.MergeFrom(reset);
-                        }
-
                         break;
                     case (7, 0):
                         // uint32 on the wire: a larger varint is truncated to its low 32 bits, as protobuf does.

@@ -255,6 +255,14 @@ internal sealed class Multiplexer
         frame.Open = null;
         var connection = new MuxConnection(this, id, open);
         _connections[id] = connection;
+        if (IsOver)
+        {
+            // The call failed meanwhile: nothing would fail this connection later.
+            _connections.TryRemove(id, out _);
+            frame.Release();
+            return true;
+        }
+
         // The opening frame may carry data (and more) too.
         connection.OnFrame(frame);
         Accepted(connection, open);

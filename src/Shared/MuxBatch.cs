@@ -73,7 +73,8 @@ internal sealed class MuxBatch
         {
             while (!reader.End)
             {
-                var tag = DataFrame.ReadVarint(ref reader);
+                // A tag is a uint32 on the wire: higher bits are dropped, as protobuf's parser does.
+                var tag = (uint)DataFrame.ReadVarint(ref reader);
                 var field = tag >> 3;
                 var wireType = (int)(tag & 7);
                 if (field == 0)

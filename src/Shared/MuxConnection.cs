@@ -20,6 +20,8 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
     private int _consumed;
     private int _currentLength;
     private bool _remoteClosed;
+    private bool _remoteHalfClosed;
+    private long _queuedBytes;
     private Status? _remoteReset;
     private TaskCompletionSource<bool>? _readWaiter;
     // Sending.
@@ -43,17 +45,8 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
     /// <summary>The offer this connection carries.</summary>
     public OpenStream Offer => _open ?? new OpenStream();
 
-    /// <summary>Data received and not yet consumed (at most the receive window).</summary>
-    public long Buffered
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _mux.Settings.ReceiveWindow - _allowance - _consumed;
-            }
-        }
-    }
+    /// <summary>Data received and not yet handed to the reader (at most the receive window).</summary>
+    public long Buffered => Interlocked.Read(ref _queuedBytes);
 
     public DataFrame Current { get; private set; } = null!;
 
@@ -109,13 +102,24 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
                 frame.Release();
                 violation = $"the peer sent {length} bytes with {_allowance} bytes of credit left";
             }
+            else if (length > 0 && _remoteHalfClosed)
+            {
+                frame.Release();
+                violation = "the peer sent data after its half_close";
+            }
             else
             {
-                if (length > 0 || frame.HalfClose)
+                // Only data and the first half_close are queued: a repeated half_close (or an empty frame) costs
+                // nothing here, so a peer cannot grow the queue with frames that take no credit.
+                var halfClose = frame.HalfClose && !_remoteHalfClosed;
+                _remoteHalfClosed |= frame.HalfClose;
+                if (length > 0 || halfClose)
                 {
                     _allowance -= length;
+                    _queuedBytes += length;
                     _mux.OnBuffered(length);
                     frame.Window = 0;
+                    frame.HalfClose = halfClose;
                     var close = frame.Close;
                     frame.Close = false;
                     _received.Enqueue(frame);
@@ -125,6 +129,13 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
                 {
                     frame.Release();
                     _remoteClosed = frame.Close;
+                }
+
+                if (_remoteClosed)
+                {
+                    // The peer is finished with the connection: nothing more will be read there, nor credit come.
+                    credit ??= _creditWaiter;
+                    _creditWaiter = null;
                 }
 
                 wake = _readWaiter;
@@ -182,6 +193,7 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
     {
         while (_received.TryDequeue(out var dropped))
         {
+            _queuedBytes -= dropped.Data.Length;
             _mux.OnConsumed(dropped.Data.Length);
             dropped.Release();
         }
@@ -210,6 +222,7 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
                 if (_received.TryDequeue(out var frame))
                 {
                     _currentLength = frame.Data.Length;
+                    _queuedBytes -= _currentLength;
                     _mux.OnConsumed(_currentLength);
                     Current = frame;
                     return true;
@@ -298,6 +311,11 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
             {
                 throw new InvalidOperationException("The connection is closed; nothing more can be written.");
             }
+
+            if (_remoteClosed)
+            {
+                throw new InvalidOperationException("The peer finished the connection; nothing more can be written.");
+            }
         }
     }
 
@@ -317,6 +335,11 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
                 if (_localClosed)
                 {
                     throw new InvalidOperationException("The connection is closed; nothing more can be written.");
+                }
+
+                if (_remoteClosed)
+                {
+                    throw new InvalidOperationException("The peer finished the connection; nothing more can be written.");
                 }
 
                 if (_credit > 0)
@@ -339,8 +362,7 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
 
     /// <summary>
     /// Ends this side of the connection: <paramref name="status"/> null is a graceful close (after what was written),
-    /// anything else a reset with that status. Afterwards the connection leaves the call at once if the peer ended its
-    /// side too (else when it does, or on <see cref="Dispose"/>).
+    /// anything else a reset with that status. The connection leaves the call on <see cref="Dispose"/>.
     /// </summary>
     public async Task FinishAsync(Status? status)
     {

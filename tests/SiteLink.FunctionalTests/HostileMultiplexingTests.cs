@@ -65,7 +65,7 @@ public sealed class HostileMultiplexingTests
             Reading = read ? ReadAsync() : Task.FromResult<Status?>(null);
         }
 
-        public AsyncDuplexStreamingCall<StreamFrame, StreamFrame> Call { get; }
+        public AsyncDuplexStreamingCall<StreamFrames, StreamFrames> Call { get; }
 
         /// <summary>Completes with the call's status when the relay ends it (null: it ended with OK).</summary>
         public Task<Status?> Reading { get; }
@@ -78,14 +78,16 @@ public sealed class HostileMultiplexingTests
             {
                 while (await Call.ResponseStream.MoveNext(CancellationToken.None))
                 {
-                    var frame = Call.ResponseStream.Current;
-                    All.Enqueue(frame);
-                    if (frame.Open is not null)
+                    foreach (var frame in Call.ResponseStream.Current.Frames)
                     {
-                        _opens.Writer.TryWrite(frame);
-                    }
+                        All.Enqueue(frame);
+                        if (frame.Open is not null)
+                        {
+                            _opens.Writer.TryWrite(frame);
+                        }
 
-                    Frames(frame.ConnectionId).Writer.TryWrite(frame);
+                        Frames(frame.ConnectionId).Writer.TryWrite(frame);
+                    }
                 }
 
                 return null;
@@ -142,7 +144,7 @@ public sealed class HostileMultiplexingTests
             await _writeLock.WaitAsync();
             try
             {
-                await Call.RequestStream.WriteAsync(frame).DefaultTimeout();
+                await Call.RequestStream.WriteAsync(new StreamFrames { Frames = { frame } }).DefaultTimeout();
             }
             finally
             {
@@ -172,7 +174,7 @@ public sealed class HostileMultiplexingTests
             try
             {
                 // Makes sure the call's headers are on their way (a frame for no connection is ignored).
-                await call.Call.RequestStream.WriteAsync(new StreamFrame { ConnectionId = ulong.MaxValue, Window = 1 }).DefaultTimeout();
+                await call.Call.RequestStream.WriteAsync(new StreamFrames { Frames = { new StreamFrame { ConnectionId = ulong.MaxValue, Window = 1 } } }).DefaultTimeout();
             }
             catch (RpcException)
             {
@@ -281,7 +283,7 @@ public sealed class HostileMultiplexingTests
         var (control, welcome) = await HandshakeV2Async(raw);
         using (control)
         {
-            var attempts = new (string What, AsyncDuplexStreamingCall<StreamFrame, StreamFrame> Call, StatusCode[] Expected)[]
+            var attempts = new (string What, AsyncDuplexStreamingCall<StreamFrames, StreamFrames> Call, StatusCode[] Expected)[]
             {
                 ("another tenant's token", globex.Client.Mux(MuxHeaders(globex, welcome.SessionId, 1 << 20)), [StatusCode.NotFound]),
                 ("another token of the same tenant", raw.Client.Mux(MuxHeaders(raw, welcome.SessionId, 1 << 20, TestRelay.AcmeRestrictedToken)), [StatusCode.NotFound]),
@@ -580,10 +582,16 @@ public sealed class HostileMultiplexingTests
             }
 
             var heapBefore = GC.GetTotalMemory(forceFullCollection: true);
-            var halfClose = new StreamFrame { ConnectionId = id, HalfClose = true };
-            for (var i = 0; i < Repeats; i++)
+            // Many to a message, as a batching peer would send them.
+            var halfCloses = new StreamFrames();
+            for (var i = 0; i < 1000; i++)
             {
-                await mux.Call.RequestStream.WriteAsync(halfClose);
+                halfCloses.Frames.Add(new StreamFrame { ConnectionId = id, HalfClose = true });
+            }
+
+            for (var i = 0; i < Repeats; i += 1000)
+            {
+                await mux.Call.RequestStream.WriteAsync(halfCloses);
             }
 
             // Then a reset of the marker connection: once its client sees it, the relay has read every frame before it.

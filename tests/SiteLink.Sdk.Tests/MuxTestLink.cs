@@ -14,7 +14,7 @@ namespace SiteLink.Sdk.Tests;
 /// on every frame), the reading end parses with <see cref="DataFrame.Parse"/>. Raw frames can be injected to play a
 /// hostile peer.
 /// </summary>
-internal sealed class MuxTestLink : IAsyncStreamWriter<DataFrame>, IAsyncStreamReader<DataFrame>
+internal sealed class MuxTestLink : IAsyncStreamWriter<MuxBatch>, IAsyncStreamReader<MuxBatch>
 {
     private readonly Channel<byte[]> _channel = Channel.CreateUnbounded<byte[]>();
     private long _dataBytesWritten;
@@ -34,7 +34,7 @@ internal sealed class MuxTestLink : IAsyncStreamWriter<DataFrame>, IAsyncStreamR
 
     public WriteOptions? WriteOptions { get; set; }
 
-    public DataFrame Current { get; private set; } = null!;
+    public MuxBatch Current { get; private set; } = null!;
 
     /// <summary>A task that completes at the next call of <see cref="MoveNext"/>.</summary>
     public Task NextReadCalled()
@@ -44,13 +44,21 @@ internal sealed class MuxTestLink : IAsyncStreamWriter<DataFrame>, IAsyncStreamR
         return called.Task;
     }
 
-    public Task WriteAsync(DataFrame message) => WriteAsync(message, CancellationToken.None);
+    public Task WriteAsync(MuxBatch message) => WriteAsync(message, CancellationToken.None);
 
-    public Task WriteAsync(DataFrame message, CancellationToken cancellationToken)
+    public Task WriteAsync(MuxBatch message, CancellationToken cancellationToken)
     {
-        var bytes = DataFrame.ToArray(message);
-        Written.Enqueue(StreamFrame.Parser.ParseFrom(bytes));
-        Interlocked.Add(ref _dataBytesWritten, message.Data.Length);
+        var bytes = MuxBatch.ToArray(message);
+        foreach (var frame in StreamFrames.Parser.ParseFrom(bytes).Frames)
+        {
+            Written.Enqueue(frame);
+        }
+
+        foreach (var frame in message.Frames)
+        {
+            Interlocked.Add(ref _dataBytesWritten, frame.Data.Length);
+        }
+
         if (!_channel.Writer.TryWrite(bytes))
         {
             throw new InvalidOperationException("The in-memory call is complete.");
@@ -62,15 +70,20 @@ internal sealed class MuxTestLink : IAsyncStreamWriter<DataFrame>, IAsyncStreamR
     /// <summary>A frame a hostile peer sends, written by protobuf's generated serializer.</summary>
     public void Inject(StreamFrame frame)
     {
-        if (!_channel.Writer.TryWrite(frame.ToByteArray()))
+        if (!_channel.Writer.TryWrite(new StreamFrames { Frames = { frame } }.ToByteArray()))
         {
             throw new InvalidOperationException("The in-memory call is complete.");
         }
     }
 
-    /// <summary>Bytes a hostile peer sends as one message, whatever they are.</summary>
-    public void InjectRaw(byte[] message)
+    /// <summary>Bytes a hostile peer sends as one frame of a message, whatever they are.</summary>
+    public void InjectRaw(byte[] frame)
     {
+        var message = new byte[1 + CodedOutputStream.ComputeLengthSize(frame.Length) + frame.Length];
+        var output = new CodedOutputStream(message);
+        output.WriteTag(1, WireFormat.WireType.LengthDelimited);
+        output.WriteBytes(ByteString.CopyFrom(frame));
+        output.Flush();
         if (!_channel.Writer.TryWrite(message))
         {
             throw new InvalidOperationException("The in-memory call is complete.");
@@ -89,7 +102,7 @@ internal sealed class MuxTestLink : IAsyncStreamWriter<DataFrame>, IAsyncStreamR
             return false;
         }
 
-        Current = DataFrame.Parse(new ReadOnlySequence<byte>(bytes));
+        Current = MuxBatch.Parse(new ReadOnlySequence<byte>(bytes));
         return true;
     }
 }
