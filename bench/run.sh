@@ -48,4 +48,7 @@ python3 bench/density.py "${admin_args[@]}"
 
 # Churn: 100,000 short connections through one agent session, relay and agent memory every 10,000
 # (bench/results/churn-latest.md, or -quick.md: 5,000 connections).
-exec python3 bench/churn.py "${admin_args[@]}"
+python3 bench/churn.py "${admin_args[@]}"
+
+# Issue 17's targets against this run's figures, appended to latest.md (quick.md).
+exec python3 bench/targets.py "${admin_args[@]}"
