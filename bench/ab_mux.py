@@ -28,9 +28,9 @@ harness.DURATION = DURATION
 log = harness.log
 
 
-def start_side(name, upstreams, multiplexing):
+def start_side(name, upstreams, multiplexing, endpoints=("iperf", "http", "redis", "postgres"), processes=None):
+    """A relay (Multiplexing on or off) and a sitelink-agent serving `endpoints`; their processes are added to `processes`."""
     agent_port = harness.free_port()
-    endpoints = ["iperf", "http", "redis", "postgres"]
     public = {e: harness.free_port() for e in endpoints}
     config = {
         "Logging": {"LogLevel": {"Default": "Warning"}},
@@ -47,15 +47,18 @@ def start_side(name, upstreams, multiplexing):
     path = os.path.join(harness.work, f"{name}.json")
     with open(path, "w") as f:
         json.dump(config, f)
-    harness.start(f"relay-{name}", ["dotnet", harness.RELAY, "--config", path])
+    relay = harness.start(f"relay-{name}", ["dotnet", harness.RELAY, "--config", path])
     pin = harness.wait_log(f"relay-{name}", r"pin it in agents\): ([0-9A-F]{64})").group(1)
     args = ["dotnet", harness.AGENT, "--relay", f"https://127.0.0.1:{agent_port}", "--pin", pin, "--no-proxy",
             "--Logging:LogLevel:Default", "Warning", "--SiteLink:MaxConcurrentConnections", "20000",
             "--SiteLink:MaxConcurrentConnectionsPerEndpoint", "20000"]
     for e in endpoints:
         args += ["--endpoint", f"{e}=127.0.0.1:{upstreams[e]}"]
-    harness.start(f"agent-{name}", args, env={"SITELINK_AUTHTOKEN": harness.TOKEN})
-    harness.wait_http(public["http"])
+    agent = harness.start(f"agent-{name}", args, env={"SITELINK_AUTHTOKEN": harness.TOKEN})
+    if processes is not None:
+        processes += [relay, agent]
+    if "http" in public:
+        harness.wait_http(public["http"])
     return public
 
 
