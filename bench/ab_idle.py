@@ -11,9 +11,7 @@ each again. Prints KiB per connection (relay + agent) per run and the medians. L
 import os
 import re
 import signal
-import socket
 import statistics
-import time
 import subprocess
 import sys
 
@@ -22,22 +20,8 @@ CONNECTIONS = int(sys.argv[sys.argv.index("--connections") + 1]) if "--connectio
 sys.argv = [sys.argv[0]]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ab_mux  # noqa: E402
+import benchlib  # noqa: E402
 harness = ab_mux.harness
-
-
-def wait_echo(port, timeout=60):
-    """Waits until a byte sent through the port comes back (the agent has bound the endpoint)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.sendall(b"x")
-                if s.recv(1) == b"x":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"no echo through 127.0.0.1:{port}")
 
 
 def main():
@@ -54,7 +38,7 @@ def main():
             tag = f"{'v2' if sides[name] else 'v1'}-{round_number}"
             public = ab_mux.start_side(tag, upstreams, sides[name], endpoints=("echo",), processes=processes)
             relay, agent = processes
-            wait_echo(public["echo"])
+            benchlib.wait_echo(public["echo"])
             result = subprocess.run(["dotnet", harness.HELPER, "idle", str(public["echo"]), str(CONNECTIONS), "5:5", str(relay.pid), str(agent.pid)],
                                     capture_output=True, text=True, timeout=600)
             match = re.search(r"idle (\d+) ok (\d+) rss (\d+):(\d+) (\d+):(\d+)", result.stdout)

@@ -86,3 +86,18 @@ def wait_port(port, timeout=30):
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def wait_echo(port, timeout=60):
+    """Waits until a byte comes back through the port (for a cloud endpoint: relay, agent and upstream are all up)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"x")
+                if s.recv(1) == b"x":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"no echo through 127.0.0.1:{port} after {timeout} s")

@@ -105,19 +105,7 @@ def wait_log(name, pattern, process, timeout=60):
     raise RuntimeError(f"{name} did not log {pattern!r}; see {os.path.join(work, name + '.log')}")
 
 
-def wait_echo(port, timeout=60):
-    """Waits until a byte comes back through the port (for a cloud endpoint: relay, agent and upstream are all up)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.sendall(b"x")
-                if s.recv(1) == b"x":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"no echo through 127.0.0.1:{port} after {timeout} s")
+wait_echo = benchlib.wait_echo
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -302,20 +302,26 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
     {
         lock (_lock)
         {
-            if (_remoteReset is { } reset)
-            {
-                throw new RpcException(reset);
-            }
+            ThrowIfNotWritable();
+        }
+    }
 
-            if (_localClosed)
-            {
-                throw new InvalidOperationException("The connection is closed; nothing more can be written.");
-            }
+    /// <summary>Under the lock: a reset, our own end or the peer's close ends writing.</summary>
+    private void ThrowIfNotWritable()
+    {
+        if (_remoteReset is { } reset)
+        {
+            throw new RpcException(reset);
+        }
 
-            if (_remoteClosed)
-            {
-                throw new InvalidOperationException("The peer finished the connection; nothing more can be written.");
-            }
+        if (_localClosed)
+        {
+            throw new InvalidOperationException("The connection is closed; nothing more can be written.");
+        }
+
+        if (_remoteClosed)
+        {
+            throw new InvalidOperationException("The peer finished the connection; nothing more can be written.");
         }
     }
 
@@ -327,21 +333,7 @@ internal sealed class MuxConnection : IAsyncStreamReader<DataFrame>, IClientStre
             Task wait;
             lock (_lock)
             {
-                if (_remoteReset is { } reset)
-                {
-                    throw new RpcException(reset);
-                }
-
-                if (_localClosed)
-                {
-                    throw new InvalidOperationException("The connection is closed; nothing more can be written.");
-                }
-
-                if (_remoteClosed)
-                {
-                    throw new InvalidOperationException("The peer finished the connection; nothing more can be written.");
-                }
-
+                ThrowIfNotWritable();
                 if (_credit > 0)
                 {
                     var n = (int)Math.Min(wanted, _credit);
