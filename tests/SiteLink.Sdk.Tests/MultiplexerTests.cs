@@ -82,11 +82,9 @@ public sealed class MultiplexerTests
         var up = RandomNumberGenerator.GetBytes(Megabytes);
         long peakAgent = 0, peakRelay = 0;
         var downWrite = relay.WriteAsync(WithHalfClose(down));
-        var upWrite = Task.Run(async () =>
-        {
-            await agent.WriteAsync(WithHalfClose(up));
-            await agent.CompleteAsync();
-        });
+        // Half-closes only: a close says the sender is finished with the connection, after which the peer may send
+        // nothing more (docs/protocol.md), while this test's two directions end independently.
+        var upWrite = Task.Run(async () => await agent.WriteAsync(WithHalfClose(up)));
         var downRead = Task.Run(async () =>
         {
             using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -111,6 +109,10 @@ public sealed class MultiplexerTests
                 hash.AppendData(relay.Current.Data.Span);
                 relay.Current.Release();
                 peakRelay = Math.Max(peakRelay, pair.Relay.BufferedBytes);
+                if (relay.Current.HalfClose)
+                {
+                    break;
+                }
             }
 
             return hash.GetHashAndReset();
