@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,22 +63,6 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_echo(port, timeout=60):
-    """Waits until a connection through the cloud endpoint echoes (the whole path is up)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.settimeout(2)
-                s.sendall(b"ping")
-                if s.recv(4) == b"ping":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"no echo through 127.0.0.1:{port} after {timeout} s")
-
-
 def main():
     started = time.time()
     log(f"== SiteLink churn: {CONNECTIONS} connections, {ARGS.concurrency} at once, {ARGS.bytes} bytes each, "
@@ -104,7 +87,7 @@ def main():
     agent = group.start("agent", ["dotnet", AGENT, "--relay", f"https://127.0.0.1:{agent_port}", "--pin", pin, "--no-proxy",
                                   "--Logging:LogLevel:Default", "Warning", "--endpoint", f"echo=127.0.0.1:{echo_port}"],
                         env={"SITELINK_AUTHTOKEN": TOKEN})
-    wait_echo(public_port)
+    benchlib.wait_echo(public_port)
     time.sleep(SETTLE_S)
 
     log(f"-- {CONNECTIONS} short connections through the relay's tcp cloud endpoint")

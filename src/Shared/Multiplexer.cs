@@ -78,6 +78,7 @@ internal sealed class Multiplexer
     public long UnknownFrames => Interlocked.Read(ref _unknownFrames);
 
     private long _unknownFrames;
+    private int _refusalsQueued;
 
     /// <summary>Ended when the call is over: every connection on it has failed.</summary>
     public CancellationToken Lifetime => _lifetime.Token;
@@ -248,7 +249,26 @@ internal sealed class Multiplexer
         if (_connections.Count >= Settings.MaxConnections || Accepted is null)
         {
             frame.Release();
-            Post(new DataFrame { ConnectionId = id, Reset = new StreamReset { Code = (uint)StatusCode.ResourceExhausted, Message = "the agent has the maximum number of connections open on this call" } });
+            // Each refusal waits in the write queue until written: a relay that keeps opening past the limit without
+            // reading would grow that queue with every open, so at most MaxConnections refusals wait at once.
+            if (Interlocked.Increment(ref _refusalsQueued) > Settings.MaxConnections)
+            {
+                Interlocked.Decrement(ref _refusalsQueued);
+                ProtocolError?.Invoke("the relay keeps opening connections past the limit without reading the refusals");
+                return false;
+            }
+
+            _ = WriteAsync(new DataFrame { ConnectionId = id, Reset = new StreamReset { Code = (uint)StatusCode.ResourceExhausted, Message = "the agent has the maximum number of connections open on this call" } }, CancellationToken.None)
+                .ContinueWith(
+                    static (t, state) =>
+                    {
+                        _ = t.Exception;
+                        Interlocked.Decrement(ref ((Multiplexer)state!)._refusalsQueued);
+                    },
+                    this,
+                    CancellationToken.None,
+                    TaskContinuationOptions.ExecuteSynchronously,
+                    TaskScheduler.Default);
             return true;
         }
 

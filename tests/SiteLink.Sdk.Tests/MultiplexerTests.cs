@@ -593,4 +593,29 @@ public sealed class MultiplexerTests
         Assert.That(failure, Is.SameAs(writing), "the agent's write waiting for credit ended once the relay released the connection");
         Assert.That(writing.IsFaulted, Is.True, "and it failed (its data was not delivered)");
     }
+
+    [Test]
+    public void OpensPastTheLimit_WhileNoRefusalIsWritten_EndTheCall_InsteadOfQueueingRefusalsWithoutBound()
+    {
+        // An agent end whose writes never complete (a relay that stops reading): each refused open waits in its queue.
+        var agent = new Multiplexer(new StalledWriter(), Settings(connections: 2), opens: false) { Accepted = (_, _) => { } };
+        var results = new List<bool>();
+        for (ulong id = 1; id <= 5; id++)
+        {
+            results.Add(agent.Dispatch(new DataFrame { ConnectionId = id, Open = new OpenStream { StreamId = $"s{id}", BindId = "b1", EndpointName = "db" } }));
+        }
+
+        // 2 accepted, 2 refusals queued (the limit), then the call is ended rather than a third refusal queued.
+        Assert.That(results, Is.EqualTo(new[] { true, true, true, true, false }));
+        Assert.That(agent.Count, Is.EqualTo(2));
+    }
+
+    private sealed class StalledWriter : IAsyncStreamWriter<MuxBatch>
+    {
+        public WriteOptions? WriteOptions { get; set; }
+
+        public Task WriteAsync(MuxBatch message) => new TaskCompletionSource().Task;
+
+        public Task WriteAsync(MuxBatch message, CancellationToken cancellationToken) => new TaskCompletionSource().Task;
+    }
 }
